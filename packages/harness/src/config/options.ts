@@ -1,0 +1,90 @@
+import { z } from 'zod'
+import { HarnessError } from '../errors.js'
+import { parseSize } from './size.js'
+
+/** zod schemas are the single source of the Sandbox option types. */
+
+export const Arch = z.enum(['x86_64', 'aarch64'])
+export type Arch = z.infer<typeof Arch>
+
+const Size = z
+  .union([z.string(), z.number()])
+  .transform((value, ctx) => {
+    const bytes = parseSize(value)
+    if (bytes === undefined) {
+      ctx.addIssue({ code: 'custom', message: `expected a size like "512MiB", "4GiB" or a byte count, got ${JSON.stringify(value)}` })
+      return z.NEVER
+    }
+    return bytes
+  })
+
+const Port = z.int().min(1).max(65535)
+
+export const Forward = z.strictObject({
+  host: Port,
+  guest: Port,
+  proto: z.enum(['tcp', 'udp']).default('tcp'),
+})
+
+export const Network = z.strictObject({
+  mode: z.enum(['nat', 'none']).default('nat'),
+  forwards: z.array(Forward).default([]),
+})
+
+export const SharedDir = z.strictObject({
+  host: z.string().min(1),
+  guest: z.string().regex(/^\//, 'must be an absolute guest path'),
+  readonly: z.boolean().default(false),
+})
+
+/** Secret names become file names and environment variable names in the guest. */
+const SecretName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, 'must be a plain file name (letters, digits, _ . -)')
+
+export const Resources = z.strictObject({
+  cpus: z.int().min(1).max(64).default(1),
+  memory: Size.default(512 * 1024 ** 2),
+  disk: Size.default(4 * 1024 ** 3),
+})
+
+export const SandboxOptions = z.strictObject({
+  /** `fixture`, a directory holding an unpacked mixtape, or `name[:tag]` from mb's cache. */
+  mixtape: z.string().min(1).default('fixture'),
+  /** Guest architecture; defaults to the host's. A foreign arch runs under TCG. */
+  arch: Arch.optional(),
+  /** `auto` uses KVM when a probe shows it can run a guest, else TCG. */
+  accel: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
+  resources: Resources.default({ cpus: 1, memory: 512 * 1024 ** 2, disk: 4 * 1024 ** 3 }),
+  network: Network.default({ mode: 'nat', forwards: [] }),
+  shared: z.array(SharedDir).default([]),
+  secrets: z.record(SecretName, z.string()).default({}),
+  /** jcard.toml text sent with set_config; default: a jcard naming the mixtape and resources. */
+  jcard: z.string().optional(),
+  /** Milliseconds from QEMU start until stereosd must report ready. */
+  bootTimeoutMs: z.int().positive().default(120_000),
+  /** Keep the VM directory (disk, logs) when boot or shutdown fails. */
+  keepOnFailure: z.boolean().default(false),
+  /** Where VM directories live; default $STEREOS_RUNTIME_DIR, $XDG_RUNTIME_DIR/stereos-harness or /tmp. */
+  runtimeDir: z.string().optional(),
+  /** QEMU binary to run instead of qemu-system-<arch> from PATH. */
+  qemuBinary: z.string().optional(),
+})
+
+export type SandboxOptionsInput = z.input<typeof SandboxOptions>
+export type ResolvedSandboxOptions = z.output<typeof SandboxOptions>
+
+/** Parse user options; errors name every offending option path and how to fix it. */
+export function parseSandboxOptions(input: unknown, root = 'options'): ResolvedSandboxOptions {
+  const result = SandboxOptions.safeParse(input ?? {})
+  if (result.success) return result.data
+  throw invalidOptions(result.error, root)
+}
+
+export function invalidOptions(error: z.ZodError, root: string): HarnessError {
+  const lines = error.issues.map((issue) => {
+    const path = [root, ...issue.path.map(String)].join('.')
+    return `  ${path}: ${issue.message}`
+  })
+  return new HarnessError('INVALID_OPTIONS', `Invalid sandbox options:\n${lines.join('\n')}`, {
+    fix: 'correct the option(s) named above; see the Sandbox options in the README',
+  })
+}

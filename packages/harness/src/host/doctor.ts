@@ -1,0 +1,113 @@
+import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs'
+import { execa } from 'execa'
+import type { Arch } from '../config/options.js'
+import { hostArch } from './arch.js'
+import { probeKvm } from './kvm.js'
+import { which } from './which.js'
+import { PROFILES } from '../vmm/profile.js'
+
+export type CheckStatus = 'ok' | 'warn' | 'fail'
+
+export interface Check {
+  name: string
+  status: CheckStatus
+  detail: string
+  fix?: string
+}
+
+export interface DoctorReport {
+  checks: Check[]
+  /** False when no guest of any architecture can boot on this host. */
+  canBoot: boolean
+}
+
+const QEMU_PACKAGE: Record<Arch, string> = { x86_64: 'qemu-system-x86', aarch64: 'qemu-system-arm' }
+
+/** Everything the harness needs from the host, each with the fix when it is missing. */
+export async function runDoctor(): Promise<DoctorReport> {
+  const checks: Check[] = []
+  const native = hostArch()
+  checks.push(nodeCheck())
+
+  const bootable: Arch[] = []
+  for (const arch of ['x86_64', 'aarch64'] as const) {
+    const check = await qemuCheck(arch)
+    checks.push(check)
+    if (check.status === 'ok') bootable.push(arch)
+  }
+  const qemuImg = which('qemu-img')
+  checks.push(
+    qemuImg
+      ? { name: 'qemu-img', status: 'ok', detail: qemuImg }
+      : { name: 'qemu-img', status: 'fail', detail: 'not found on PATH', fix: 'apt-get install qemu-utils' },
+  )
+  checks.push(
+    which('setpriv')
+      ? { name: 'setpriv', status: 'ok', detail: 'QEMU is started with --pdeathsig KILL and dies with its runner' }
+      : { name: 'setpriv', status: 'warn', detail: 'not found: a SIGKILLed runner leaves QEMU running until the next sweep', fix: 'apt-get install util-linux' },
+  )
+
+  if (native) {
+    const kvm = await probeKvm(native)
+    checks.push(
+      kvm.usable
+        ? { name: 'kvm', status: 'ok', detail: `${native} guests run with KVM` }
+        : { name: 'kvm', status: 'warn', detail: `${kvm.reason}; guests run under TCG emulation (slower)`, ...(kvm.fix ? { fix: kvm.fix } : {}) },
+    )
+  }
+  checks.push(vsockCheck())
+  for (const arch of ['x86_64', 'aarch64'] as const) {
+    const fw = PROFILES[arch].efiCode.find((path) => existsSync(path))
+    checks.push(
+      fw
+        ? { name: `firmware ${arch}`, status: 'ok', detail: fw }
+        : { name: `firmware ${arch}`, status: 'warn', detail: 'no EFI firmware: only mixtapes with kernel artifacts can boot', fix: arch === 'x86_64' ? 'apt-get install ovmf' : 'apt-get install qemu-efi-aarch64' },
+    )
+  }
+  return { checks, canBoot: bootable.length > 0 && qemuImg !== undefined }
+}
+
+function nodeCheck(): Check {
+  const [major = 0, minor = 0] = process.versions.node.split('.').map(Number)
+  const ok = major > 22 || (major === 22 && minor >= 12)
+  return ok
+    ? { name: 'node', status: 'ok', detail: process.version }
+    : { name: 'node', status: 'warn', detail: `${process.version}: Vitest 5 and this harness need Node >= 22.12`, fix: 'install Node 22.12+ (or add the npm package `node@24` as a devDependency)' }
+}
+
+async function qemuCheck(arch: Arch): Promise<Check> {
+  const binary = PROFILES[arch].qemuBinary
+  const path = which(binary)
+  if (!path) return { name: binary, status: arch === hostArch() ? 'fail' : 'warn', detail: 'not found on PATH', fix: `apt-get install ${QEMU_PACKAGE[arch]}` }
+  const result = await execa(path, ['--version'], { reject: false, timeout: 10_000 })
+  const version = /version (\S+)/.exec(result.stdout)?.[1]
+  if (result.exitCode !== 0 || !version) return { name: binary, status: 'fail', detail: `${path} --version failed: ${result.stderr.trim()}`, fix: `reinstall ${QEMU_PACKAGE[arch]}` }
+  return { name: binary, status: 'ok', detail: `${version} (${path})` }
+}
+
+/** mb's HostHasVsock (STEREOS-FACTS §5.7), plus the permission check mb skips. */
+export function vsockCheck(): Check {
+  const name = 'vhost-vsock'
+  const version = safeRead('/proc/version').toLowerCase()
+  if (version.includes('microsoft') || version.includes('wsl')) {
+    return { name, status: 'warn', detail: 'WSL has no usable vhost-vsock; the control plane uses TCP' }
+  }
+  const device = '/dev/vhost-vsock'
+  if (!existsSync(device) || !statSync(device).isCharacterDevice()) {
+    return { name, status: 'warn', detail: `${device} is missing; the control plane uses TCP through 127.0.0.1 port forwards`, fix: 'sudo modprobe vhost_vsock (and add it to /etc/modules-load.d/)' }
+  }
+  try {
+    accessSync(device, constants.R_OK | constants.W_OK)
+  } catch {
+    return { name, status: 'warn', detail: `${device} exists but this user cannot open it; the control plane uses TCP`, fix: `sudo chmod 0666 ${device}, or a udev rule: KERNEL=="vhost-vsock", MODE="0666"` }
+  }
+  return { name, status: 'ok', detail: `${device} is usable` }
+}
+
+function safeRead(path: string): string {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch {
+    return ''
+  }
+}

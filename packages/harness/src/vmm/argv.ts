@@ -1,0 +1,80 @@
+import type { Accel, PlatformProfile } from './profile.js'
+
+export interface QemuSpec {
+  profile: PlatformProfile
+  accel: Accel
+  cpus: number
+  memoryMiB: number
+  boot:
+    | { kind: 'kernel'; kernel: string; initrd: string; cmdline: string }
+    | { kind: 'efi'; code: string; vars: string }
+  disk: { path: string; format: 'raw' | 'qcow2' }
+  qmpSocket: string
+  serialLog: string
+  pidfile: string
+  network:
+    | { mode: 'none' }
+    | {
+        mode: 'nat'
+        sshPort: number
+        /** Host port forwarded to stereosd's 1024; absent when the control plane is vsock. */
+        controlPort?: number
+        forwards: { host: number; guest: number; proto: 'tcp' | 'udp' }[]
+      }
+  /** Kernel-reserved guest CID and the fd QEMU inherits for it. */
+  vsock?: { cid: number; vhostfd?: number }
+  shares: { tag: string; host: string; readonly: boolean }[]
+}
+
+/**
+ * QEMU argv in mb's order (STEREOS-FACTS §5.2), with three deliberate differences:
+ * hostfwd binds 127.0.0.1 (never all interfaces), TCG gets `-accel tcg,thread=multi` so
+ * smp > 1 runs in parallel, and `-no-reboot` turns a guest reboot or panic into a QEMU exit
+ * that the harness can see instead of a silent boot loop.
+ */
+export function buildQemuArgv(spec: QemuSpec): string[] {
+  const { profile } = spec
+  const argv: string[] =
+    spec.accel === 'kvm'
+      ? ['-machine', `${profile.machine},accel=kvm`]
+      : ['-machine', profile.machine, '-accel', 'tcg,thread=multi']
+  argv.push('-cpu', profile.cpu[spec.accel], '-smp', String(spec.cpus), '-m', `${spec.memoryMiB}M`)
+
+  if (spec.boot.kind === 'kernel') {
+    argv.push('-kernel', spec.boot.kernel, '-initrd', spec.boot.initrd, '-append', spec.boot.cmdline)
+  } else {
+    argv.push(
+      '-drive', `if=pflash,format=raw,file=${spec.boot.code},readonly=on`,
+      '-drive', `if=pflash,format=raw,file=${spec.boot.vars}`,
+    )
+  }
+  argv.push('-drive', `if=virtio,format=${spec.disk.format},file=${spec.disk.path},discard=unmap`)
+  argv.push(
+    '-qmp', `unix:${spec.qmpSocket},server,nowait`,
+    '-serial', `file:${spec.serialLog}`,
+    '-nographic', '-nodefaults', '-no-user-config', '-no-reboot',
+    '-pidfile', spec.pidfile,
+  )
+  argv.push(...networkArgs(spec.network))
+  if (spec.vsock) {
+    const fd = spec.vsock.vhostfd === undefined ? '' : `vhostfd=${spec.vsock.vhostfd},`
+    argv.push('-device', `vhost-vsock-pci,${fd}guest-cid=${spec.vsock.cid}`)
+  }
+  for (const share of spec.shares) {
+    const model = share.readonly ? 'none' : 'mapped-xattr'
+    argv.push(
+      '-fsdev', `local,id=${share.tag},path=${share.host},security_model=${model}${share.readonly ? ',readonly=on' : ''}`,
+      '-device', `virtio-9p-pci,fsdev=${share.tag},mount_tag=${share.tag}`,
+    )
+  }
+  return argv
+}
+
+function networkArgs(network: QemuSpec['network']): string[] {
+  if (network.mode === 'none') return ['-nic', 'none']
+  const fwd = [`hostfwd=tcp:127.0.0.1:${network.sshPort}-:22`]
+  if (network.controlPort !== undefined) fwd.push(`hostfwd=tcp:127.0.0.1:${network.controlPort}-:1024`)
+  for (const f of network.forwards) fwd.push(`hostfwd=${f.proto}:127.0.0.1:${f.host}-:${f.guest}`)
+  // romfile= skips the iPXE option ROM: direct kernel boot never network-boots.
+  return ['-netdev', `user,id=net0,${fwd.join(',')}`, '-device', 'virtio-net-pci,netdev=net0,romfile=']
+}

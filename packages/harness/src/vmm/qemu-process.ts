@@ -1,0 +1,80 @@
+import { readFileSync } from 'node:fs'
+import { execa } from 'execa'
+import { HarnessError } from '../errors.js'
+import { which } from '../host/which.js'
+
+export interface QemuExit {
+  code: number | undefined
+  signal: string | undefined
+}
+
+export interface QemuProcess {
+  pid: number
+  /** Settles when QEMU has exited, however that happened. */
+  exited: Promise<QemuExit>
+  /** undefined while QEMU runs. */
+  exit: QemuExit | undefined
+  kill(signal: NodeJS.Signals): void
+}
+
+export interface SpawnQemuOptions {
+  binary: string
+  argv: string[]
+  qemuLog: string
+}
+
+const INSTALL_HINT: Record<string, string> = {
+  'qemu-system-x86_64': 'apt-get install qemu-system-x86',
+  'qemu-system-aarch64': 'apt-get install qemu-system-arm',
+}
+
+/**
+ * Start QEMU as our child, with stdout/stderr appended to qemu.log (a crash log survives a
+ * retry, as in mb). `setpriv --pdeathsig KILL` makes the kernel kill QEMU when we die, even by
+ * SIGKILL, so a crashed runner never leaks a VM.
+ */
+export function spawnQemu(options: SpawnQemuOptions): QemuProcess {
+  const binary = which(options.binary)
+  if (!binary) {
+    const hint = INSTALL_HINT[options.binary] ?? 'install QEMU'
+    throw new HarnessError('QEMU_NOT_FOUND', `QEMU binary ${options.binary} was not found on PATH`, {
+      fix: `${hint} (or run \`stereos-harness doctor\` to see what is missing)`,
+    })
+  }
+  const setpriv = which('setpriv')
+  const [file, args] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', binary, ...options.argv]] : [binary, options.argv]
+  const log = { file: options.qemuLog, append: true } as const
+  // execa's cleanup kills QEMU on a normal exit of this process; pdeathsig covers the rest.
+  const child = execa(file, args, { stdin: 'ignore', stdout: log, stderr: log, reject: false, cleanup: true })
+  const pid = child.pid
+  if (pid === undefined) {
+    throw new HarnessError('QEMU_EXITED', `QEMU could not be started: ${tail(options.qemuLog)}`)
+  }
+  const handle: QemuProcess = {
+    pid,
+    exit: undefined,
+    exited: child.then((result) => {
+      handle.exit = { code: result.exitCode, signal: result.signal }
+      return handle.exit
+    }),
+    kill(signal) {
+      if (handle.exit) return
+      try {
+        process.kill(pid, signal)
+      } catch {
+        // gone between the check and the kill
+      }
+    },
+  }
+  return handle
+}
+
+/** The last lines of a log, for error messages. */
+export function tail(path: string, lines = 15): string {
+  try {
+    const text = readFileSync(path, 'utf8').trimEnd()
+    return text ? text.split('\n').slice(-lines).join('\n') : '(empty)'
+  } catch {
+    return '(missing)'
+  }
+}

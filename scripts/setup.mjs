@@ -1,0 +1,101 @@
+#!/usr/bin/env node
+// One idempotent set-up for a fresh Debian/Ubuntu machine, run by `npm test`, `npm run demo`
+// and `npm run bench`: Debian packages, npm dependencies, the TypeScript build, the fixture
+// guests. Each step says what it does and skips itself when there is nothing to do.
+// Runs on the machine's own Node (>= 20) because it is what installs Node 24.
+import { spawnSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const root = dirname(dirname(fileURLToPath(import.meta.url)))
+const say = (line) => process.stdout.write(`setup: ${line}\n`)
+
+/** Debian packages the harness, its tests and the fixture builder need. */
+const DEBIAN_PACKAGES = [
+  'qemu-system-x86', // qemu-system-x86_64
+  'qemu-system-arm', // qemu-system-aarch64
+  'qemu-utils', // qemu-img
+  'util-linux', // setpriv: QEMU dies with its runner
+  'e2fsprogs', // mke2fs -d: fixture root filesystems without mounting
+  'cpio', // fixture initramfs
+  'xz-utils', // unpack the x86_64 kernel for PVH boot
+  'openssh-client', // ssh/ssh-keygen in the e2e tests
+]
+
+function run(cmd, args, options = {}) {
+  const result = spawnSync(cmd, args, { stdio: 'inherit', cwd: root, ...options })
+  if (result.status !== 0) {
+    throw new Error(`${cmd} ${args.join(' ')} failed (exit ${result.status ?? result.signal})`)
+  }
+}
+
+function missingDebianPackages() {
+  return DEBIAN_PACKAGES.filter((name) => {
+    const result = spawnSync('dpkg-query', ['-W', '-f=${Status}', name], { encoding: 'utf8' })
+    return !result.stdout.includes('install ok installed')
+  })
+}
+
+function installDebianPackages() {
+  const missing = missingDebianPackages()
+  if (missing.length === 0) return say('Debian packages: all present')
+  const sudo = process.getuid?.() === 0 ? [] : ['sudo']
+  say(`Debian packages: installing ${missing.join(' ')}`)
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
+  const apt = (args) => (sudo.length ? run('sudo', ['-E', 'apt-get', ...args], { env }) : run('apt-get', args, { env }))
+  apt(['update', '-q'])
+  apt(['install', '-y', '-q', '--no-install-recommends', ...missing])
+}
+
+function hash(files) {
+  const h = createHash('sha256')
+  for (const file of files) h.update(existsSync(join(root, file)) ? readFileSync(join(root, file)) : '')
+  return h.digest('hex')
+}
+
+function installNpmDependencies() {
+  const stamp = join(root, 'node_modules', '.stereos-setup-stamp')
+  const inputs = ['package.json', 'package-lock.json', 'packages/harness/package.json', 'packages/vitest-plugin/package.json', 'native/package.json']
+  const want = hash(inputs)
+  if (existsSync(stamp) && readFileSync(stamp, 'utf8') === want && existsSync(join(root, 'node_modules', '.bin', 'node'))) {
+    return say('npm dependencies: up to date')
+  }
+  say('npm dependencies: installing (npm ci)')
+  run('npm', ['ci', '--no-audit', '--no-fund'])
+  writeFileSync(stamp, want)
+}
+
+/** The repo's own Node 24 from the `node` devDependency; scripts after this run on it. */
+function node24() {
+  const bin = join(root, 'node_modules', '.bin', 'node')
+  if (!existsSync(bin)) throw new Error('node_modules/.bin/node is missing after npm ci: the `node` devDependency did not install')
+  return bin
+}
+
+function build() {
+  say('TypeScript: building (tsc -b, incremental)')
+  run(node24(), [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-b'])
+  // tsc writes bins without the executable bit; npm linked them before they existed.
+  for (const pkg of ['packages/harness']) {
+    const manifest = JSON.parse(readFileSync(join(root, pkg, 'package.json'), 'utf8'))
+    for (const bin of Object.values(manifest.bin ?? {})) chmodSync(join(root, pkg, bin), 0o755)
+  }
+}
+
+function buildFixtures() {
+  say('fixture guests: building or checking (x86_64, aarch64)')
+  run(node24(), [join(root, 'fixtures', 'guest', 'build.mjs')])
+}
+
+try {
+  installDebianPackages()
+  installNpmDependencies()
+  build()
+  buildFixtures()
+  say('done')
+} catch (err) {
+  process.stderr.write(`setup: ${err.message}\n`)
+  process.exit(1)
+}

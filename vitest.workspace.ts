@@ -1,0 +1,31 @@
+import type { TestProjectInlineConfiguration } from 'vitest/config'
+
+/**
+ * The repo's own test projects. Vitest 4+/5 read `test.projects` (the workspace file is no
+ * longer looked up), so vitest.config.ts imports this list.
+ *
+ * - unit: no VMs; runs with Vitest's default parallelism.
+ * - e2e: boots real QEMU guests. Under TCG a booting VM costs a core, and these machines
+ *   have two, so its files run one at a time (a file may boot up to two VMs at once), after
+ *   the unit project.
+ */
+export const projects: TestProjectInlineConfiguration[] = [
+  {
+    test: {
+      name: 'unit',
+      include: ['packages/*/test/**/*.test.ts'],
+      sequence: { groupOrder: 0 },
+    },
+  },
+  {
+    test: {
+      name: 'e2e',
+      include: ['test/e2e/**/*.test.ts'],
+      maxWorkers: 1,
+      fileParallelism: false,
+      testTimeout: 300_000,
+      hookTimeout: 300_000,
+      sequence: { groupOrder: 1 },
+    },
+  },
+]
