@@ -1,4 +1,4 @@
-import { setTimeout as sleep } from 'node:timers/promises'
+import { sleep } from '../host/sleep.js'
 import { HarnessError } from '../errors.js'
 import { StereosdClient } from './client.js'
 import type { HealthPayload } from './messages.js'
@@ -64,7 +64,7 @@ export async function waitReady(transport: Transport, options: WaitReadyOptions)
       if (health instanceof Error) {
         lastError = health
         options.onAttempt?.(attempts, health)
-        await sleep(Math.min(backoffMs(failures++), Math.max(0, deadline - Date.now())), undefined, { signal })
+        await sleep(Math.min(backoffMs(failures++), Math.max(0, deadline - Date.now())), signal)
         continue
       }
       if (health.state === 'ready' || health.state === 'healthy') {
@@ -77,7 +77,7 @@ export async function waitReady(transport: Transport, options: WaitReadyOptions)
           fix: 'see serial.log for why the guest is shutting down',
         })
       }
-      await sleep(POLL_MS, undefined, { signal })
+      await sleep(POLL_MS, signal)
     }
   } finally {
     client?.close()
