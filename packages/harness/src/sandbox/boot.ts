@@ -16,7 +16,7 @@ import { buildQemuArgv, type QemuSpec } from '../vmm/argv.js'
 import { createOverlay } from '../vmm/disk.js'
 import { freePort } from '../vmm/ports.js'
 import { PROFILES, type Accel } from '../vmm/profile.js'
-import { spawnQemu, tail, type QemuProcess } from '../vmm/qemu-process.js'
+import { requireQemu, spawnQemu, tail, type QemuProcess } from '../vmm/qemu-process.js'
 import { connectQmp } from '../vmm/qmp-connect.js'
 import type { QmpClient } from '../vmm/qmp.js'
 import { createVmDir, defaultRuntimeDir, markKept, sweepOrphans, type VmPaths } from '../vmm/vm-dir.js'
@@ -62,6 +62,9 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
   timeline.mark('mixtape-resolved')
   const { accel, note } = await chooseAccel(options, arch, log)
 
+  const binary = options.qemuBinary ?? PROFILES[arch].qemuBinary
+  requireQemu(binary)
+
   const vm = createVmDir(runtimeDir)
   let qemu: QemuProcess | undefined
   let qmp: Promise<QmpClient> | undefined
@@ -75,7 +78,6 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     writeFileSync(vm.jcard, jcard)
 
     const spec = qemuSpec(options, arch, accel, mixtape, vm, sshPort, controlPort)
-    const binary = options.qemuBinary ?? spec.profile.qemuBinary
     qemu = spawnQemu({ binary, argv: buildQemuArgv(spec), qemuLog: vm.qemuLog })
     timeline.mark('qemu-started')
     const running = qemu

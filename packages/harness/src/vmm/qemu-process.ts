@@ -34,13 +34,7 @@ const INSTALL_HINT: Record<string, string> = {
  * SIGKILL, so a crashed runner never leaks a VM.
  */
 export function spawnQemu(options: SpawnQemuOptions): QemuProcess {
-  const binary = which(options.binary)
-  if (!binary) {
-    const hint = INSTALL_HINT[options.binary] ?? 'install QEMU'
-    throw new HarnessError('QEMU_NOT_FOUND', `QEMU binary ${options.binary} was not found on PATH`, {
-      fix: `${hint} (or run \`stereos-harness doctor\` to see what is missing)`,
-    })
-  }
+  const binary = requireQemu(options.binary)
   const setpriv = which('setpriv')
   const [file, args] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', binary, ...options.argv]] : [binary, options.argv]
   const log = { file: options.qemuLog, append: true } as const
@@ -67,6 +61,16 @@ export function spawnQemu(options: SpawnQemuOptions): QemuProcess {
     },
   }
   return handle
+}
+
+/** Absolute path of a QEMU binary, or a QEMU_NOT_FOUND error that names the package to install. */
+export function requireQemu(name: string): string {
+  const binary = which(name)
+  if (binary) return binary
+  const hint = INSTALL_HINT[name] ?? 'install QEMU or correct the qemuBinary option'
+  throw new HarnessError('QEMU_NOT_FOUND', `QEMU binary ${name} was not found on PATH`, {
+    fix: `${hint} (or run \`stereos-harness doctor\` to see what is missing)`,
+  })
 }
 
 /** The last lines of a log, for error messages. */

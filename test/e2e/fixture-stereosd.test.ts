@@ -1,0 +1,80 @@
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { Sandbox } from '@stereos/harness'
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { repoRoot, runtimeDir, vmDirs } from './support.js'
+import { matches, RawConnection, type Transcript } from './transcript.js'
+
+const transcripts = (JSON.parse(readFileSync(join(repoRoot, 'test', 'transcripts', 'stereosd.json'), 'utf8')) as Transcript[]).filter((t) => t.fixture !== false)
+const isShutdown = (t: Transcript) => t.steps.some((s) => s.request.includes('"shutdown"'))
+
+/**
+ * The fixture's stereosd (a test double, in a real guest) against the same golden transcripts
+ * the host client is tested with. Raw lines, no host client: a bug cannot hide on both ends.
+ */
+describe('fixture stereosd speaks the stereosd protocol', () => {
+  const runtime = runtimeDir()
+  let sandbox: Sandbox
+  let port: number
+
+  beforeAll(async () => {
+    sandbox = await Sandbox.boot({ arch: 'x86_64', runtimeDir: runtime })
+    port = sandbox.info.ports.control!
+  })
+  afterAll(async () => {
+    await sandbox?.shutdown({ timeoutMs: 10_000 })
+  })
+
+  const replay = async (transcript: Transcript) => {
+    const conn = await RawConnection.open(port)
+    try {
+      for (const step of transcript.steps) {
+        conn.write(`${step.request}\n`)
+        if (step.reply === null) continue
+        const expected = step.expect ?? JSON.parse(step.reply)
+        const line = await conn.next(10_000)
+        expect(line, `reply to ${step.request}`).toBeTypeOf('string')
+        const got = JSON.parse(line as string)
+        expect(matches(expected, got), `reply to ${step.request}: got ${line}`).toBe(true)
+      }
+    } finally {
+      conn.close()
+    }
+  }
+
+  for (const transcript of transcripts.filter((t) => !isShutdown(t))) {
+    test(transcript.name, () => replay(transcript))
+  }
+
+  test('a line over 1 MiB makes stereosd drop that connection only; new connections work', async () => {
+    const conn = await RawConnection.open(port)
+    const other = await RawConnection.open(port)
+    conn.write(`{"type":"set_config","payload":{"content":"${'x'.repeat(1024 * 1024 + 16)}"}}\n`)
+    expect(await conn.next(15_000)).toBeUndefined()
+    other.write('{"type":"ping"}\n')
+    expect(await other.next(10_000)).toBe('{"type":"pong"}')
+    other.close()
+    const fresh = await RawConnection.open(port)
+    fresh.write('{"type":"ping"}\n')
+    expect(await fresh.next(10_000)).toBe('{"type":"pong"}')
+    fresh.close()
+  })
+
+  test('requests on one connection are answered in order', async () => {
+    const conn = await RawConnection.open(port)
+    conn.write('{"type":"ping"}\n{"type":"get_health"}\n{"type":"frobnicate"}\n{"type":"ping"}\n')
+    const types = []
+    for (let i = 0; i < 4; i++) types.push(JSON.parse((await conn.next(10_000)) as string).type)
+    expect(types).toEqual(['pong', 'health', 'ack', 'pong'])
+    conn.close()
+  })
+
+  test('shutdown is acked, then the guest powers itself off', async () => {
+    const transcript = transcripts.find(isShutdown)!
+    await replay(transcript)
+    await expect(sandbox.exited).resolves.toMatchObject({ code: 0 })
+    const report = await sandbox.shutdown()
+    expect(report.stoppedBy).toBe('already-exited')
+    expect(vmDirs(runtime)).toEqual([])
+  })
+})
