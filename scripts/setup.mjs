@@ -19,9 +19,12 @@ const DEBIAN_PACKAGES = [
   'qemu-utils', // qemu-img
   'util-linux', // setpriv: QEMU dies with its runner
   'e2fsprogs', // mke2fs -d: fixture root filesystems without mounting
-  'cpio', // fixture initramfs
+  'debian-archive-keyring', // the fixture builder's private apt state (Debian bookworm, also on Ubuntu)
   'xz-utils', // unpack the x86_64 kernel for PVH boot
   'openssh-client', // ssh/ssh-keygen in the e2e tests
+  'docker-registry', // a real OCI registry on 127.0.0.1 for the pull tests and `npm run bench -- pull`
+  'curl', // the pull benchmark's baseline
+  'zstd', // the pull benchmark's shell baseline (the harness itself unpacks with node:zlib)
 ]
 
 function run(cmd, args, options = {}) {
