@@ -22,7 +22,7 @@ describe('LineDecoder', () => {
     const limit = 1024
     const decoder = new LineDecoder(limit)
     for (let i = 0; i < 2_000; i++) {
-      const chunk = randomBytes(Math.floor(Math.random() * 3 * limit))
+      const chunk = randomBytes(1 + Math.floor(Math.random() * 3 * limit))
       if (i % 7 === 0) chunk.fill(0x0a, 0, 1)
       for (const event of decoder.push(chunk)) {
         // Invalid UTF-8 decodes to one U+FFFD per byte, so a line's length never exceeds its bytes.
