@@ -6,6 +6,7 @@ export type HarnessErrorCode =
   | 'INVALID_OPTIONS'
   | 'MIXTAPE_NOT_FOUND'
   | 'MIXTAPE_INVALID'
+  | 'REGISTRY'
   | 'QEMU_NOT_FOUND'
   | 'QEMU_EXITED'
   | 'BOOT_TIMEOUT'

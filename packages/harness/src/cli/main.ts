@@ -4,25 +4,37 @@ import { Arch } from '../config/options.js'
 import { HarnessError } from '../errors.js'
 import { bootCommand } from './boot.js'
 import { doctorCommand } from './doctor.js'
+import { lsCommand } from './ls.js'
+import { pruneCommand } from './prune.js'
+import { pullCommand } from './pull.js'
+import { rmCommand } from './rm.js'
 
 const USAGE = `Usage: stereos-harness <command> [options]
 
 Commands:
   doctor [--json]                                  check what this host can boot, with fixes
   boot --mixtape REF [--arch A] [--json] [--keep]  boot a sandbox, print its boot timeline and health, shut down
+  pull REF [--arch A] [--json] [--force]           pull a mixtape into mb's cache (checks the registry for a newer one)
+  ls [--json]                                      list the mixtapes in mb's cache
+  rm NAME[:TAG] [--json]                           remove a cached mixtape (every tag without :TAG), and blobs only it used
+  prune [--json]                                   remove unused blobs, partial downloads and leftovers of dead pulls
 
-REF is 'fixture' (this repo's test guest), a directory with an unpacked mixtape, or name[:tag] in mb's cache.
+REF is 'fixture' (this repo's test guest), a directory with an unpacked mixtape, name[:tag]
+(download.stereos.ai/mixtapes/name:tag), a full registry reference, or one with @sha256:<digest>.
+The cache is mb's: $MB_CONFIG_DIR, else $XDG_CONFIG_HOME/mb, else ~/.config/mb.
 A is x86_64 or aarch64 (default: the host's).`
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv
-  const { values } = parseArgs({
+  const { values, positionals } = parseArgs({
     args: rest,
+    allowPositionals: true,
     options: {
       mixtape: { type: 'string', default: 'fixture' },
       arch: { type: 'string' },
       json: { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
+      force: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -31,14 +43,23 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`)
     return command ? 0 : 2
   }
+  const arch = values.arch === undefined ? undefined : Arch.safeParse(values.arch)
+  if (arch && !arch.success) throw new HarnessError('INVALID_OPTIONS', `--arch must be x86_64 or aarch64, got ${values.arch}`)
+  const wanted = command === 'pull' || command === 'rm' ? 1 : 0
+  if (positionals.length > wanted && ['doctor', 'boot', 'pull', 'ls', 'rm', 'prune'].includes(command)) throw new HarnessError('INVALID_OPTIONS', `unexpected argument(s) for ${command}: ${positionals.slice(wanted).join(' ')}`, { fix: 'see stereos-harness --help' })
   switch (command) {
     case 'doctor':
       return doctorCommand({ json: values.json })
-    case 'boot': {
-      const arch = values.arch === undefined ? undefined : Arch.safeParse(values.arch)
-      if (arch && !arch.success) throw new HarnessError('INVALID_OPTIONS', `--arch must be x86_64 or aarch64, got ${values.arch}`)
+    case 'boot':
       return bootCommand({ mixtape: values.mixtape, arch: arch?.data, json: values.json, keep: values.keep })
-    }
+    case 'pull':
+      return pullCommand({ ref: positionals[0], arch: arch?.data, json: values.json, force: values.force })
+    case 'ls':
+      return lsCommand({ json: values.json })
+    case 'rm':
+      return rmCommand({ ref: positionals[0], json: values.json })
+    case 'prune':
+      return pruneCommand({ json: values.json })
     default:
       process.stderr.write(`Unknown command ${command}\n${USAGE}\n`)
       return 2

@@ -1,11 +1,13 @@
-import { existsSync } from 'node:fs'
-import { homedir } from 'node:os'
-import { isAbsolute, join } from 'node:path'
+import { isAbsolute } from 'node:path'
 import { HarnessError } from '../errors.js'
 import type { Arch } from '../config/options.js'
 import { fixtureMixtapeDir } from './fixture.js'
 import { readMixtapeDir } from './local.js'
 import type { Mixtape } from './mixtape.js'
+import { plainProgress } from './oci/progress.js'
+import { findCachedMixtape, pullMixtape } from './pull.js'
+
+export { mbBaseDir } from './cache.js'
 
 export interface ResolveContext {
   arch: Arch
@@ -15,7 +17,9 @@ export interface ResolveContext {
 /**
  * Turn a mixtape reference into an unpacked mixtape directory:
  * `fixture` → the locally built fixture for the arch; a path → that directory;
- * `name[:tag]` → mb's cache (`<base>/mixtapes/<name>/<tag>`), shared with `mb pull`.
+ * `name[:tag]`, a full registry reference or a digest → mb's cache (`<base>/mixtapes/<name>/<tag>`,
+ * shared with `mb pull`), pulled first when it is not there (a cached copy is used without asking
+ * the registry).
  */
 export async function resolveMixtape(ref: string, ctx: ResolveContext): Promise<Mixtape> {
   let mixtape: Mixtape
@@ -24,37 +28,21 @@ export async function resolveMixtape(ref: string, ctx: ResolveContext): Promise<
   } else if (isAbsolute(ref) || ref.startsWith('.')) {
     mixtape = readMixtapeDir(ref, ref)
   } else {
-    mixtape = readMixtapeDir(ref, cachedMixtapeDir(ref))
+    mixtape = readMixtapeDir(ref, await cachedOrPulled(ref, ctx))
   }
   if (mixtape.arch && mixtape.arch !== ctx.arch) {
     throw new HarnessError('MIXTAPE_INVALID', `Mixtape ${ref} is built for ${mixtape.arch}, but the sandbox asks for ${ctx.arch}`, {
-      fix: `set arch: '${mixtape.arch}' or use a ${ctx.arch} build of the mixtape`,
+      fix: `set arch: '${mixtape.arch}', or use a ${ctx.arch} build of the mixtape (\`stereos-harness pull --arch ${ctx.arch} ${ref}\` replaces the cached one)`,
     })
   }
   return mixtape
 }
 
-/** mb's base dir rule (STEREOS-FACTS §4.4), without its config.toml indirection. */
-export function mbBaseDir(env = process.env): string {
-  if (env.MB_CONFIG_DIR) return env.MB_CONFIG_DIR
-  if (env.XDG_CONFIG_HOME) return join(env.XDG_CONFIG_HOME, 'mb')
-  return join(homedir(), '.config', 'mb')
-}
-
-function cachedMixtapeDir(ref: string): string {
-  if (ref.includes('/')) {
-    throw new HarnessError('MIXTAPE_NOT_FOUND', `Mixtape ${ref} is a registry reference, and this build cannot pull from registries yet`, {
-      fix: 'pull it with `mb pull` and pass its short name, or pass the unpacked directory',
-    })
-  }
-  const colon = ref.lastIndexOf(':')
-  const name = colon === -1 ? ref : ref.slice(0, colon)
-  const tag = colon === -1 ? 'latest' : ref.slice(colon + 1)
-  const dir = join(mbBaseDir(), 'mixtapes', name, tag)
-  if (!existsSync(dir)) {
-    throw new HarnessError('MIXTAPE_NOT_FOUND', `Mixtape ${name}:${tag} is not in the local cache (${dir})`, {
-      fix: `run \`mb pull ${name}:${tag}\`, set MB_CONFIG_DIR to the mb base dir that has it, or pass a directory`,
-    })
-  }
-  return dir
+/** The cached dir, else a pull of it for the sandbox's arch (progress as plain log lines). */
+async function cachedOrPulled(ref: string, ctx: ResolveContext): Promise<string> {
+  const cached = findCachedMixtape(ref, { arch: ctx.arch })
+  if (cached) return cached
+  ctx.log(`mixtape ${ref} is not in the cache; pulling it`)
+  const result = await pullMixtape(ref, { arch: ctx.arch, preferCache: true, progress: plainProgress(ctx.log) })
+  return result.dir
 }
