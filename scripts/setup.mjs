@@ -50,6 +50,12 @@ function installDebianPackages() {
   const apt = (args) => (sudo.length ? run('sudo', ['-E', 'apt-get', ...args], { env }) : run('apt-get', args, { env }))
   apt(['update', '-q'])
   apt(['install', '-y', '-q', '--no-install-recommends', ...missing])
+  // Debian's docker-registry package starts a system-wide registry on :5000 where systemd runs;
+  // the tests start their own on 127.0.0.1, so stop the packaged one.
+  if (missing.includes('docker-registry') && spawnSync('systemctl', ['is-active', '--quiet', 'docker-registry']).status === 0) {
+    say('stopping the docker-registry system service the package started (tests run their own)')
+    run(...(sudo.length ? ['sudo', ['systemctl', 'disable', '--now', 'docker-registry']] : ['systemctl', ['disable', '--now', 'docker-registry']]))
+  }
 }
 
 function hash(files) {

@@ -25,7 +25,9 @@ The cache is mb's: $MB_CONFIG_DIR, else $XDG_CONFIG_HOME/mb, else ~/.config/mb.
 A is x86_64 or aarch64 (default: the host's).`
 
 async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv
+  const [first, ...tail] = argv
+  // `stereos-harness --help` and `-h` mean help, not an unknown command.
+  const [command, rest] = first === '--help' || first === '-h' ? ['help', tail] : [first, tail]
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,

@@ -47,7 +47,7 @@ export const Resources = z.strictObject({
 })
 
 export const SandboxOptions = z.strictObject({
-  /** `fixture`, a directory holding an unpacked mixtape, or `name[:tag]` from mb's cache. */
+  /** `fixture`, a directory holding an unpacked mixtape, `name[:tag]` (mb's cache, pulled when missing) or a full OCI reference. */
   mixtape: z.string().min(1).default('fixture'),
   /** Guest architecture; defaults to the host's. A foreign arch runs under TCG. */
   arch: Arch.optional(),
