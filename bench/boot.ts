@@ -23,7 +23,7 @@ export async function main(argv: string[]): Promise<void> {
   // Warm-up boot: builds/locates the fixture, warms the page cache, and gives us the argv.
   const warm = await Sandbox.boot({ arch })
   const template = readFileSync(`/proc/${warm.info.pid}/cmdline`, 'utf8').split('\0').filter(Boolean)
-  const image = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', join(warm.info.vmDir, 'disk.qcow2')], { encoding: 'utf8' })) as { 'backing-filename': string; 'virtual-size': number }
+  const image = JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', join(warm.info.vmDir, 'disk.qcow2')], { encoding: 'utf8' })) as { 'backing-filename': string; 'virtual-size': number }
   const warmDir = warm.info.vmDir
   const warmPorts = warm.info.ports
   await warm.shutdown()

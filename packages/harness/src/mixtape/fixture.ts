@@ -35,6 +35,9 @@ export async function fixtureMixtapeDir(arch: Arch, log: (line: string) => void)
     })
   }
   const mod = (await import(pathToFileURL(builder).href)) as FixtureBuilder
-  const { dir } = await mod.buildFixture({ arch, log })
+  // A cache hit is not worth a log line on every boot; a build is.
+  const lines: string[] = []
+  const { dir, cached } = await mod.buildFixture({ arch, log: (line) => lines.push(line) })
+  if (!cached) for (const line of lines) log(line)
   return dir
 }
