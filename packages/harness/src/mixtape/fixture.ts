@@ -35,9 +35,7 @@ export async function fixtureMixtapeDir(arch: Arch, log: (line: string) => void)
     })
   }
   const mod = (await import(pathToFileURL(builder).href)) as FixtureBuilder
-  // A cache hit is not worth a log line on every boot; a build is.
-  const lines: string[] = []
-  const { dir, cached } = await mod.buildFixture({ arch, log: (line) => lines.push(line) })
-  if (!cached) for (const line of lines) log(line)
+  // A build is worth streaming; a cache hit is not worth a line on every boot.
+  const { dir } = await mod.buildFixture({ arch, log: (line) => /: up to date \(/.test(line) || log(line) })
   return dir
 }
