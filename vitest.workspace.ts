@@ -4,7 +4,8 @@ import type { TestProjectInlineConfiguration } from 'vitest/config'
  * The repo's own test projects. Vitest 4+/5 read `test.projects` (the workspace file is no
  * longer looked up), so vitest.config.ts imports this list.
  *
- * - unit: no VMs; runs with Vitest's default parallelism.
+ * - unit, native: no VMs; run with Vitest's default parallelism (native is the vsock addon's
+ *   host suite; its in-guest suite runs in e2e).
  * - e2e: boots real QEMU guests. Under TCG a booting VM costs a core, and these machines
  *   have two, so its files run one at a time (a file may boot up to two VMs at once), after
  *   the unit project.
@@ -14,6 +15,15 @@ export const projects: TestProjectInlineConfiguration[] = [
     test: {
       name: 'unit',
       include: ['packages/*/test/**/*.test.ts'],
+      sequence: { groupOrder: 0 },
+    },
+  },
+  {
+    test: {
+      name: 'native',
+      root: 'native',
+      include: ['test/**/*.test.ts'],
+      testTimeout: 60_000,
       sequence: { groupOrder: 0 },
     },
   },

@@ -22,6 +22,8 @@ const DEBIAN_PACKAGES = [
   'debian-archive-keyring', // the fixture builder's private apt state (Debian bookworm, also on Ubuntu)
   'xz-utils', // unpack the x86_64 kernel for PVH boot
   'openssh-client', // ssh/ssh-keygen in the e2e tests
+  'g++', // the vsock addon (native/), linux-x64
+  'g++-aarch64-linux-gnu', // the vsock addon for aarch64 guests, cross-compiled
   'docker-registry', // a real OCI registry on 127.0.0.1 for the pull tests and `npm run bench -- pull`
   'curl', // the pull benchmark's baseline
   'zstd', // the pull benchmark's shell baseline (the harness itself unpacks with node:zlib)
@@ -41,20 +43,30 @@ function missingDebianPackages() {
   })
 }
 
+/** apt-get as root, through sudo when we are not. */
+function apt(args) {
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
+  if (process.getuid?.() === 0) run('apt-get', args, { env })
+  else run('sudo', ['-E', 'apt-get', ...args], { env })
+}
+
+let aptUpdated = false
+function aptInstall(packages) {
+  if (!aptUpdated) apt(['update', '-q'])
+  aptUpdated = true
+  apt(['install', '-y', '-q', '--no-install-recommends', ...packages])
+}
+
 function installDebianPackages() {
   const missing = missingDebianPackages()
   if (missing.length === 0) return say('Debian packages: all present')
-  const sudo = process.getuid?.() === 0 ? [] : ['sudo']
   say(`Debian packages: installing ${missing.join(' ')}`)
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
-  const apt = (args) => (sudo.length ? run('sudo', ['-E', 'apt-get', ...args], { env }) : run('apt-get', args, { env }))
-  apt(['update', '-q'])
-  apt(['install', '-y', '-q', '--no-install-recommends', ...missing])
+  aptInstall(missing)
   // Debian's docker-registry package starts a system-wide registry on :5000 where systemd runs;
   // the tests start their own on 127.0.0.1, so stop the packaged one.
   if (missing.includes('docker-registry') && spawnSync('systemctl', ['is-active', '--quiet', 'docker-registry']).status === 0) {
     say('stopping the docker-registry system service the package started (tests run their own)')
-    run(...(sudo.length ? ['sudo', ['systemctl', 'disable', '--now', 'docker-registry']] : ['systemctl', ['disable', '--now', 'docker-registry']]))
+    run(process.getuid?.() === 0 ? 'systemctl' : 'sudo', [...(process.getuid?.() === 0 ? [] : ['systemctl']), 'disable', '--now', 'docker-registry'])
   }
 }
 
@@ -83,6 +95,21 @@ function node24() {
   return bin
 }
 
+/** node_api.h and uv.h for the addon: from an installed Node, else Debian's libnode-dev. */
+function nodeHeadersPresent() {
+  const dirs = [process.env.NODE_HEADERS_DIR, join(dirname(dirname(process.execPath)), 'include', 'node'), '/usr/local/include/node', '/usr/include/node']
+  return dirs.some((dir) => dir && existsSync(join(dir, 'node_api.h')) && existsSync(join(dir, 'uv.h')))
+}
+
+function buildNative() {
+  if (!nodeHeadersPresent()) {
+    say('vsock addon: no Node C headers found; installing libnode-dev')
+    aptInstall(['libnode-dev'])
+  }
+  say('vsock addon: building prebuilds for linux-x64 and linux-arm64 (skipped when up to date)')
+  run(node24(), [join(root, 'native', 'scripts', 'build.mjs')])
+}
+
 function build() {
   say('TypeScript: building (tsc -b, incremental)')
   run(node24(), [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-b'])
@@ -101,6 +128,7 @@ function buildFixtures() {
 try {
   installDebianPackages()
   installNpmDependencies()
+  buildNative()
   build()
   buildFixtures()
   say('done')
