@@ -113,10 +113,14 @@ function buildNative() {
 function build() {
   say('TypeScript: building (tsc -b, incremental)')
   run(node24(), [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-b'])
-  // tsc writes bins without the executable bit; npm linked them before they existed.
-  for (const pkg of ['packages/harness']) {
-    const manifest = JSON.parse(readFileSync(join(root, pkg, 'package.json'), 'utf8'))
-    for (const bin of Object.values(manifest.bin ?? {})) chmodSync(join(root, pkg, bin), 0o755)
+  // On a fresh checkout `npm ci` ran before dist/ existed, so npm linked no bins, and tsc
+  // writes files without the executable bit: mark them, and let npm link them now.
+  const manifest = JSON.parse(readFileSync(join(root, 'packages/harness/package.json'), 'utf8'))
+  const bins = Object.entries(manifest.bin ?? {})
+  for (const [, file] of bins) chmodSync(join(root, 'packages/harness', file), 0o755)
+  if (bins.some(([name]) => !existsSync(join(root, 'node_modules', '.bin', name)))) {
+    say('linking the stereos-harness bin (npm rebuild)')
+    run('npm', ['rebuild', manifest.name, '--ignore-scripts'])
   }
 }
 
