@@ -2,27 +2,19 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { execa } from 'execa'
-import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { describe, expect, test } from 'vitest'
 import type { PullResult } from '../src/mixtape/pull.js'
-import { publishMixtape, pushManifest, sha256, startProxy, startRegistry, type Proxy, type Published, type Registry, removeTempDirs, tempDir } from './support/registry.js'
-
-afterAll(removeTempDirs)
+import { publishMixtape, pushManifest, sha256, type Proxy, type Published, type Registry, tempDir, registryWithProxy } from './support/registry.js'
 
 const cli = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli', 'main.js')
 
 let registry: Registry
 let proxy: Proxy
 let published: Published
-
-beforeAll(async () => {
-  registry = await startRegistry()
-  proxy = await startProxy(registry.url)
+registryWithProxy(async (r, p) => {
+  registry = r
+  proxy = p
   published = await publishMixtape(registry.url, 'mixtapes/coder', 'v1')
-})
-
-afterAll(async () => {
-  await proxy?.stop()
-  await registry?.stop()
 })
 
 const run = (args: string[], base: string) => execa(process.execPath, [cli, ...args], { reject: false, env: { MB_CONFIG_DIR: base }, timeout: 60_000 })

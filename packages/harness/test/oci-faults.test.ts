@@ -1,25 +1,17 @@
 import { existsSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { describe, expect, test } from 'vitest'
 import { isHarnessError, type HarnessErrorCode } from '../src/errors.js'
 import { pullMixtape } from '../src/mixtape/pull.js'
-import { publishMixtape, sha256, startProxy, startRegistry, syntheticMixtape, type Proxy, type Registry, removeTempDirs, tempDir } from './support/registry.js'
-
-afterAll(removeTempDirs)
+import { publishMixtape, sha256, syntheticMixtape, type Proxy, type Registry, tempDir, registryWithProxy } from './support/registry.js'
 
 const FAST_RETRY = { attempts: 3, baseMs: 20, maxMs: 100 }
 
 let registry: Registry
 let proxy: Proxy
-
-beforeAll(async () => {
-  registry = await startRegistry()
-  proxy = await startProxy(registry.url)
-})
-
-afterAll(async () => {
-  await proxy?.stop()
-  await registry?.stop()
+registryWithProxy((r, p) => {
+  registry = r
+  proxy = p
 })
 
 /** Pull into a fresh cache; the failure must be `code` with `pattern`, and the cache must hold no entry. */

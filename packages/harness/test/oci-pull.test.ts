@@ -1,28 +1,20 @@
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { describe, expect, test } from 'vitest'
 import { isHarnessError } from '../src/errors.js'
 import { readRecord, RECORD_FILE } from '../src/mixtape/cache.js'
 import { plainProgress } from '../src/mixtape/oci/progress.js'
 import { findCachedMixtape, pullMixtape, type PullOptions } from '../src/mixtape/pull.js'
 import { resolveMixtape } from '../src/mixtape/resolve.js'
-import { mixtapeLayers, publishMixtape, pushImage, pushIndex, sha256, freePort, startProxy, startRegistry, syntheticMixtape, type Proxy, type Registry, removeTempDirs, tempDir } from './support/registry.js'
-
-afterAll(removeTempDirs)
+import { mixtapeLayers, publishMixtape, pushImage, pushIndex, sha256, freePort, syntheticMixtape, type Proxy, type Registry, tempDir, registryWithProxy } from './support/registry.js'
 
 const FAST_RETRY = { attempts: 3, baseMs: 20, maxMs: 100 }
 
 let registry: Registry
 let proxy: Proxy
-
-beforeAll(async () => {
-  registry = await startRegistry()
-  proxy = await startProxy(registry.url)
-})
-
-afterAll(async () => {
-  await proxy?.stop()
-  await registry?.stop()
+registryWithProxy((r, p) => {
+  registry = r
+  proxy = p
 })
 
 function freshBase(): string {

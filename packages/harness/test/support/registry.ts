@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { zstdCompressSync } from 'node:zlib'
+import { afterAll, beforeAll } from 'vitest'
 
 /**
  * Test support for pulls against a real OCI distribution server: Debian's docker-registry (2.8)
@@ -375,4 +376,23 @@ export async function startProxy(target: string, options: { auth?: { username: s
   proxy.host = `127.0.0.1:${port}`
   proxy.url = origin
   return proxy
+}
+
+/**
+ * One registry and a counting proxy in front of it for the calling test file, started before
+ * its tests and stopped (with its temp dirs removed) after them.
+ */
+export function registryWithProxy(ready: (registry: Registry, proxy: Proxy) => void | Promise<void>): void {
+  let registry: Registry | undefined
+  let proxy: Proxy | undefined
+  beforeAll(async () => {
+    registry = await startRegistry()
+    proxy = await startProxy(registry.url)
+    await ready(registry, proxy)
+  })
+  afterAll(async () => {
+    await proxy?.stop()
+    await registry?.stop()
+    removeTempDirs()
+  })
 }
