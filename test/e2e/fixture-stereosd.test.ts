@@ -18,7 +18,8 @@ describe('fixture stereosd speaks the stereosd protocol', () => {
   let port: number
 
   beforeAll(async () => {
-    sandbox = await Sandbox.boot({ arch: 'x86_64', runtimeDir: runtime })
+    // Raw lines over TCP: keep the TCP control plane even where the host has vhost-vsock.
+    sandbox = await Sandbox.boot({ arch: 'x86_64', runtimeDir: runtime, controlPlane: 'tcp' })
     port = sandbox.info.ports.control!
   })
   afterAll(async () => {

@@ -8,6 +8,8 @@ export type { SandboxOptionsInput, ResolvedSandboxOptions } from './config/optio
 export { StereosdClient } from './control/client.js'
 export { TcpTransport } from './control/transport.js'
 export type { Transport } from './control/transport.js'
+export { VsockTransport } from './control/vsock-transport.js'
+export type { LoadVsock, VsockModule } from './control/vsock-module.js'
 export type { HealthPayload, AgentStatus, LifecycleState, MountPayload, SecretPayload } from './control/messages.js'
 export { HarnessError, RequestRejectedError, isHarnessError } from './errors.js'
 export type { HarnessErrorCode } from './errors.js'

@@ -53,6 +53,11 @@ export const SandboxOptions = z.strictObject({
   arch: Arch.optional(),
   /** `auto` uses KVM when a probe shows it can run a guest, else TCG. */
   accel: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
+  /**
+   * How the host reaches stereosd: `auto` uses vsock where /dev/vhost-vsock and the addon are
+   * usable, else TCP through a 127.0.0.1 port forward; `vsock` fails on hosts without it.
+   */
+  controlPlane: z.enum(['auto', 'vsock', 'tcp']).default('auto'),
   resources: Resources.default({ cpus: 1, memory: 512 * 1024 ** 2, disk: 4 * 1024 ** 3 }),
   network: Network.default({ mode: 'nat', forwards: [] }),
   shared: z.array(SharedDir).default([]),

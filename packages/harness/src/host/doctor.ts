@@ -1,10 +1,12 @@
-import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { execa } from 'execa'
 import type { Arch } from '../config/options.js'
 import { hostArch } from './arch.js'
 import { probeKvm } from './kvm.js'
 import { which } from './which.js'
 import { PROFILES } from '../vmm/profile.js'
+import { vsockAvailability } from '../vmm/control-plane.js'
+import { loadVsock, type LoadVsock } from '../control/vsock-module.js'
 
 export type CheckStatus = 'ok' | 'warn' | 'fail'
 
@@ -55,7 +57,7 @@ export async function runDoctor(): Promise<DoctorReport> {
         : { name: 'kvm', status: 'warn', detail: `${kvm.reason}; guests run under TCG emulation (slower)`, ...(kvm.fix ? { fix: kvm.fix } : {}) },
     )
   }
-  checks.push(vsockCheck())
+  checks.push(await vsockCheck())
   for (const arch of ['x86_64', 'aarch64'] as const) {
     const fw = PROFILES[arch].efiCode.find((path) => existsSync(path))
     checks.push(
@@ -85,29 +87,24 @@ async function qemuCheck(arch: Arch): Promise<Check> {
   return { name: binary, status: 'ok', detail: `${version} (${path})` }
 }
 
-/** mb's HostHasVsock (STEREOS-FACTS §5.7), plus the permission check mb skips. */
-export function vsockCheck(): Check {
+/**
+ * mb's HostHasVsock (STEREOS-FACTS §5.7) plus the permission and addon checks, asked the way a
+ * boot asks them, so the detail says which control plane `controlPlane: 'auto'` will pick.
+ */
+export async function vsockCheck(load: LoadVsock = loadVsock): Promise<Check> {
   const name = 'vhost-vsock'
-  const version = safeRead('/proc/version').toLowerCase()
-  if (version.includes('microsoft') || version.includes('wsl')) {
-    return { name, status: 'warn', detail: 'WSL has no usable vhost-vsock; the control plane uses TCP' }
+  const found = await vsockAvailability(load)
+  if (found.ok) {
+    return { name, status: 'ok', detail: `${found.reason}; controlPlane 'auto' uses vsock (a kernel-reserved CID per VM, no control port forward)` }
   }
-  const device = '/dev/vhost-vsock'
-  if (!existsSync(device) || !statSync(device).isCharacterDevice()) {
-    return { name, status: 'warn', detail: `${device} is missing; the control plane uses TCP through 127.0.0.1 port forwards`, fix: 'sudo modprobe vhost_vsock (and add it to /etc/modules-load.d/)' }
-  }
-  try {
-    accessSync(device, constants.R_OK | constants.W_OK)
-  } catch {
-    return { name, status: 'warn', detail: `${device} exists but this user cannot open it; the control plane uses TCP`, fix: `sudo chmod 0666 ${device}, or a udev rule: KERNEL=="vhost-vsock", MODE="0666"` }
-  }
-  return { name, status: 'ok', detail: `${device} is usable` }
+  const detail = `${found.reason}; controlPlane 'auto' uses TCP through a 127.0.0.1 port forward`
+  const fix = vsockFix(found.reason)
+  return fix ? { name, status: 'warn', detail, fix } : { name, status: 'warn', detail }
 }
 
-function safeRead(path: string): string {
-  try {
-    return readFileSync(path, 'utf8')
-  } catch {
-    return ''
-  }
+function vsockFix(reason: string): string | undefined {
+  if (/WSL|needs a Linux host/.test(reason)) return undefined
+  if (/@stereos\/vsock/.test(reason)) return 'build the addon: npm run build -w native'
+  if (/permission/.test(reason)) return 'a udev rule: KERNEL=="vhost-vsock", GROUP="kvm", MODE="0660" (and join the kvm group)'
+  return 'sudo modprobe vhost_vsock (and add it to /etc/modules-load.d/)'
 }

@@ -7,12 +7,13 @@ import { hostArch } from '../host/arch.js'
 import { probeKvm } from '../host/kvm.js'
 import { waitReady } from '../control/ready.js'
 import { provision } from '../control/provision.js'
-import { TcpTransport, type Transport } from '../control/transport.js'
+import type { LoadVsock } from '../control/vsock-module.js'
 import type { MountPayload } from '../control/messages.js'
 import { readCmdline } from '../mixtape/local.js'
 import type { Mixtape } from '../mixtape/mixtape.js'
 import { resolveMixtape } from '../mixtape/resolve.js'
 import { buildQemuArgv, type QemuSpec } from '../vmm/argv.js'
+import { chooseControlPlane, planeInfo, planeQemuSpec, planeTransport, type ControlPlane } from '../vmm/control-plane.js'
 import { createOverlay } from '../vmm/disk.js'
 import { freePort } from '../vmm/ports.js'
 import { PROFILES, type Accel } from '../vmm/profile.js'
@@ -28,6 +29,8 @@ import { Timeline } from './timeline.js'
 export interface BootHooks {
   /** Where harness log lines go (default: stderr with a `stereos-harness:` prefix). */
   log?: (line: string) => void
+  /** The vsock addon package (default: `@stereos/vsock`, imported on first use); tests inject a fake. */
+  loadVsock?: LoadVsock
 }
 
 const defaultLog = (line: string) => process.stderr.write(`stereos-harness: ${line}\n`)
@@ -44,10 +47,8 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     throw new HarnessError('HOST', `This host's architecture (${process.arch}) has no matching guest architecture`, { fix: "set arch: 'x86_64' or 'aarch64' to emulate one" })
   }
   checkShares(options)
-  if (options.network.mode === 'none') {
-    throw new HarnessError('INVALID_OPTIONS', "options.network.mode: 'none' leaves the control plane no path: this host has no vsock transport to stereosd", {
-      fix: "use network.mode 'nat' (the default) on hosts without /dev/vhost-vsock",
-    })
+  if (options.network.mode === 'none' && options.controlPlane === 'tcp') {
+    throw noNetworkError("controlPlane is 'tcp'")
   }
 
   const runtimeDir = resolve(options.runtimeDir ?? defaultRuntimeDir())
@@ -65,22 +66,33 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
   const binary = options.qemuBinary ?? PROFILES[arch].qemuBinary
   requireQemu(binary)
 
-  const vm = createVmDir(runtimeDir)
+  const plane = await chooseControlPlane(options.controlPlane, { log, ...(hooks.loadVsock ? { load: hooks.loadVsock } : {}) })
+  if (options.network.mode === 'none' && plane.kind === 'tcp') throw noNetworkError(plane.reason)
+
+  let vm: VmPaths
+  try {
+    vm = createVmDir(runtimeDir)
+  } catch (err) {
+    if (plane.kind === 'vsock') plane.release()
+    throw err
+  }
   let qemu: QemuProcess | undefined
   let qmp: Promise<QmpClient> | undefined
   try {
     await createOverlay(mixtape.disk, vm.disk, options.resources.disk)
     timeline.mark('disk-ready')
-    const sshPort = await freePort()
-    const controlPort = await freePort()
+    const sshPort = options.network.mode === 'nat' ? await freePort() : undefined
+    const controlPort = plane.kind === 'tcp' ? await freePort() : undefined
     const key = writeSshKey(vm.sshKey, `stereos-${vm.id}`)
     const jcard = options.jcard ?? defaultJcard(vm.id, options)
     writeFileSync(vm.jcard, jcard)
 
-    const spec = qemuSpec(options, arch, accel, mixtape, vm, sshPort, controlPort)
-    qemu = spawnQemu({ binary, argv: buildQemuArgv(spec), qemuLog: vm.qemuLog })
+    const spec = qemuSpec(options, arch, accel, mixtape, vm, sshPort, controlPort, plane)
+    qemu = spawnQemu({ binary, argv: buildQemuArgv(spec), qemuLog: vm.qemuLog, ...(plane.kind === 'vsock' ? { fds: [plane.fd] } : {}) })
     timeline.mark('qemu-started')
     const running = qemu
+    // Our copy of the vhost fd lives as long as QEMU does (see VsockPlane.release).
+    if (plane.kind === 'vsock') void running.exited.then(() => plane.release())
     const qmpPromise = connectQmp(vm.qmpSocket, running)
     qmpPromise.catch(() => undefined)
     qmp = qmpPromise
@@ -88,7 +100,7 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     // Event-driven abort: the moment QEMU exits, stop waiting for the guest.
     const died = new AbortController()
     void running.exited.then((exit) => died.abort(qemuExitedError(exit.code, exit.signal, vm)))
-    const transport: Transport = new TcpTransport('127.0.0.1', controlPort)
+    const transport = planeTransport(plane, controlPort)
     const ready = await waitReady(transport, { deadline: Date.now() + options.bootTimeoutMs, signal: died.signal }).catch((err: unknown) => {
       throw bootError(err, options.bootTimeoutMs, vm)
     })
@@ -110,14 +122,14 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
         accel,
         accelNote: note,
         mixtape: { ref: mixtape.ref, dir: mixtape.dir, version: mixtape.version },
-        transport: { kind: 'tcp', host: '127.0.0.1', port: controlPort },
+        transport: planeInfo(plane, controlPort),
         ports: { ssh: sshPort, control: controlPort },
         vmDir: vm.dir,
         pid: running.pid,
         timeline: timeline.entries,
       },
       logs: { qemu: vm.qemuLog, serial: vm.serialLog },
-      ssh: { host: '127.0.0.1', port: sshPort, user: 'admin', keyPath: key.privateKeyPath },
+      ssh: sshPort === undefined ? undefined : { host: '127.0.0.1', port: sshPort, user: 'admin', keyPath: key.privateKeyPath },
       control: ready.client,
       transport,
       qemu: running,
@@ -126,9 +138,17 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
       log,
     })
   } catch (err) {
+    // Without a QEMU nobody else holds the CID; with one, its exit releases ours.
+    if (!qemu && plane.kind === 'vsock') plane.release()
     await abandon(qemu, qmp, vm, options.keepOnFailure, err)
     throw err
   }
+}
+
+function noNetworkError(why: string): HarnessError {
+  return new HarnessError('INVALID_OPTIONS', `options.network.mode: 'none' leaves the control plane no path: it needs vsock, and ${why}`, {
+    fix: "use network.mode 'nat' (the default), or enable /dev/vhost-vsock on this host (see `stereos-harness doctor`)",
+  })
 }
 
 /** A failed boot: QEMU is killed, the disk goes (unless kept), the logs stay for the error's reader. */
@@ -170,7 +190,16 @@ function checkShares(options: ResolvedSandboxOptions): void {
   })
 }
 
-function qemuSpec(options: ResolvedSandboxOptions, arch: Arch, accel: Accel, mixtape: Mixtape, vm: VmPaths, sshPort: number, controlPort: number): QemuSpec {
+function qemuSpec(
+  options: ResolvedSandboxOptions,
+  arch: Arch,
+  accel: Accel,
+  mixtape: Mixtape,
+  vm: VmPaths,
+  sshPort: number | undefined,
+  controlPort: number | undefined,
+  plane: ControlPlane,
+): QemuSpec {
   if (!mixtape.kernel) {
     throw new HarnessError('MIXTAPE_INVALID', `Mixtape ${mixtape.ref} has no kernel artifacts (bzImage, initrd, cmdline) in ${mixtape.dir}`, {
       fix: 'use a mixtape with kernel artifacts; EFI boot of disk-only mixtapes is not supported yet',
@@ -186,7 +215,7 @@ function qemuSpec(options: ResolvedSandboxOptions, arch: Arch, accel: Accel, mix
     qmpSocket: vm.qmpSocket,
     serialLog: vm.serialLog,
     pidfile: vm.pidfile,
-    network: { mode: 'nat', sshPort, controlPort, forwards: options.network.forwards },
+    ...planeQemuSpec(plane, sshPort, controlPort, options.network.forwards),
     shares: options.shared.map((share, i) => ({ tag: `share${i}`, host: share.host, readonly: share.readonly })),
   }
 }

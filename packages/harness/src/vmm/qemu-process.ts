@@ -21,6 +21,13 @@ export interface SpawnQemuOptions {
   binary: string
   argv: string[]
   qemuLog: string
+  /**
+   * Our fds the child gets as 3, 4, ... (execa stdio indexes); QEMU refers to them by those
+   * numbers (`vhostfd=3`). Passing through stdio dup2()s them into place, which clears
+   * close-on-exec on the child's copy only, so they survive setpriv's exec into QEMU while our
+   * own O_CLOEXEC fds still leak into no other child.
+   */
+  fds?: number[]
 }
 
 const INSTALL_HINT: Record<string, string> = {
@@ -39,7 +46,10 @@ export function spawnQemu(options: SpawnQemuOptions): QemuProcess {
   const [file, args] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', binary, ...options.argv]] : [binary, options.argv]
   const log = { file: options.qemuLog, append: true } as const
   // execa's cleanup kills QEMU on a normal exit of this process; pdeathsig covers the rest.
-  const child = execa(file, args, { stdin: 'ignore', stdout: log, stderr: log, reject: false, cleanup: true })
+  // execa 10.2's types allow no integer fd beyond stdio[2], but its runtime hands such
+  // 'native' items to child_process.spawn unchanged; test/qemu-fds.test.ts pins that behaviour.
+  const stdio = ['ignore', log, log, ...(options.fds ?? [])] as unknown as ['ignore', typeof log, typeof log]
+  const child = execa(file, args, { stdio, reject: false, cleanup: true })
   const pid = child.pid
   if (pid === undefined) {
     throw new HarnessError('QEMU_EXITED', `QEMU could not be started: ${tail(options.qemuLog)}`)
