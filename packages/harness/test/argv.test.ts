@@ -1,31 +1,11 @@
 import { describe, expect, test } from 'vitest'
-import { buildQemuArgv, type QemuSpec } from '../src/vmm/argv.js'
+import { buildQemuArgv } from '../src/vmm/argv.js'
 import { PROFILES } from '../src/vmm/profile.js'
-
-function spec(overrides: Partial<QemuSpec> = {}): QemuSpec {
-  return {
-    profile: PROFILES.x86_64,
-    accel: 'tcg',
-    cpus: 2,
-    memoryMiB: 512,
-    boot: { kind: 'kernel', kernel: '/m/bzImage', initrd: '/m/initrd', cmdline: 'console=ttyS0 root=/dev/vda' },
-    disk: { path: '/vm/disk.qcow2', format: 'qcow2' },
-    qmpSocket: '/vm/qmp.sock',
-    serialLog: '/vm/serial.log',
-    pidfile: '/vm/qemu.pid',
-    network: { mode: 'nat', sshPort: 2222, controlPort: 4444, forwards: [{ host: 8080, guest: 80, proto: 'tcp' }] },
-    shares: [],
-    ...overrides,
-  }
-}
-
-function after(argv: string[], flag: string): string[] {
-  return argv.flatMap((arg, i) => (arg === flag ? [argv[i + 1]!] : []))
-}
+import { after, qemuSpec } from './support/qemu-spec.js'
 
 describe('QEMU argv', () => {
   test("follows mb's order for a direct kernel boot", () => {
-    const argv = buildQemuArgv(spec())
+    const argv = buildQemuArgv(qemuSpec())
     const flags = argv.filter((a) => a.startsWith('-'))
     expect(flags).toEqual(['-machine', '-accel', '-cpu', '-smp', '-m', '-kernel', '-initrd', '-append', '-drive', '-qmp', '-serial', '-nographic', '-nodefaults', '-no-user-config', '-no-reboot', '-pidfile', '-netdev', '-device'])
     expect(after(argv, '-append')).toEqual(['console=ttyS0 root=/dev/vda'])
@@ -35,49 +15,49 @@ describe('QEMU argv', () => {
   })
 
   test('KVM uses mb\'s -machine accel= form and -cpu host; TCG uses multi-threaded TCG and -cpu max', () => {
-    const kvm = buildQemuArgv(spec({ accel: 'kvm' }))
+    const kvm = buildQemuArgv(qemuSpec({ accel: 'kvm' }))
     expect(after(kvm, '-machine')).toEqual(['q35,accel=kvm'])
     expect(after(kvm, '-cpu')).toEqual(['host'])
     expect(kvm).not.toContain('-accel')
-    const tcg = buildQemuArgv(spec())
+    const tcg = buildQemuArgv(qemuSpec())
     expect(after(tcg, '-machine')).toEqual(['q35'])
     expect(after(tcg, '-accel')).toEqual(['tcg,thread=multi'])
     expect(after(tcg, '-cpu')).toEqual(['max'])
   })
 
   test('aarch64 uses virt,highmem=on and avoids slow pointer-auth emulation under TCG', () => {
-    const argv = buildQemuArgv(spec({ profile: PROFILES.aarch64 }))
+    const argv = buildQemuArgv(qemuSpec({ profile: PROFILES.aarch64 }))
     expect(after(argv, '-machine')).toEqual(['virt,highmem=on'])
     expect(after(argv, '-cpu')).toEqual(['max,pauth=off'])
   })
 
   test('every port forward binds 127.0.0.1 only', () => {
-    const netdev = after(buildQemuArgv(spec()), '-netdev')[0]!
+    const netdev = after(buildQemuArgv(qemuSpec()), '-netdev')[0]!
     expect(netdev).toBe('user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:4444-:1024,hostfwd=tcp:127.0.0.1:8080-:80')
     expect(netdev.match(/hostfwd=[a-z]+::/g)).toBeNull()
   })
 
   test('the vhost-vsock device appears exactly when a CID was reserved, with the inherited fd', () => {
-    expect(buildQemuArgv(spec()).join(' ')).not.toContain('vhost-vsock')
-    const argv = buildQemuArgv(spec({ vsock: { cid: 7, vhostfd: 3 }, network: { mode: 'nat', sshPort: 2222, forwards: [] } }))
+    expect(buildQemuArgv(qemuSpec()).join(' ')).not.toContain('vhost-vsock')
+    const argv = buildQemuArgv(qemuSpec({ vsock: { cid: 7, vhostfd: 3 }, network: { mode: 'nat', sshPort: 2222, forwards: [] } }))
     expect(after(argv, '-device')).toContain('vhost-vsock-pci,vhostfd=3,guest-cid=7')
     expect(after(argv, '-netdev')[0]).not.toContain(':1024')
   })
 
   test('network none gives the guest no NIC', () => {
-    const argv = buildQemuArgv(spec({ network: { mode: 'none' } }))
+    const argv = buildQemuArgv(qemuSpec({ network: { mode: 'none' } }))
     expect(after(argv, '-nic')).toEqual(['none'])
     expect(argv).not.toContain('-netdev')
   })
 
   test('shares are 9p devices tagged share<i>; read-only ones are read-only on the host side too', () => {
-    const argv = buildQemuArgv(spec({ shares: [{ tag: 'share0', host: '/src', readonly: false }, { tag: 'share1', host: '/ro', readonly: true }] }))
+    const argv = buildQemuArgv(qemuSpec({ shares: [{ tag: 'share0', host: '/src', readonly: false }, { tag: 'share1', host: '/ro', readonly: true }] }))
     expect(after(argv, '-fsdev')).toEqual(['local,id=share0,path=/src,security_model=mapped-xattr', 'local,id=share1,path=/ro,security_model=none,readonly=on'])
     expect(after(argv, '-device')).toContain('virtio-9p-pci,fsdev=share1,mount_tag=share1')
   })
 
   test('EFI boot uses the firmware as read-only pflash and per-VM vars', () => {
-    const argv = buildQemuArgv(spec({ boot: { kind: 'efi', code: '/fw/OVMF_CODE.fd', vars: '/vm/efi-vars.fd' } }))
+    const argv = buildQemuArgv(qemuSpec({ boot: { kind: 'efi', code: '/fw/OVMF_CODE.fd', vars: '/vm/efi-vars.fd' } }))
     expect(argv).not.toContain('-kernel')
     expect(after(argv, '-drive').slice(0, 2)).toEqual(['if=pflash,format=raw,file=/fw/OVMF_CODE.fd,readonly=on', 'if=pflash,format=raw,file=/vm/efi-vars.fd'])
   })

@@ -2,33 +2,18 @@ import { describe, expect, test } from 'vitest'
 import { parseSandboxOptions } from '../src/config/options.js'
 import { HarnessError } from '../src/errors.js'
 import { bootSandbox } from '../src/sandbox/boot.js'
-import { buildQemuArgv, type QemuSpec } from '../src/vmm/argv.js'
+import { buildQemuArgv } from '../src/vmm/argv.js'
 import { chooseControlPlane, planeInfo, planeQemuSpec, planeTransport, type ControlPlane } from '../src/vmm/control-plane.js'
-import { PROFILES } from '../src/vmm/profile.js'
 import { VsockTransport } from '../src/control/vsock-transport.js'
 import { vsockCheck } from '../src/host/doctor.js'
 import { fakeVsock } from './support/fake-vsock.js'
+import { after, qemuSpec } from './support/qemu-spec.js'
 
 const forwards = [{ host: 8080, guest: 80, proto: 'tcp' as const }]
 
 function argvFor(plane: ControlPlane, sshPort: number | undefined, controlPort: number | undefined): string[] {
-  const spec: QemuSpec = {
-    profile: PROFILES.x86_64,
-    accel: 'kvm',
-    cpus: 1,
-    memoryMiB: 512,
-    boot: { kind: 'kernel', kernel: '/m/bzImage', initrd: '/m/initrd', cmdline: 'console=ttyS0' },
-    disk: { path: '/vm/disk.qcow2', format: 'qcow2' },
-    qmpSocket: '/vm/qmp.sock',
-    serialLog: '/vm/serial.log',
-    pidfile: '/vm/qemu.pid',
-    shares: [],
-    ...planeQemuSpec(plane, sshPort, controlPort, forwards),
-  }
-  return buildQemuArgv(spec)
+  return buildQemuArgv(qemuSpec({ accel: 'kvm', ...planeQemuSpec(plane, sshPort, controlPort, forwards) }))
 }
-
-const after = (argv: string[], flag: string) => argv.flatMap((arg, i) => (arg === flag ? [argv[i + 1]!] : []))
 
 describe('control plane choice', () => {
   test('auto with a usable device: vsock, vhost-vsock-pci on fd 3 with the reserved CID, no :1024 forward', async () => {
