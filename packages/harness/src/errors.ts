@@ -16,6 +16,9 @@ export type HarnessErrorCode =
   | 'REQUEST_TOO_LARGE'
   | 'QMP'
   | 'HOST'
+  | 'AGENT'
+  | 'AGENT_UNREACHABLE'
+  | 'AGENT_AUTH'
 
 export interface HarnessErrorDetails {
   /** What the user should do about it, in one sentence. */

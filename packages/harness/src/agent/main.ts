@@ -1,0 +1,78 @@
+#!/usr/bin/env node
+/**
+ * The guest agent: what `agent stereos-harness-agent` (the launcher agentd runs) or the SSH
+ * bootstrap starts inside the VM. Serves the host's ops (spawn, files) over vsock or TCP to
+ * whoever presents the VM's token.
+ */
+import { existsSync, readFileSync } from 'node:fs'
+import { homedir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { AGENT_PORT, TOKEN_SECRET, type AgentInfo } from '../wire/messages.js'
+import { agentIsRoot, agentUserName } from './identity.js'
+import { listen, type ListenMode } from './listen.js'
+import { serveConnection } from './session.js'
+import { BlobStore } from './store.js'
+
+const log = (line: string) => process.stderr.write(`stereos-harness-agent: ${line}\n`)
+
+/** The token comes from agentd (secrets become env) or, for a root agent, from stereosd's secrets dir. */
+function readToken(): string {
+  const fromEnv = process.env[TOKEN_SECRET]
+  if (fromEnv) return fromEnv.trim()
+  const file = join('/run/stereos/secrets', TOKEN_SECRET)
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim()
+  throw new Error(`no token: neither $${TOKEN_SECRET} nor ${file} is set; the host injects it with inject_secret before starting the agent`)
+}
+
+function shareVersion(here: string): string {
+  const file = join(here, '..', '..', 'VERSION')
+  return existsSync(file) ? readFileSync(file, 'utf8').trim() : 'dev'
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      listen: { type: 'string', default: 'auto' },
+      port: { type: 'string', default: String(AGENT_PORT) },
+      host: { type: 'string', default: '0.0.0.0' },
+      store: { type: 'string' },
+      vsock: { type: 'string' },
+      'default-user': { type: 'string', default: 'agent' },
+    },
+  })
+  const mode = values.listen as ListenMode
+  if (!['auto', 'vsock', 'tcp'].includes(mode)) throw new Error(`--listen must be auto, vsock or tcp, got ${mode}`)
+  const here = dirname(fileURLToPath(import.meta.url))
+  const token = readToken()
+  delete process.env[TOKEN_SECRET]
+  const storeDir = values.store ?? (agentIsRoot() ? '/var/cache/stereos-harness/blobs' : join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'stereos-harness', 'blobs'))
+  const vsockModule = values.vsock ?? join(here, '..', '..', 'vsock', 'dist', 'index.js')
+  const info: AgentInfo = {
+    agentVersion: shareVersion(here),
+    node: process.version,
+    arch: process.arch,
+    pid: process.pid,
+    user: agentUserName(),
+    root: agentIsRoot(),
+    listen: 'tcp',
+  }
+  const ctx = { token, info, store: new BlobStore(storeDir), helloTimeoutMs: 10_000, defaultUser: values['default-user'], log }
+  const listening = await listen(mode, Number(values.port), values.host, vsockModule, (socket) => {
+    serveConnection(socket, ctx).catch((err: unknown) => log(`connection failed: ${(err as Error).message}`))
+  })
+  info.listen = listening.kind
+  log(`listening on ${listening.describe} as ${info.user} (node ${process.version}, store ${storeDir})`)
+  const stop = () => {
+    listening.close()
+    process.exit(0)
+  }
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
+}
+
+main().catch((err: unknown) => {
+  log(`fatal: ${(err as Error).message}`)
+  process.exit(1)
+})
