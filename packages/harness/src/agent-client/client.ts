@@ -9,6 +9,14 @@ import type { ExecBufferResult, ExecOptions, ExecResult, GuestProcess, ProcessEx
 
 const DEFAULT_MAX_BUFFER = 512 * 1024 * 1024
 
+function ended(stream: Readable): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (stream.readableEnded || stream.destroyed) return resolve()
+    stream.once('end', resolve)
+    stream.once('close', resolve)
+  })
+}
+
 /** A host's connection to the guest agent of one VM. */
 export class AgentClient {
   private nextRef = 1
@@ -70,17 +78,11 @@ export class AgentClient {
       for (const channel of [stdin, stdout, stderr, ipc]) channel?.destroy()
       throw err
     }
-    const ended = (stream: Readable) =>
-      new Promise<void>((resolve) => {
-        if (stream.readableEnded || stream.destroyed) return resolve()
-        stream.once('end', resolve)
-        stream.once('close', resolve)
-      })
     const lost = this.peer.closed.then((err) => {
       throw err ?? new HarnessError('AGENT_UNREACHABLE', `the agent connection closed while ${cmd} (pid ${pid}) was running`)
     })
     const exited: Promise<ProcessExit> = Promise.race([
-      Promise.all([exit, ended(stdout), ended(stderr)]).then(([e]) => ({ exitCode: e.code, signal: e.signal })),
+      exit.then((e) => ({ exitCode: e.code, signal: e.signal })),
       lost,
     ])
     exited.catch(() => undefined)
@@ -132,7 +134,7 @@ export class AgentClient {
     if (input !== undefined) child.stdin?.end(input)
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => fail(new HarnessError('AGENT', `${cmd} ran longer than ${timeoutMs} ms and was killed`)), timeoutMs)
     try {
-      const exit = await child.exited
+      const [exit] = await Promise.all([child.exited, ended(child.stdout), ended(child.stderr)])
       if (failure) throw failure
       return { ...exit, stdout: stdout(), stderr: stderr() }
     } finally {

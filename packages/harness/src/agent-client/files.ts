@@ -133,6 +133,7 @@ export async function readFile(peer: WirePeer, path: string): Promise<Buffer> {
     channel.once('end', resolve)
     channel.once('error', reject)
   })
+  ended.catch(() => undefined)
   try {
     const { size } = await peer.request('read', { path, channel: channel.id })
     await ended

@@ -28,7 +28,7 @@ export interface GuestProcess {
   readonly stdout: Readable
   readonly stderr: Readable
   readonly ipc: Duplex | null
-  /** Settles when the process has exited and its stdout/stderr have ended. */
+  /** Settles when the process has exited (output may still be in flight on stdout/stderr). */
   readonly exited: Promise<ProcessExit>
   kill(signal?: NodeJS.Signals): Promise<void>
 }

@@ -50,10 +50,10 @@ export async function serveConnection(socket: Duplex, ctx: SessionContext): Prom
     read: async ({ path, channel }, peer) => {
       const sink = peer.channel(channel)
       const opened = await readInto(path, sink).catch((err: unknown) => {
-        sink.destroy()
+        sink.reset((err as Error).message)
         throw err
       })
-      opened.done.catch(() => sink.destroy())
+      opened.done.catch((err: unknown) => sink.reset((err as Error).message))
       return { size: opened.size, mode: opened.mode }
     },
     list: async ({ path }) => ({ entries: await list(path) }),

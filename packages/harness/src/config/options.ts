@@ -64,6 +64,14 @@ export const SandboxOptions = z.strictObject({
   secrets: z.record(SecretName, z.string()).default({}),
   /** jcard.toml text sent with set_config; default: a jcard naming the mixtape and resources. */
   jcard: z.string().optional(),
+  /**
+   * How the guest agent (exec, files) is started: `agentd` runs the mixtape's `agent` launcher
+   * through set_config (harness-ready mixtapes, the fixture); `ssh` starts it as root over SSH
+   * as admin (stock mixtapes without `agent`); `none` boots without an agent.
+   */
+  bootstrap: z.enum(['agentd', 'ssh', 'none']).default('agentd'),
+  /** Milliseconds from provisioning until the guest agent must answer. */
+  agentTimeoutMs: z.int().positive().default(60_000),
   /** Milliseconds from QEMU start until stereosd must report ready. */
   bootTimeoutMs: z.int().positive().default(120_000),
   /** Keep the VM directory (disk, logs) when boot or shutdown fails. */

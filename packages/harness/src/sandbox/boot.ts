@@ -25,6 +25,14 @@ import { defaultJcard } from './jcard.js'
 import { Sandbox } from './sandbox.js'
 import { writeSshKey } from './ssh-key.js'
 import { Timeline } from './timeline.js'
+import { ensureHarnessShare, SHARE_TAG } from '../agent-client/share.js'
+import type { AgentClient } from '../agent-client/client.js'
+import { TcpTransport, type Transport } from '../control/transport.js'
+import { VsockTransport } from '../control/vsock-transport.js'
+import { loadVsock } from '../control/vsock-module.js'
+import { AGENT_PORT } from '../wire/messages.js'
+import { agentJcardTable, harnessMount, newAgentToken, tokenSecret, waitForAgent } from './agent-start.js'
+import { sshStartAgent } from './ssh-bootstrap.js'
 
 export interface BootHooks {
   /** Where harness log lines go (default: stderr with a `stereos-harness:` prefix). */
@@ -66,6 +74,8 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
   const binary = options.qemuBinary ?? PROFILES[arch].qemuBinary
   requireQemu(binary)
 
+  // Before QEMU: the share is a QEMU argument (built once per harness version, cached).
+  const agentShare = options.bootstrap === 'none' ? undefined : await ensureHarnessShare(arch, { log })
   const plane = await chooseControlPlane(options.controlPlane, { log, ...(hooks.loadVsock ? { load: hooks.loadVsock } : {}) })
   if (options.network.mode === 'none' && plane.kind === 'tcp') throw noNetworkError(plane.reason)
 
@@ -83,11 +93,13 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     timeline.mark('disk-ready')
     const sshPort = options.network.mode === 'nat' ? await freePort() : undefined
     const controlPort = plane.kind === 'tcp' ? await freePort() : undefined
+    const agentPort = plane.kind === 'tcp' && agentShare ? await freePort() : undefined
+    const token = newAgentToken()
     const key = writeSshKey(vm.sshKey, `stereos-${vm.id}`)
-    const jcard = options.jcard ?? defaultJcard(vm.id, options)
+    const jcard = (options.jcard ?? defaultJcard(vm.id, options)) + (options.bootstrap === 'agentd' ? agentJcardTable() : '')
     writeFileSync(vm.jcard, jcard)
 
-    const spec = qemuSpec(options, arch, accel, mixtape, vm, sshPort, controlPort, plane)
+    const spec = qemuSpec(options, arch, accel, mixtape, vm, sshPort, controlPort, plane, agentShare, agentPort)
     qemu = spawnQemu({ binary, argv: buildQemuArgv(spec), qemuLog: vm.qemuLog, ...(plane.kind === 'vsock' ? { fds: [plane.fd] } : {}) })
     timeline.mark('qemu-started')
     const running = qemu
@@ -112,8 +124,29 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
       fs_type: '9p',
       ...(share.readonly ? { read_only: true } : {}),
     }))
-    await provision(ready.client, { mounts, secrets: options.secrets, sshKey: { user: 'admin', publicKey: key.publicKey }, jcard })
+    if (agentShare) mounts.push(harnessMount())
+    const secrets = agentShare ? { ...options.secrets, ...tokenSecret(token) } : options.secrets
+    await provision(ready.client, { mounts, secrets, sshKey: { user: 'admin', publicKey: key.publicKey }, jcard })
     timeline.mark('provisioned')
+
+    let agent: { client: AgentClient; transport: Transport } | undefined
+    if (agentShare) {
+      const load = hooks.loadVsock ?? loadVsock
+      const agentTransport: Transport = plane.kind === 'vsock' ? new VsockTransport(plane.cid, AGENT_PORT, load) : new TcpTransport('127.0.0.1', agentPort as number)
+      const deadline = Date.now() + options.agentTimeoutMs
+      const logs = { serial: vm.serialLog, qemu: vm.qemuLog }
+      if (options.bootstrap === 'ssh') {
+        const ssh: Transport = plane.kind === 'vsock' ? new VsockTransport(plane.cid, 22, load) : new TcpTransport('127.0.0.1', sshPort as number)
+        await sshStartAgent({ connect: (ms) => ssh.connect(ms), describe: () => ssh.describe(), user: 'admin', keyPath: key.privateKeyPath }, token, deadline, died.signal)
+      }
+      const hint =
+        options.bootstrap === 'agentd'
+          ? "agentd starts the mixtape's `agent` launcher: a stock mixtape has none, boot it with bootstrap: 'ssh'"
+          : 'the agent was started over SSH; check that the guest can run the share\'s Node'
+      const client = await waitForAgent(agentTransport, token, { deadline, signal: died.signal, hint, logs })
+      agent = { client, transport: agentTransport }
+      timeline.mark('agent-ready')
+    }
 
     return new Sandbox({
       info: {
@@ -132,6 +165,7 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
       ssh: sshPort === undefined ? undefined : { host: '127.0.0.1', port: sshPort, user: 'admin', keyPath: key.privateKeyPath },
       control: ready.client,
       transport,
+      agent: agent ? { ...agent, token } : undefined,
       qemu: running,
       qmp: () => qmpPromise,
       keepOnFailure: options.keepOnFailure,
@@ -199,6 +233,8 @@ function qemuSpec(
   sshPort: number | undefined,
   controlPort: number | undefined,
   plane: ControlPlane,
+  agentShare: string | undefined,
+  agentPort: number | undefined,
 ): QemuSpec {
   if (!mixtape.kernel) {
     throw new HarnessError('MIXTAPE_INVALID', `Mixtape ${mixtape.ref} has no kernel artifacts (bzImage, initrd, cmdline) in ${mixtape.dir}`, {
@@ -215,8 +251,11 @@ function qemuSpec(
     qmpSocket: vm.qmpSocket,
     serialLog: vm.serialLog,
     pidfile: vm.pidfile,
-    ...planeQemuSpec(plane, sshPort, controlPort, options.network.forwards),
-    shares: options.shared.map((share, i) => ({ tag: `share${i}`, host: share.host, readonly: share.readonly })),
+    ...planeQemuSpec(plane, sshPort, controlPort, [...options.network.forwards, ...(agentPort === undefined ? [] : [{ host: agentPort, guest: AGENT_PORT, proto: 'tcp' as const }])]),
+    shares: [
+      ...options.shared.map((share, i) => ({ tag: `share${i}`, host: share.host, readonly: share.readonly })),
+      ...(agentShare ? [{ tag: SHARE_TAG, host: agentShare, readonly: true }] : []),
+    ],
   }
 }
 

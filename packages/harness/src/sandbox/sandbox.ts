@@ -8,6 +8,12 @@ import { markKept, removeVmDir } from '../vmm/vm-dir.js'
 import { StereosdClient } from '../control/client.js'
 import { stopVm, type StoppedBy } from './shutdown.js'
 import type { TimelineEntry } from './timeline.js'
+import { AgentClient } from '../agent-client/client.js'
+import type { CopyOptions, CopyReport, WriteFileOptions } from '../agent-client/files.js'
+import type { ExecBufferResult, ExecOptions, ExecResult, GuestProcess, SpawnOptions } from '../agent-client/process.js'
+import type { Transport as AgentTransport } from '../control/transport.js'
+import { HarnessError, isHarnessError } from '../errors.js'
+import type { GuestStat } from '../wire/messages.js'
 
 export interface SandboxInfo {
   id: string
@@ -60,6 +66,8 @@ export interface SandboxParts {
   ssh: SshAccess | undefined
   control: StereosdClient
   transport: Transport
+  /** The guest agent, unless booted with bootstrap 'none'. */
+  agent: { client: AgentClient; transport: AgentTransport; token: string } | undefined
   qemu: QemuProcess
   qmp: () => Promise<QmpClient>
   keepOnFailure: boolean
@@ -72,6 +80,7 @@ export class Sandbox implements AsyncDisposable {
   readonly logs: SandboxLogs
   readonly ssh: SshAccess | undefined
   private current: StereosdClient
+  private agentClient: AgentClient | undefined
   private stopping: Promise<ShutdownReport> | undefined
 
   constructor(private readonly parts: SandboxParts) {
@@ -79,6 +88,78 @@ export class Sandbox implements AsyncDisposable {
     this.logs = parts.logs
     this.ssh = parts.ssh
     this.current = parts.control
+    this.agentClient = parts.agent?.client
+  }
+
+  /** The guest agent's connection (reconnects if it closed, e.g. after agentd restarted the agent). */
+  async agent(): Promise<AgentClient> {
+    const agent = this.parts.agent
+    if (!agent) {
+      throw new HarnessError('AGENT', 'this sandbox was booted with bootstrap: none, so it has no guest agent', { fix: "boot with bootstrap: 'agentd' (the default) or 'ssh'" })
+    }
+    if (this.stopping) throw new HarnessError('AGENT_UNREACHABLE', `sandbox ${this.info.id} is shutting down`)
+    if (!this.agentClient || this.agentClient.closed) {
+      this.agentClient = await this.withLogs(() => AgentClient.connect(agent.transport, agent.token, 10_000))
+    }
+    return this.agentClient
+  }
+
+  /** Run a command in the guest to completion; a non-zero exit code is a result, not an error. */
+  exec(cmd: string, args: string[] = [], options?: ExecOptions): Promise<ExecResult> {
+    return this.withAgent((agent) => agent.exec(cmd, args, options))
+  }
+
+  /** exec with stdout and stderr as Buffers. */
+  execBuffer(cmd: string, args: string[] = [], options?: ExecOptions): Promise<ExecBufferResult> {
+    return this.withAgent((agent) => agent.execBuffer(cmd, args, options))
+  }
+
+  /** Start a guest process and stream its stdio (flow-controlled, binary-safe). */
+  spawn(cmd: string, args: string[] = [], options?: SpawnOptions): Promise<GuestProcess> {
+    return this.withAgent((agent) => agent.spawn(cmd, args, options))
+  }
+
+  writeFile(path: string, data: string | Uint8Array, options?: WriteFileOptions): Promise<void> {
+    return this.withAgent((agent) => agent.writeFile(path, data, options))
+  }
+
+  readFile(path: string): Promise<Buffer> {
+    return this.withAgent((agent) => agent.readFile(path))
+  }
+
+  /** Copy a host file or tree into the guest; content the guest already holds is not sent again. */
+  copyIn(hostPath: string, guestPath: string, options?: CopyOptions): Promise<CopyReport> {
+    return this.withAgent((agent) => agent.copyIn(hostPath, guestPath, options))
+  }
+
+  /** Copy a guest file or tree to the host. */
+  copyOut(guestPath: string, hostPath: string): Promise<CopyReport> {
+    return this.withAgent((agent) => agent.copyOut(guestPath, hostPath))
+  }
+
+  stat(path: string): Promise<GuestStat | null> {
+    return this.withAgent((agent) => agent.stat(path))
+  }
+
+  private async withAgent<T>(fn: (agent: AgentClient) => Promise<T>): Promise<T> {
+    const agent = await this.agent()
+    return this.withLogs(() => fn(agent))
+  }
+
+  /** A lost agent connection names the logs that say why (agent crash, kernel panic, QEMU gone). */
+  private async withLogs<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn()
+    } catch (err) {
+      if (!isHarnessError(err, 'AGENT_UNREACHABLE')) throw err
+      const qemuGone = this.parts.qemu.exit !== undefined
+      const what = qemuGone ? 'QEMU has exited' : 'the guest agent stopped answering (crashed or was killed?)'
+      throw new HarnessError('AGENT_UNREACHABLE', `${err.message.split('\n')[0]}: ${what}`, {
+        fix: `read ${this.logs.serial} (the agent logs there) and ${this.logs.qemu}`,
+        logs: { serial: this.logs.serial, qemu: this.logs.qemu },
+        cause: err,
+      })
+    }
   }
 
   /** The stereosd client; reconnects if the previous connection closed. */
@@ -114,6 +195,7 @@ export class Sandbox implements AsyncDisposable {
 
   private async stop(options: ShutdownOptions): Promise<ShutdownReport> {
     const { parts } = this
+    this.agentClient?.close()
     const stoppedBy = await stopVm({
       qemu: parts.qemu,
       control: () => this.connect(),

@@ -61,7 +61,8 @@ export class Channel extends Duplex {
   receiveReset(reason: string): void {
     this.endReceived = true
     this.endSent = true
-    this.destroy(new WireError(`channel ${this.id} was reset by the peer: ${reason}`))
+    const err = new WireError(`channel ${this.id} was reset by the peer: ${reason}`)
+    this.destroy(this.listenerCount('error') > 0 ? err : undefined)
   }
 
   /** The connection went away: fail whoever waits on this channel (a channel nobody watches just closes). */
@@ -69,6 +70,17 @@ export class Channel extends Duplex {
     this.endReceived = true
     this.endSent = true
     this.destroy(this.listenerCount('error') > 0 ? err : undefined)
+  }
+
+  /** Abort the channel and tell the peer why, without raising the error here. */
+  reset(reason: string): void {
+    if (this.destroyed) return
+    if (!this.endSent || !this.endReceived) {
+      this.endSent = true
+      this.endReceived = true
+      this.link.send(this.id, FrameType.RESET, Buffer.from(reason))
+    }
+    this.destroy()
   }
 
   /** For channels that only carry data towards us: tell the peer we will not write. */

