@@ -21,7 +21,7 @@ export async function main(argv: string[]): Promise<void> {
 
   say(`boot benchmark: ${arch} fixture, ${runs} runs each, alternating (host: ${process.arch}, 2 cores)`)
   // Warm-up boot: builds/locates the fixture, warms the page cache, and gives us the argv.
-  const warm = await Sandbox.boot({ arch })
+  const warm = await Sandbox.boot({ arch, bootstrap: 'none' })
   const template = readFileSync(`/proc/${warm.info.pid}/cmdline`, 'utf8').split('\0').filter(Boolean)
   const image = JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', join(warm.info.vmDir, 'disk.qcow2')], { encoding: 'utf8' })) as { 'backing-filename': string; 'virtual-size': number }
   const warmDir = warm.info.vmDir
@@ -34,7 +34,7 @@ export async function main(argv: string[]): Promise<void> {
   const raw: number[] = []
   for (let i = 0; i < runs; i++) {
     const started = performance.now()
-    const sandbox = await Sandbox.boot({ arch })
+    const sandbox = await Sandbox.boot({ arch, bootstrap: 'none' })
     harness.push(performance.now() - started)
     ready.push(sandbox.info.timeline.find((e) => e.phase === 'stereosd-ready')!.atMs)
     await sandbox.shutdown()

@@ -6,7 +6,7 @@ import { helloAsGuest, helloAsHost } from '../src/wire/hello.js'
 import { encodeMessage, WirePeer } from '../src/wire/peer.js'
 import { WireError } from '../src/wire/wire-error.js'
 
-const info = { agentVersion: 't', node: process.version, arch: process.arch, pid: 1, user: 'u', root: false, listen: 'tcp' }
+const info = { agentVersion: 't', node: process.version, arch: process.arch, pid: 1, user: 'u', root: false, listen: 'tcp', execPath: '/usr/bin/node' }
 
 describe('FrameDecoder', () => {
   test('reassembles frames split at every byte boundary, several per chunk', () => {

@@ -57,6 +57,7 @@ async function main(): Promise<void> {
     user: agentUserName(),
     root: agentIsRoot(),
     listen: 'tcp',
+    execPath: process.execPath,
   }
   const ctx = { token, info, store: new BlobStore(storeDir), helloTimeoutMs: 10_000, defaultUser: values['default-user'], log }
   const listening = await listen(mode, Number(values.port), values.host, vsockModule, (socket) => {

@@ -156,7 +156,7 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
         accelNote: note,
         mixtape: { ref: mixtape.ref, dir: mixtape.dir, version: mixtape.version },
         transport: planeInfo(plane, controlPort),
-        ports: { ssh: sshPort, control: controlPort },
+        ports: { ssh: sshPort, control: controlPort, agent: agentPort },
         vmDir: vm.dir,
         pid: running.pid,
         timeline: timeline.entries,

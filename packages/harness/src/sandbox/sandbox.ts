@@ -25,7 +25,7 @@ export interface SandboxInfo {
   /** How the host reaches stereosd. */
   transport: { kind: 'tcp'; host: string; port: number } | { kind: 'vsock'; cid: number; port: number }
   /** Host ports forwarded to the guest (127.0.0.1 only). */
-  ports: { ssh: number | undefined; control: number | undefined }
+  ports: { ssh: number | undefined; control: number | undefined; agent: number | undefined }
   vmDir: string
   pid: number
   /** When each boot phase finished, in ms since Sandbox.boot was called. */

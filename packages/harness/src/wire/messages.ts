@@ -28,6 +28,8 @@ const AgentInfo = object({
   root: bool,
   /** How the agent listens: `vsock` or `tcp`. */
   listen: str,
+  /** The guest Node binary the agent runs on (guest processes may use it too). */
+  execPath: str,
 })
 export type AgentInfo = ReturnType<typeof AgentInfo>
 

@@ -1,0 +1,36 @@
+import { describe as vitestDescribe, type SuiteAPI, type SuiteCollector, type SuiteFactory } from 'vitest'
+import type { SuiteSandboxOptions } from './options.js'
+
+declare module 'vitest' {
+  interface TaskMeta {
+    /** Set by describe.sandbox: the suite runs in a stereOS VM with these options. */
+    stereos?: SuiteSandboxOptions & { sandbox: true }
+  }
+}
+
+export interface SandboxSuiteFn {
+  (name: string, fn?: SuiteFactory): SuiteCollector
+  (name: string, options: SuiteSandboxOptions, fn?: SuiteFactory): SuiteCollector
+}
+
+/** Whether this file runs in a guest worker of the stereos pool (the pool sets it). */
+export function inSandbox(): boolean {
+  return process.env.STEREOS_SANDBOX === '1'
+}
+
+const SKIP_REASON = 'describe.sandbox suites run only in a stereOS VM: run with `vitest --pool=stereos` (and the stereos() plugin in the Vitest config)'
+
+const sandbox: SandboxSuiteFn = (name: string, optionsOrFn?: SuiteSandboxOptions | SuiteFactory, maybeFn?: SuiteFactory) => {
+  const options = typeof optionsOrFn === 'function' ? {} : (optionsOrFn ?? {})
+  const fn = typeof optionsOrFn === 'function' ? optionsOrFn : maybeFn
+  const meta = { stereos: { ...options, sandbox: true as const } }
+  if (inSandbox()) return vitestDescribe(name, { meta }, fn)
+  // Under any other pool: keep the suite visible, skip each test with the reason.
+  return vitestDescribe(name, { meta }, (collector) => {
+    vitestDescribe.skip(`${name} (skipped: ${SKIP_REASON})`, () => undefined)
+    void collector
+  })
+}
+
+/** Vitest's `describe`, plus `describe.sandbox(name, options?, fn)`. */
+export const describe = Object.assign(vitestDescribe, { sandbox }) as SuiteAPI & { sandbox: SandboxSuiteFn }

@@ -1,0 +1,50 @@
+/**
+ * Runs inside the VM, one process per PoolWorker: Vitest's real worker (`vitest/worker` from
+ * the host's `distPath`, at the same path through the read-only share), talking to the host
+ * pool over fd 3, the agent's ipc channel, in length-prefixed v8 messages.
+ *
+ *   node worker-entry.js <distPath>
+ */
+import { Socket } from 'node:net'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { encodeV8, V8Decoder } from '@stereos/harness/wire'
+
+type Listener = (message: unknown) => void
+
+const distPath = process.argv[2]
+if (!distPath) throw new Error('usage: worker-entry.js <vitest distPath>')
+
+interface WorkerModule {
+  init(options: Record<string, unknown>): void
+  runBaseTests(method: 'run' | 'collect', state: unknown, traces: unknown): Promise<void>
+  setupEnvironment(context: unknown): Promise<() => Promise<void>>
+}
+
+const worker = (await import(pathToFileURL(join(distPath, 'worker.js')).href)) as WorkerModule
+// Opened after the import: frames wait in the socket until init() can take them.
+const channel = new Socket({ fd: 3, readable: true, writable: true })
+const decoder = new V8Decoder()
+const listeners = new Set<Listener>()
+
+channel.on('data', (chunk: Buffer) => {
+  for (const message of decoder.push(chunk)) {
+    // Always deliver asynchronously: Vitest 4's init() registers its listener before its state exists.
+    setImmediate(() => {
+      for (const listener of listeners) listener(message)
+    })
+  }
+})
+// The host went away (pool stopped, VM reused by someone else): nothing left to do here.
+channel.on('end', () => process.exit(0))
+channel.on('error', () => process.exit(1))
+
+worker.init({
+  post: (message: unknown) => channel.write(encodeV8(message)),
+  on: (listener: Listener) => listeners.add(listener),
+  off: (listener: Listener) => listeners.delete(listener),
+  teardown: () => channel.end(() => setImmediate(() => process.exit(0))),
+  runTests: (state: unknown, traces: unknown) => worker.runBaseTests('run', state, traces),
+  collectTests: (state: unknown, traces: unknown) => worker.runBaseTests('collect', state, traces),
+  setup: worker.setupEnvironment,
+})

@@ -1,0 +1,6 @@
+export { stereos, stereosPool, POOL_NAME } from './plugin.js'
+export { describe, inSandbox } from './describe.js'
+export type { SandboxSuiteFn } from './describe.js'
+export { StereosOptions, SuiteSandboxOptions } from './options.js'
+export type { StereosOptionsInput, ResolvedStereosOptions } from './options.js'
+export { SUPPORTED as SUPPORTED_VITEST } from './version.js'

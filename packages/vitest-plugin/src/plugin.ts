@@ -1,0 +1,53 @@
+import type { Plugin } from 'vite'
+import type { PoolOptions, PoolRunnerInitializer, TestProject, VitestPluginContext } from 'vitest/node'
+import { version as vitestVersion } from 'vitest/node'
+import { parseStereosOptions, type StereosOptionsInput } from './options.js'
+import { PoolContext } from './pool/context.js'
+import { VmLeasePool } from './pool/lease-pool.js'
+import { StereosPoolWorker } from './pool/pool-worker.js'
+import { shareRoot } from './pool/share-root.js'
+import { checkVitestVersion } from './version.js'
+
+export const POOL_NAME = 'stereos'
+
+const log = (line: string) => process.stderr.write(`stereos-harness: ${line}\n`)
+
+/** The pool runner for one project: VMs sized to its maxWorkers, closed when Vitest closes. */
+export function stereosPool(project: TestProject, options: StereosOptionsInput = {}): PoolRunnerInitializer {
+  // Validate now: a bad option fails before any VM boots, naming its path.
+  parseStereosOptions(options, 'stereos')
+  const maxWorkers = Math.max(1, Number(project.config.maxWorkers) || 1)
+  const pool = new VmLeasePool(maxWorkers, { log })
+  project.vitest.onClose(() => pool.close())
+  let context: PoolContext | undefined
+  return {
+    name: POOL_NAME,
+    createPoolWorker(poolOptions: PoolOptions) {
+      context ??= new PoolContext(pool, options as Record<string, unknown>, shareRoot(poolOptions.project.config.root, poolOptions.distPath))
+      return new StereosPoolWorker(poolOptions, context)
+    },
+  }
+}
+
+/**
+ * `stereos(options)`: a Vite plugin whose configureVitest hook installs the pool on every project
+ * whose pool is 'stereos'. The CLI's `--pool=stereos` is a plain string that drops any pool
+ * object from the config, so this hook is what makes both it and `test.pool: 'stereos'` work.
+ */
+export function stereos(options: StereosOptionsInput = {}): Plugin {
+  parseStereosOptions(options, 'stereos')
+  const installed = new WeakSet<object>()
+  return {
+    name: 'vitest:stereos',
+    configureVitest({ project, vitest }: VitestPluginContext) {
+      checkVitestVersion(vitestVersion)
+      for (const p of new Set([project, ...vitest.projects])) {
+        if (p.config.pool !== POOL_NAME || installed.has(p.config)) continue
+        installed.add(p.config)
+        p.config.poolRunner = stereosPool(p, options)
+        // The pool answers `fetch` inline; a host tmp path would not exist in the guest.
+        ;(p.config as { fsModuleCache?: boolean }).fsModuleCache = false
+      }
+    },
+  } as Plugin
+}

@@ -1,0 +1,47 @@
+import type { SandboxOptionsInput } from '@stereos/harness'
+import { parseStereosOptions, type ResolvedStereosOptions } from '../options.js'
+import { sandboxOptionsInFile } from './file-options.js'
+import type { Lease, VmLeasePool } from './lease-pool.js'
+
+/**
+ * What every PoolWorker of one project shares: the project's options, the VM pool, and how a
+ * test file's describe.sandbox options turn into the VM it runs in.
+ */
+export class PoolContext {
+  private readonly isolations = new Map<string, ResolvedStereosOptions['isolation']>()
+
+  constructor(
+    readonly pool: VmLeasePool,
+    private readonly projectOptions: Record<string, unknown>,
+    /** Host dir shared read-only at the same guest path (project, Vitest, this plugin). */
+    private readonly shareRoot: string,
+  ) {}
+
+  /** Options for these files: the project's, overridden by literal describe.sandbox options in the first file. */
+  resolve(files: string[]): ResolvedStereosOptions {
+    const [file] = files
+    const inFile = file ? sandboxOptionsInFile(file) : []
+    const merged = Object.assign({}, this.projectOptions, ...inFile) as Record<string, unknown>
+    return parseStereosOptions(merged, file && inFile.length ? `describe.sandbox options in ${file}` : 'stereos')
+  }
+
+  async lease(files: string[]): Promise<Lease> {
+    const options = this.resolve(files)
+    const { isolation, ...sandbox } = options
+    const boot: SandboxOptionsInput = {
+      ...sandbox,
+      shared: [...sandbox.shared, { host: this.shareRoot, guest: this.shareRoot, readonly: true }],
+    }
+    const key = JSON.stringify(boot)
+    this.isolations.set(key, isolation)
+    return this.pool.lease(key, boot)
+  }
+
+  isolation(lease: Lease): ResolvedStereosOptions['isolation'] {
+    return this.isolations.get(lease.key) ?? 'process'
+  }
+
+  async isDead(lease: Lease): Promise<boolean> {
+    return Promise.race([lease.sandbox.exited.then(() => true), new Promise<boolean>((resolve) => setImmediate(() => resolve(false)))])
+  }
+}

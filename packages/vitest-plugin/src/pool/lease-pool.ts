@@ -1,0 +1,95 @@
+import { Sandbox, type BootHooks, type SandboxOptionsInput } from '@stereos/harness'
+
+/** A VM lent to one PoolWorker at a time. */
+export interface Lease {
+  readonly sandbox: Sandbox
+  /** The options key the VM was booted with. */
+  readonly key: string
+  /** Files this VM has run, for the boot-count ratio the tests and bench read. */
+  files: number
+}
+
+interface Slot {
+  lease: Lease
+  busy: boolean
+}
+
+/**
+ * Warm VMs, reused across test files: VM lifetime is not PoolWorker lifetime (Vitest makes one
+ * PoolWorker per file). At most `max` VMs exist at once (= maxWorkers); a lease for options
+ * nobody idle was booted with replaces an idle VM of another kind.
+ */
+export class VmLeasePool {
+  private readonly slots = new Set<Slot>()
+  private readonly booting = new Set<Promise<unknown>>()
+  private readonly waiters: (() => void)[] = []
+  private closed = false
+  /** VMs booted so far (tests assert 4 files on 2 workers boot 2). */
+  boots = 0
+
+  constructor(
+    private readonly max: number,
+    private readonly hooks: BootHooks = {},
+  ) {}
+
+  async lease(key: string, options: SandboxOptionsInput): Promise<Lease> {
+    for (;;) {
+      if (this.closed) throw new Error('the stereos VM pool is closed')
+      const idle = [...this.slots].find((s) => !s.busy && s.lease.key === key)
+      if (idle) {
+        idle.busy = true
+        return idle.lease
+      }
+      if (this.slots.size + this.booting.size < this.max) return this.boot(key, options)
+      const other = [...this.slots].find((s) => !s.busy)
+      if (other) {
+        this.slots.delete(other)
+        await other.lease.sandbox.shutdown()
+        continue
+      }
+      await new Promise<void>((resolve) => this.waiters.push(resolve))
+    }
+  }
+
+  /** Give a VM back; `discard` (a dead VM, or isolation 'vm') shuts it down instead of keeping it. */
+  async release(lease: Lease, discard = false): Promise<void> {
+    const slot = [...this.slots].find((s) => s.lease === lease)
+    if (!slot) return
+    if (discard || this.closed) {
+      this.slots.delete(slot)
+      await lease.sandbox.shutdown({ timeoutMs: 10_000 }).catch(() => undefined)
+    } else {
+      slot.busy = false
+    }
+    this.waiters.shift()?.()
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    await Promise.allSettled([...this.booting])
+    const all = [...this.slots]
+    this.slots.clear()
+    // Vitest gives onClose handlers 10 s in all: graceful first, then QMP and signals.
+    await Promise.allSettled(all.map((s) => s.lease.sandbox.shutdown({ timeoutMs: 3_000 })))
+    for (const wake of this.waiters.splice(0)) wake()
+  }
+
+  private async boot(key: string, options: SandboxOptionsInput): Promise<Lease> {
+    this.boots++
+    const booting = Sandbox.boot(options, this.hooks)
+    this.booting.add(booting)
+    try {
+      const sandbox = await booting
+      const lease: Lease = { sandbox, key, files: 0 }
+      this.slots.add({ lease, busy: true })
+      if (this.closed) {
+        await this.release(lease, true)
+        throw new Error('the stereos VM pool closed while a VM booted')
+      }
+      return lease
+    } finally {
+      this.booting.delete(booting)
+      this.waiters.shift()?.()
+    }
+  }
+}

@@ -1,0 +1,194 @@
+import { EventEmitter } from 'node:events'
+import { fileURLToPath } from 'node:url'
+import { HarnessError, type GuestProcess } from '@stereos/harness'
+import { encodeV8, V8Decoder } from '@stereos/harness/wire'
+import type { PoolOptions, PoolWorker, WorkerRequest } from 'vitest/node'
+import { failedTestsIn, vmLogAnnotations } from './artifacts.js'
+import type { Lease } from './lease-pool.js'
+import type { PoolContext } from './context.js'
+
+const GUEST_ENTRY = fileURLToPath(new URL('../guest/worker-entry.js', import.meta.url))
+
+type Request = WorkerRequest & { type: string; context?: { files?: { filepath: string }[] } }
+
+function isRequest(message: unknown): message is Request {
+  return typeof message === 'object' && message !== null && (message as { __vitest_worker_request__?: boolean }).__vitest_worker_request__ === true
+}
+
+function isResponse(message: unknown, type: string): message is { type: string; error?: unknown } {
+  return typeof message === 'object' && message !== null && (message as { __vitest_worker_response__?: boolean }).__vitest_worker_response__ === true && (message as { type?: string }).type === type
+}
+
+/** Host env entries worth passing into the guest: Vitest's own and the project's, not the host's PATH/HOME. */
+function guestEnv(env: Partial<NodeJS.ProcessEnv>): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [key, value] of Object.entries(env)) {
+    if (value === undefined) continue
+    const vitests = /^(VITEST|TEST$|NODE_ENV$|FORCE_TTY$|FORCE_COLOR$|NO_COLOR$|CI$|TZ$)/.test(key)
+    if (vitests || process.env[key] !== value) out[key] = value
+  }
+  return out
+}
+
+/**
+ * One Vitest PoolWorker: a fresh guest Node process running Vitest's worker, in a VM leased
+ * from the pool. The VM is chosen when the first `run` arrives (it names the file, whose
+ * describe.sandbox options pick the VM), so `start` is answered here and replayed to the guest.
+ */
+export class StereosPoolWorker implements PoolWorker {
+  readonly name = 'stereos'
+  private readonly events = new EventEmitter()
+  private startRequest: Request | undefined
+  private lease: Lease | undefined
+  private child: GuestProcess | undefined
+  private launching: Promise<void> | undefined
+  private outbound: Promise<void> = Promise.resolve()
+  private inbound: Promise<void> = Promise.resolve()
+  private stopping = false
+  private nextCall = 0
+  private readonly calls = new Map<string, () => void>()
+
+  constructor(
+    private readonly options: PoolOptions,
+    private readonly ctx: PoolContext,
+  ) {}
+
+  on(event: string, callback: (...args: any[]) => void): void {
+    this.events.on(event, callback)
+  }
+
+  off(event: string, callback: (...args: any[]) => void): void {
+    this.events.off(event, callback)
+  }
+
+  deserialize(data: unknown): unknown {
+    return data
+  }
+
+  async start(): Promise<void> {
+    // The VM is picked on the first `run`; see the class comment.
+  }
+
+  send(message: WorkerRequest): void {
+    const m = message as unknown
+    if (isRequest(m) && m.type === 'start') {
+      this.startRequest = m
+      setImmediate(() => this.events.emit('message', { __vitest_worker_response__: true, type: 'started' }))
+      return
+    }
+    if (isRequest(m) && m.type === 'stop' && !this.child && !this.launching) {
+      setImmediate(() => this.events.emit('message', { __vitest_worker_response__: true, type: 'stopped' }))
+      return
+    }
+    // Replies to the artifact calls this pool made itself never reach the guest.
+    const reply = m as { t?: string; i?: string }
+    if (reply.t === 's' && typeof reply.i === 'string' && this.calls.has(reply.i)) {
+      this.calls.get(reply.i)?.()
+      this.calls.delete(reply.i)
+      return
+    }
+    if (isRequest(m) && (m.type === 'run' || m.type === 'collect') && !this.launching) {
+      const files = (m.context?.files ?? []).map((f) => f.filepath)
+      this.launching = this.launch(files)
+    }
+    this.outbound = this.outbound
+      .then(() => this.launching)
+      .then(() => {
+        this.child?.ipc?.write(encodeV8(m))
+      })
+      .catch((err: unknown) => this.fail(err))
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true
+    await this.launching?.catch(() => undefined)
+    const { child, lease } = this
+    if (child) {
+      const exited = await Promise.race([child.exited.then(() => true, () => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000))])
+      if (!exited) await child.kill('SIGKILL').catch(() => undefined)
+    }
+    if (lease) {
+      const dead = lease.sandbox.info.pid !== undefined && (await this.ctx.isDead(lease))
+      await this.ctx.pool.release(lease, dead || this.ctx.isolation(lease) === 'vm')
+    }
+  }
+
+  private async launch(files: string[]): Promise<void> {
+    const lease = await this.ctx.lease(files)
+    this.lease = lease
+    lease.files += files.length
+    const agent = await lease.sandbox.agent()
+    const { project, distPath, execArgv, env } = this.options
+    const child = await lease.sandbox.spawn(agent.info.execPath, [...execArgv, GUEST_ENTRY, distPath], {
+      ipc: true,
+      cwd: project.config.root,
+      env: { ...guestEnv(env), STEREOS_SANDBOX: '1', STEREOS_VM_ID: lease.sandbox.info.id },
+    })
+    this.child = child
+    child.stdout.pipe(project.vitest.logger.outputStream, { end: false })
+    child.stderr.pipe(project.vitest.logger.errorStream, { end: false })
+    const decoder = new V8Decoder()
+    child.ipc?.on('data', (chunk: Buffer) => {
+      let messages: unknown[]
+      try {
+        messages = decoder.push(chunk)
+      } catch (err) {
+        this.fail(err)
+        return
+      }
+      for (const message of messages) this.inbound = this.inbound.then(() => this.receive(message)).catch((err: unknown) => this.fail(err))
+    })
+    child.ipc?.on('error', () => undefined)
+    void child.exited.then(
+      (exit) => {
+        if (!this.stopping) this.died(`the guest worker process exited (code ${exit.exitCode}, signal ${exit.signal})`)
+      },
+      (err: unknown) => {
+        if (!this.stopping) this.died((err as Error).message)
+      },
+    )
+    void lease.sandbox.exited.then((exit) => {
+      if (!this.stopping) this.died(`the VM's QEMU exited (code ${exit.code}, signal ${exit.signal})`)
+    })
+    if (this.startRequest) child.ipc?.write(encodeV8(this.startRequest))
+  }
+
+  private async receive(message: unknown): Promise<void> {
+    // The guest answers the replayed `start`; Vitest already has its answer.
+    if (isResponse(message, 'started')) {
+      if (message.error) this.fail(message.error)
+      return
+    }
+    const failed = failedTestsIn(message)
+    if (failed.length && this.lease) {
+      const annotations = vmLogAnnotations(this.lease.sandbox)
+      await Promise.all(failed.flatMap((id) => annotations.map((annotation) => this.call('onTaskArtifactRecord', [id, annotation]))))
+    }
+    this.events.emit('message', message)
+  }
+
+  /** A birpc call from this pool to Vitest, answered through send() (and not forwarded). */
+  private call(method: string, args: unknown[]): Promise<void> {
+    const i = `stereos-${++this.nextCall}`
+    return new Promise<void>((resolve) => {
+      this.calls.set(i, resolve)
+      this.events.emit('message', { t: 'q', m: method, a: args, i })
+    })
+  }
+
+  private died(why: string): void {
+    const lease = this.lease
+    const logs: Record<string, string> = lease ? { serial: lease.sandbox.logs.serial, qemu: lease.sandbox.logs.qemu } : {}
+    this.fail(
+      new HarnessError('AGENT_UNREACHABLE', `stereos pool: ${why} while running a test file${lease ? ` in VM ${lease.sandbox.info.id}` : ''}`, {
+        fix: lease ? `read ${lease.sandbox.logs.serial} (guest console) and ${lease.sandbox.logs.qemu}; the pool replaces the VM for the next file` : 'see the error above',
+        logs,
+      }),
+    )
+    this.events.emit('exit', 1, null)
+  }
+
+  private fail(err: unknown): void {
+    this.events.emit('error', err instanceof Error ? err : new Error(String(err)))
+  }
+}
