@@ -25,7 +25,8 @@ export interface ShutdownSteps {
 export async function stopVm(steps: ShutdownSteps): Promise<StoppedBy> {
   const { qemu } = steps
   if (qemu.exit) return 'already-exited'
-  const exitedWithin = (ms: number) => Promise.race([qemu.exited.then(() => true), sleep(ms, false)])
+  // Unref'd: a finished shutdown must not keep the caller's process alive until the timer fires.
+  const exitedWithin = (ms: number) => Promise.race([qemu.exited.then(() => true), sleep(ms, false, { ref: false })])
 
   try {
     const client = await steps.control()

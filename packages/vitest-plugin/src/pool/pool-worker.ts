@@ -104,7 +104,7 @@ export class StereosPoolWorker implements PoolWorker {
     await this.launching?.catch(() => undefined)
     const { child, lease } = this
     if (child) {
-      const exited = await Promise.race([child.exited.then(() => true, () => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000))])
+      const exited = await Promise.race([child.exited.then(() => true, () => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000).unref())])
       if (!exited) await child.kill('SIGKILL').catch(() => undefined)
     }
     if (lease) {
