@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url'
 import type { Plugin } from 'vite'
 import type { PoolOptions, PoolRunnerInitializer, TestProject, VitestPluginContext } from 'vitest/node'
 import { version as vitestVersion } from 'vitest/node'
@@ -9,6 +10,7 @@ import { shareRoot } from './pool/share-root.js'
 import { checkVitestVersion } from './version.js'
 
 export const POOL_NAME = 'stereos'
+const SNAPSHOT_ENVIRONMENT = fileURLToPath(new URL('./guest/snapshot-environment.js', import.meta.url))
 
 const log = (line: string) => process.stderr.write(`stereos-harness: ${line}\n`)
 
@@ -47,6 +49,8 @@ export function stereos(options: StereosOptionsInput = {}): Plugin {
         p.config.poolRunner = stereosPool(p, options)
         // The pool answers `fetch` inline; a host tmp path would not exist in the guest.
         ;(p.config as { fsModuleCache?: boolean }).fsModuleCache = false
+        // Snapshot writes go through the host: the project is read-only in the guest.
+        p.config.snapshotEnvironment ??= SNAPSHOT_ENVIRONMENT
       }
     },
   } as Plugin

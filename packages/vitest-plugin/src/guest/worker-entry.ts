@@ -9,6 +9,7 @@ import { Socket } from 'node:net'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
+import { HOST_FS_GLOBAL, HOST_FS_TAG, isHostFsReply, type HostFs, type HostFsOp } from './host-fs.js'
 
 type Listener = (message: unknown) => void
 
@@ -27,8 +28,27 @@ const channel = new Socket({ fd: 3, readable: true, writable: true })
 const decoder = new V8Decoder()
 const listeners = new Set<Listener>()
 
+const pendingHostFs = new Map<number, { resolve: () => void; reject: (err: Error) => void }>()
+let nextHostFs = 0
+const hostFs: HostFs = {
+  call: (request: HostFsOp) =>
+    new Promise<void>((resolve, reject) => {
+      const id = ++nextHostFs
+      pendingHostFs.set(id, { resolve, reject })
+      channel.write(encodeV8({ [HOST_FS_TAG]: 'request', id, request }))
+    }),
+}
+;(globalThis as Record<string, unknown>)[HOST_FS_GLOBAL] = hostFs
+
 channel.on('data', (chunk: Buffer) => {
   for (const message of decoder.push(chunk)) {
+    if (isHostFsReply(message)) {
+      const waiter = pendingHostFs.get(message.id)
+      pendingHostFs.delete(message.id)
+      if (message.error) waiter?.reject(new Error(message.error))
+      else waiter?.resolve()
+      continue
+    }
     // Always deliver asynchronously: Vitest 4's init() registers its listener before its state exists.
     setImmediate(() => {
       for (const listener of listeners) listener(message)

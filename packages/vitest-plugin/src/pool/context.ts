@@ -14,7 +14,7 @@ export class PoolContext {
     readonly pool: VmLeasePool,
     private readonly projectOptions: Record<string, unknown>,
     /** Host dir shared read-only at the same guest path (project, Vitest, this plugin). */
-    private readonly shareRoot: string,
+    readonly sharedDir: string,
   ) {}
 
   /** Options for these files: the project's, overridden by literal describe.sandbox options in the first file. */
@@ -30,7 +30,7 @@ export class PoolContext {
     const { isolation, ...sandbox } = options
     const boot: SandboxOptionsInput = {
       ...sandbox,
-      shared: [...sandbox.shared, { host: this.shareRoot, guest: this.shareRoot, readonly: true }],
+      shared: [...sandbox.shared, { host: this.sharedDir, guest: this.sharedDir, readonly: true }],
     }
     const key = JSON.stringify(boot)
     this.isolations.set(key, isolation)

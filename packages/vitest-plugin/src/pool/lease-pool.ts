@@ -24,8 +24,9 @@ export class VmLeasePool {
   private readonly booting = new Set<Promise<unknown>>()
   private readonly waiters: (() => void)[] = []
   private closed = false
-  /** VMs booted so far (tests assert 4 files on 2 workers boot 2). */
+  /** VMs booted so far, and test files run in them: reported when the pool closes. */
   boots = 0
+  files = 0
 
   constructor(
     private readonly max: number,
@@ -65,7 +66,9 @@ export class VmLeasePool {
   }
 
   async close(): Promise<void> {
+    if (this.closed) return
     this.closed = true
+    if (this.boots) this.hooks.log?.(`${this.files} test file(s) ran in ${this.boots} VM boot(s)`)
     await Promise.allSettled([...this.booting])
     const all = [...this.slots]
     this.slots.clear()

@@ -4,6 +4,8 @@ import { HarnessError, type GuestProcess } from '@stereos/harness'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
 import type { PoolOptions, PoolWorker, WorkerRequest } from 'vitest/node'
 import { failedTestsIn, vmLogAnnotations } from './artifacts.js'
+import { isHostFsRequest } from '../guest/host-fs.js'
+import { serveHostFs } from './host-fs.js'
 import type { Lease } from './lease-pool.js'
 import type { PoolContext } from './context.js'
 
@@ -19,14 +21,16 @@ function isResponse(message: unknown, type: string): message is { type: string; 
   return typeof message === 'object' && message !== null && (message as { __vitest_worker_response__?: boolean }).__vitest_worker_response__ === true && (message as { type?: string }).type === type
 }
 
-/** Host env entries worth passing into the guest: Vitest's own and the project's, not the host's PATH/HOME. */
+/**
+ * Host variables that describe the host machine, not the test run: the guest has its own.
+ * Everything else (Vitest's, the config's `env`, what the user set for the run) goes through,
+ * as it does for the forks pool.
+ */
+const HOST_ONLY = /^(PATH|HOME|USER|LOGNAME|SHELL|PWD|OLDPWD|TMPDIR|TEMP|TMP|HOSTNAME|MAIL|NODE_OPTIONS|NODE_PATH|INIT_CWD|LD_.*|XDG_.*|SSH_.*|DBUS_.*|DISPLAY|WAYLAND_.*|npm_.*|NVM_.*|STEREOS_.*)$/
+
 function guestEnv(env: Partial<NodeJS.ProcessEnv>): Record<string, string> {
   const out: Record<string, string> = {}
-  for (const [key, value] of Object.entries(env)) {
-    if (value === undefined) continue
-    const vitests = /^(VITEST|TEST$|NODE_ENV$|FORCE_TTY$|FORCE_COLOR$|NO_COLOR$|CI$|TZ$)/.test(key)
-    if (vitests || process.env[key] !== value) out[key] = value
-  }
+  for (const [key, value] of Object.entries(env)) if (value !== undefined && !HOST_ONLY.test(key)) out[key] = value
   return out
 }
 
@@ -117,6 +121,7 @@ export class StereosPoolWorker implements PoolWorker {
     const lease = await this.ctx.lease(files)
     this.lease = lease
     lease.files += files.length
+    this.ctx.pool.files += files.length
     const agent = await lease.sandbox.agent()
     const { project, distPath, execArgv, env } = this.options
     const child = await lease.sandbox.spawn(agent.info.execPath, [...execArgv, GUEST_ENTRY, distPath], {
@@ -157,6 +162,10 @@ export class StereosPoolWorker implements PoolWorker {
     // The guest answers the replayed `start`; Vitest already has its answer.
     if (isResponse(message, 'started')) {
       if (message.error) this.fail(message.error)
+      return
+    }
+    if (isHostFsRequest(message)) {
+      this.child?.ipc?.write(encodeV8(await serveHostFs(message, this.ctx.sharedDir)))
       return
     }
     const failed = failedTestsIn(message)

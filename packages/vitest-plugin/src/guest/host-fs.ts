@@ -1,0 +1,35 @@
+/**
+ * Writes the guest cannot make itself: the project is shared read-only, so snapshot files are
+ * written by the host pool on the guest's behalf. Messages ride the worker's ipc stream beside
+ * Vitest's own and never reach Vitest.
+ */
+export const HOST_FS_TAG = '__stereos_host_fs__'
+
+export type HostFsOp = { op: 'write'; path: string; data: string } | { op: 'mkdir'; path: string } | { op: 'remove'; path: string }
+
+export interface HostFsRequest {
+  [HOST_FS_TAG]: 'request'
+  id: number
+  request: HostFsOp
+}
+
+export interface HostFsReply {
+  [HOST_FS_TAG]: 'reply'
+  id: number
+  error?: string
+}
+
+export function isHostFsRequest(message: unknown): message is HostFsRequest {
+  return typeof message === 'object' && message !== null && (message as Record<string, unknown>)[HOST_FS_TAG] === 'request'
+}
+
+export function isHostFsReply(message: unknown): message is HostFsReply {
+  return typeof message === 'object' && message !== null && (message as Record<string, unknown>)[HOST_FS_TAG] === 'reply'
+}
+
+/** What the guest entry puts on globalThis for the snapshot environment. */
+export interface HostFs {
+  call(op: HostFsOp): Promise<void>
+}
+
+export const HOST_FS_GLOBAL = '__stereosHostFs'
