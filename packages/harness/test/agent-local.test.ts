@@ -135,6 +135,13 @@ describe('guest agent (run locally)', () => {
     await expect(client.exec('id', [], { user: 'root' })).rejects.toThrow(/bootstrap: 'ssh'/)
   })
 
+  test('an op that fails before it starts fails alone: the connection stays up', async () => {
+    await expect(client.exec('true', [], { cwd: '/nonexistent-dir' })).rejects.toThrow(/cannot start true/)
+    await expect(client.peer.request('place', { root: 'relative/root', entries: [] })).rejects.toThrow(/must be absolute/)
+    expect(client.closed).toBe(false)
+    expect((await client.exec('echo', ['still here'])).stdout).toBe('still here\n')
+  })
+
   test('a wrong token is refused; the agent keeps serving the right one', async () => {
     await expect(agent.connect('b'.repeat(64))).rejects.toMatchObject({ code: 'AGENT_AUTH' })
     expect((await client.exec('true')).exitCode).toBe(0)

@@ -18,18 +18,15 @@ export function inSandbox(): boolean {
   return process.env.STEREOS_SANDBOX === '1'
 }
 
-const SKIP_REASON = 'describe.sandbox suites run only in a stereOS VM: run with `vitest --pool=stereos` (and the stereos() plugin in the Vitest config)'
+const SKIP_REASON = 'describe.sandbox suites run only in a stereOS VM: run with `vitest --pool=stereos` and the stereos() plugin in the Vitest config'
 
 const sandbox: SandboxSuiteFn = (name: string, optionsOrFn?: SuiteSandboxOptions | SuiteFactory, maybeFn?: SuiteFactory) => {
   const options = typeof optionsOrFn === 'function' ? {} : (optionsOrFn ?? {})
   const fn = typeof optionsOrFn === 'function' ? optionsOrFn : maybeFn
   const meta = { stereos: { ...options, sandbox: true as const } }
   if (inSandbox()) return vitestDescribe(name, { meta }, fn)
-  // Under any other pool: keep the suite visible, skip each test with the reason.
-  return vitestDescribe(name, { meta }, (collector) => {
-    vitestDescribe.skip(`${name} (skipped: ${SKIP_REASON})`, () => undefined)
-    void collector
-  })
+  // Under any other pool the suite and its tests stay visible, skipped, with the reason in the name.
+  return vitestDescribe.skip(`${name} (skipped: ${SKIP_REASON})`, { meta }, fn)
 }
 
 /** Vitest's `describe`, plus `describe.sandbox(name, options?, fn)`. */

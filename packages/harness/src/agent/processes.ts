@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
+import { homedir } from 'node:os'
 import type { Duplex, Readable, Writable } from 'node:stream'
 import { HarnessError } from '../errors.js'
 import type { OpArgs } from '../wire/messages.js'
@@ -36,7 +37,7 @@ export class ProcessTable {
       stdio,
       detached: true,
       env: { ...baseEnv(identity), ...args.env },
-      ...(args.cwd ? { cwd: args.cwd } : identity ? { cwd: identity.home } : {}),
+      cwd: args.cwd ?? identity?.home ?? homedir(),
       ...(identity ? { uid: identity.uid, gid: identity.gid } : {}),
     })
     await new Promise<void>((resolve, reject) => {

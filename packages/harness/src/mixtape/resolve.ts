@@ -1,7 +1,7 @@
 import { isAbsolute } from 'node:path'
 import { HarnessError } from '../errors.js'
 import type { Arch } from '../config/options.js'
-import { fixtureMixtapeDir } from './fixture.js'
+import { fixtureMixtapeDir, isFixtureMixtape } from './fixture.js'
 import { readMixtapeDir } from './local.js'
 import type { Mixtape } from './mixtape.js'
 import { plainProgress } from './oci/progress.js'
@@ -16,15 +16,16 @@ export interface ResolveContext {
 
 /**
  * Turn a mixtape reference into an unpacked mixtape directory:
- * `fixture` → the locally built fixture for the arch; a path → that directory;
+ * `fixture` → the locally built fixture for the arch (`fixture-stock`: the same without the
+ * `agent` launcher); a path → that directory;
  * `name[:tag]`, a full registry reference or a digest → mb's cache (`<base>/mixtapes/<name>/<tag>`,
  * shared with `mb pull`), pulled first when it is not there (a cached copy is used without asking
  * the registry).
  */
 export async function resolveMixtape(ref: string, ctx: ResolveContext): Promise<Mixtape> {
   let mixtape: Mixtape
-  if (ref === 'fixture') {
-    mixtape = readMixtapeDir(ref, await fixtureMixtapeDir(ctx.arch, ctx.log))
+  if (isFixtureMixtape(ref)) {
+    mixtape = readMixtapeDir(ref, await fixtureMixtapeDir(ctx.arch, ctx.log, ref))
   } else if (isAbsolute(ref) || ref.startsWith('.')) {
     mixtape = readMixtapeDir(ref, ref)
   } else {

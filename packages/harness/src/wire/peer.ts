@@ -236,6 +236,10 @@ export class WirePeer implements ChannelLink {
       fail(err)
       return
     }
-    this.handlers.onRequest(op, args, this).then((value) => reply({ ok: true, body: value ?? {} }), fail)
+    // A handler that throws synchronously fails its request, not the connection.
+    const handler = this.handlers.onRequest
+    Promise.resolve()
+      .then(() => handler(op, args, this))
+      .then((value) => reply({ ok: true, body: value ?? {} }), fail)
   }
 }

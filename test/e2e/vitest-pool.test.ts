@@ -1,0 +1,104 @@
+import { execFile } from 'node:child_process'
+import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { afterAll, describe, expect, test } from 'vitest'
+import { repoRoot, runtimeDir } from './support.js'
+
+const run = promisify(execFile)
+const VITEST = join(repoRoot, 'node_modules', 'vitest', 'vitest.mjs')
+
+interface JsonReport {
+  numPassedTests: number
+  numFailedTests: number
+  numPendingTests: number
+  testResults: { name: string; status: string; assertionResults: { fullName: string; status: string; meta: Record<string, unknown> }[] }[]
+}
+
+/** A copy of an example project inside the repo (the guest sees the repo through one read-only share). */
+function projectCopy(name: string): string {
+  const dir = join(repoRoot, 'fixtures', 'projects', `.run-${name}-${process.pid}-${Date.now()}`)
+  cpSync(join(repoRoot, 'fixtures', 'projects', name), dir, { recursive: true })
+  return dir
+}
+
+/** The real vitest CLI, as a user runs it; never throws on test failures (exit code 1). */
+async function vitest(cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; output: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [VITEST, 'run', ...args], { cwd, env: { ...process.env, ...env, STEREOS_RUNTIME_DIR: runtimeDir(), NO_COLOR: '1' }, maxBuffer: 64 * 1024 * 1024, timeout: 600_000 })
+    return { code: 0, output: stdout + stderr }
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string }
+    if (typeof e.code !== 'number') throw err
+    return { code: e.code, output: `${e.stdout ?? ''}${e.stderr ?? ''}` }
+  }
+}
+
+describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
+  const copies: string[] = []
+  const reports = mkdtempSync(join(tmpdir(), 'sh-vitest-'))
+  afterAll(() => {
+    for (const dir of copies) rmSync(dir, { recursive: true, force: true })
+    rmSync(reports, { recursive: true, force: true })
+  })
+
+  test('features project: counts, console attribution, vi.mock, setupFiles, test.extend, describe.sandbox routing, VM logs on the failed test', async () => {
+    const dir = projectCopy('features')
+    copies.push(dir)
+    const json = join(reports, 'features.json')
+    const junit = join(reports, 'features.xml')
+    const { code, output } = await vitest(dir, ['--pool=stereos', '--reporter=default', '--reporter=json', '--reporter=junit', `--outputFile.json=${json}`, `--outputFile.junit=${junit}`])
+    expect(code).toBe(1)
+    const report = JSON.parse(readFileSync(json, 'utf8')) as JsonReport
+    expect({ passed: report.numPassedTests, failed: report.numFailedTests, skipped: report.numPendingTests }).toEqual({ passed: 7, failed: 1, skipped: 1 })
+    const results = Object.fromEntries(report.testResults.flatMap((file) => file.assertionResults.map((a) => [a.fullName, a])))
+    expect(results['fails on purpose']?.status).toBe('failed')
+    expect(results['vi.mock replaces a module']?.status).toBe('passed')
+    expect(results['setupFiles ran in this guest']?.status).toBe('passed')
+    expect(results['passes, with a fixture from test.extend']?.status).toBe('passed')
+    const sandboxed = results['a suite that needs more memory runs in a VM with that much memory']
+    expect(sandboxed?.status).toBe('passed')
+    expect(sandboxed?.meta).toEqual({ stereos: { resources: { memory: '768MiB' }, sandbox: true } })
+    // Console output reaches the reporter attributed to its test.
+    expect(output).toMatch(/stdout \| tests\/basics\.test\.ts > logs to the console\s+console line from the guest/)
+    expect(output).toMatch(/stderr \| tests\/basics\.test\.ts > logs to the console\s+stderr line from the guest/)
+    // The failed test carries the VM's logs: in the default reporter and as junit properties.
+    expect(output).toMatch(/stereos\s+↳ VM vm-\S+ serial console/)
+    expect(output).toMatch(/↳ VM vm-\S+ boot timeline: .*agent-ready/)
+    const xml = readFileSync(junit, 'utf8')
+    expect(xml).toMatch(/<property name="stereos" value="VM vm-\S+ serial console/)
+    // Snapshots were created on the host through the pool (the guest's share is read-only).
+    const snap = readFileSync(join(dir, 'tests', '__snapshots__', 'snapshot.test.ts.snap'), 'utf8')
+    expect(snap).toContain('"value": "first"')
+
+    // Same snapshots, a changed value: the fixed one matches, the changed one fails...
+    const mismatch = await vitest(dir, ['tests/snapshot.test.ts', '--pool=stereos'], { SNAPSHOT_VALUE: 'second' })
+    expect(mismatch.code).toBe(1)
+    expect(mismatch.output).toMatch(/Snapshot `a snapshot of a value the run chooses 1` mismatched/)
+    expect(mismatch.output).toMatch(/Tests\s+1 failed \| 1 passed/)
+    // ...and --update writes the new value into the host's .snap file.
+    const update = await vitest(dir, ['tests/snapshot.test.ts', '--pool=stereos', '--update'], { SNAPSHOT_VALUE: 'second' })
+    expect(update.code).toBe(0)
+    expect(update.output).toMatch(/Snapshots\s+1 updated/)
+    expect(readFileSync(join(dir, 'tests', '__snapshots__', 'snapshot.test.ts.snap'), 'utf8')).toContain('"value": "second"')
+  }, 900_000)
+
+  test('basic project: 4 files on 2 workers boot 2 VMs, not 4', async () => {
+    const { code, output } = await vitest(join(repoRoot, 'fixtures', 'projects', 'basic'), ['--pool=stereos'])
+    expect(code).toBe(0)
+    expect(output).toMatch(/Test Files\s+4 passed/)
+    expect(output).toContain('4 test file(s) ran in 2 VM boot(s)')
+  }, 600_000)
+
+  test('under another pool, describe.sandbox suites are skipped with the reason, the rest runs', async () => {
+    const dir = join(repoRoot, 'fixtures', 'projects', 'basic')
+    const json = join(reports, 'forks.json')
+    const { code } = await vitest(dir, ['--pool=forks', '--reporter=json', `--outputFile=${json}`])
+    expect(code).toBe(0)
+    const report = JSON.parse(readFileSync(json, 'utf8')) as JsonReport
+    const names = report.testResults.flatMap((f) => f.assertionResults.map((a) => `${a.status}: ${a.fullName}`))
+    expect(names).toContain('passed: arithmetic adds')
+    expect(names.find((n) => n.includes('inside a stereOS VM'))).toMatch(/^skipped: .*run with `vitest --pool=stereos`/)
+  }, 120_000)
+})
