@@ -1,10 +1,10 @@
-import { execFile } from 'node:child_process'
-import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { execFile, spawn } from 'node:child_process'
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, describe, expect, test } from 'vitest'
-import { repoRoot, runtimeDir } from './support.js'
+import { processExists, repoRoot, runtimeDir } from './support.js'
 
 const run = promisify(execFile)
 const VITEST = join(repoRoot, 'node_modules', 'vitest', 'vitest.mjs')
@@ -101,4 +101,62 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
     expect(names).toContain('passed: arithmetic adds')
     expect(names.find((n) => n.includes('inside a stereOS VM'))).toMatch(/^skipped: .*run with `vitest --pool=stereos`/)
   }, 120_000)
+
+  test('QEMU killed by PID mid-file: that file fails with the VM logs, the run goes on in a fresh VM', async () => {
+    const runtime = runtimeDir()
+    const child = spawn(process.execPath, [VITEST, 'run', '--pool=stereos'], { cwd: join(repoRoot, 'fixtures', 'projects', 'crash'), env: { ...process.env, STEREOS_RUNTIME_DIR: runtime, NO_COLOR: '1' } })
+    let output = ''
+    let killed: number | undefined
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString()
+      if (killed === undefined && output.includes('slow test started')) {
+        killed = qemuPids(runtime)[0] ?? 0
+        if (killed) process.kill(killed, 'SIGKILL')
+      }
+    }
+    child.stdout.on('data', onData)
+    child.stderr.on('data', onData)
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve))
+    expect(killed).toBeGreaterThan(0)
+    expect(code).toBe(1)
+    expect(output).toMatch(/the VM's QEMU exited .* in VM vm-\S+/)
+    expect(output).toMatch(/serial\.log/)
+    expect(output).toMatch(/✓ b-quick\.test\.ts/)
+    expect(output).toContain('2 test file(s) ran in 2 VM boot(s)')
+  }, 600_000)
+
+  for (const signal of ['SIGINT', 'SIGKILL'] as const) {
+    test(`${signal} to vitest leaves no QEMU behind`, async () => {
+      const runtime = runtimeDir()
+      const child = spawn(process.execPath, [VITEST, 'run', '--pool=stereos'], { cwd: join(repoRoot, 'fixtures', 'projects', 'crash'), env: { ...process.env, STEREOS_RUNTIME_DIR: runtime }, stdio: ['ignore', 'pipe', 'pipe'] })
+      let output = ''
+      const started = new Promise<void>((resolve) => {
+        const onData = (chunk: Buffer) => {
+          output += chunk.toString()
+          if (output.includes('slow test started')) resolve()
+        }
+        child.stdout.on('data', onData)
+        child.stderr.on('data', onData)
+      })
+      const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()))
+      await started
+      const pids = qemuPids(runtime)
+      expect(pids.length).toBeGreaterThan(0)
+      child.kill(signal)
+      await exited
+      const deadline = Date.now() + 30_000
+      while (pids.some(processExists) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250))
+      expect(pids.filter(processExists)).toEqual([])
+    }, 600_000)
+  }
 })
+
+/** PIDs of the QEMUs whose VM dirs are in `runtime` (qemu.pid, as QEMU writes it). */
+function qemuPids(runtime: string): number[] {
+  const vms = join(runtime, 'vms')
+  if (!existsSync(vms)) return []
+  return readdirSync(vms)
+    .map((id) => join(vms, id, 'qemu.pid'))
+    .filter((file) => existsSync(file))
+    .map((file) => Number(readFileSync(file, 'utf8').trim()))
+}
