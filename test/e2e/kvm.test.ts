@@ -23,7 +23,9 @@ describe.skipIf(!withKvm)(`boot with KVM${withKvm ? '' : ` (skipped, KVM unusabl
     try {
       expect(sandbox.info.accel).toBe('kvm')
       expect(sandbox.info.accelNote).toBeUndefined()
-      expect((await sandbox.control.health()).state).toBe('ready')
+      // The guest agent runs (agentd started it), so stereosd reports healthy, not just ready.
+      expect((await sandbox.control.health()).state).toBe('healthy')
+      expect((await sandbox.exec('uname', ['-m'])).stdout.trim()).toBe(arch)
     } finally {
       report = await sandbox.shutdown({ timeoutMs: 20_000 })
     }
@@ -34,8 +36,31 @@ describe.skipIf(!withKvm)(`boot with KVM${withKvm ? '' : ` (skipped, KVM unusabl
 })
 
 describe.skipIf(!vsock)(`vhost-vsock${vsock ? '' : ' (skipped, /dev/vhost-vsock does not exist)'}`, () => {
-  // Both need the native addon of issue #3 (AF_VSOCK sockets for Node, CIDs reserved with
-  // VHOST_VSOCK_SET_GUEST_CID on a kept /dev/vhost-vsock fd); they become tests with it.
-  test.todo('the control plane runs over vsock: info.transport.kind is vsock and stereosd answers ready')
-  test.todo('8 VMs boot in parallel, each with a kernel-reserved CID: all distinct, all ready, all stopped cleanly')
+  test('the control plane and the guest agent run over vsock, with no TCP forward for either', async () => {
+    await using sandbox = await Sandbox.boot({ controlPlane: 'vsock', runtimeDir: runtimeDir() })
+    expect(sandbox.info.transport).toMatchObject({ kind: 'vsock', port: 1024 })
+    expect(sandbox.info.ports.control).toBeUndefined()
+    expect(sandbox.info.ports.agent).toBeUndefined()
+    expect((await sandbox.agent()).info.listen).toBe('vsock')
+    expect((await sandbox.exec('echo', ['over vsock'])).stdout).toBe('over vsock\n')
+  }, 300_000)
+
+  test('8 VMs boot in parallel, each with a kernel-reserved CID: all distinct, all ready, all stopped cleanly', async () => {
+    const runtime = runtimeDir()
+    const boots = await Promise.allSettled(
+      Array.from({ length: 8 }, () => Sandbox.boot({ controlPlane: 'vsock', bootstrap: 'none', runtimeDir: runtime, resources: { memory: '256MiB' }, bootTimeoutMs: 300_000 })),
+    )
+    const sandboxes = boots.flatMap((b) => (b.status === 'fulfilled' ? [b.value] : []))
+    try {
+      expect(boots.filter((b) => b.status === 'rejected')).toEqual([])
+      const cids = sandboxes.map((s) => (s.info.transport.kind === 'vsock' ? s.info.transport.cid : -1))
+      expect(new Set(cids).size).toBe(8)
+      expect(cids.every((cid) => cid >= 3)).toBe(true)
+      for (const s of sandboxes) expect(['ready', 'healthy']).toContain((await s.control.health()).state)
+    } finally {
+      const reports = await Promise.all(sandboxes.map((s) => s.shutdown({ timeoutMs: 30_000 })))
+      expect(reports.map((r) => r.stoppedBy)).toEqual(sandboxes.map(() => 'control-plane'))
+    }
+    expect(vmDirs(runtime)).toEqual([])
+  }, 600_000)
 })
