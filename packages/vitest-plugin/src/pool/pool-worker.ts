@@ -28,7 +28,7 @@ function isResponse(message: unknown, type: string): message is { type: string; 
  */
 const HOST_ONLY = /^(PATH|HOME|USER|LOGNAME|SHELL|PWD|OLDPWD|TMPDIR|TEMP|TMP|HOSTNAME|MAIL|NODE_OPTIONS|NODE_PATH|INIT_CWD|LD_.*|XDG_.*|SSH_.*|DBUS_.*|DISPLAY|WAYLAND_.*|npm_.*|NVM_.*|STEREOS_.*)$/
 
-function guestEnv(env: Partial<NodeJS.ProcessEnv>): Record<string, string> {
+export function guestEnv(env: Partial<NodeJS.ProcessEnv>): Record<string, string> {
   const out: Record<string, string> = {}
   for (const [key, value] of Object.entries(env)) if (value !== undefined && !HOST_ONLY.test(key)) out[key] = value
   return out
