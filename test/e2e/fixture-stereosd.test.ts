@@ -19,7 +19,7 @@ describe('fixture stereosd speaks the stereosd protocol', () => {
 
   beforeAll(async () => {
     // Raw lines over TCP: keep the TCP control plane even where the host has vhost-vsock.
-    sandbox = await Sandbox.boot({ arch: 'x86_64', runtimeDir: runtime, controlPlane: 'tcp' })
+    sandbox = await Sandbox.boot({ arch: 'x86_64', runtimeDir: runtime, controlPlane: 'tcp', bootstrap: 'none' })
     port = sandbox.info.ports.control!
   })
   afterAll(async () => {

@@ -5,7 +5,7 @@ import { processExists, runtimeDir, vmDirs } from './support.js'
 describe('several sandboxes from one process', () => {
   test('4 VMs boot in parallel with distinct ports and dirs, all ready, all shut down cleanly', async () => {
     const runtime = runtimeDir()
-    const sandboxes = await Promise.all([0, 1, 2, 3].map(() => Sandbox.boot({ arch: 'x86_64', runtimeDir: runtime, controlPlane: 'tcp', bootTimeoutMs: 240_000 })))
+    const sandboxes = await Promise.all([0, 1, 2, 3].map(() => Sandbox.boot({ arch: 'x86_64', runtimeDir: runtime, controlPlane: 'tcp', bootstrap: 'none', bootTimeoutMs: 240_000 })))
     try {
       const ports = sandboxes.flatMap((s) => [s.info.ports.control, s.info.ports.ssh])
       expect(new Set(ports).size).toBe(8)

@@ -40,6 +40,8 @@ describe('x86_64 fixture: boot, provision, observe from the guest, shut down', (
       ],
       secrets: { API_TOKEN: 'tok-123' },
       jcard,
+      // This file observes stereosd and agentd through the jcard's own agent; test/e2e/agent.test.ts covers the guest agent.
+      bootstrap: 'none',
     })
   })
 

@@ -9,7 +9,7 @@ describe('a runner killed with SIGKILL leaks nothing', () => {
     const runtime = runtimeDir()
     const script = `
       import { Sandbox } from '@stereos/harness'
-      const sandbox = await Sandbox.boot({ arch: 'x86_64', runtimeDir: ${JSON.stringify(runtime)} })
+      const sandbox = await Sandbox.boot({ arch: 'x86_64', runtimeDir: ${JSON.stringify(runtime)}, bootstrap: 'none' })
       process.stdout.write(JSON.stringify({ pid: sandbox.info.pid, dir: sandbox.info.vmDir }) + '\\n')
       setInterval(() => {}, 1000)
     `
@@ -29,7 +29,7 @@ describe('a runner killed with SIGKILL leaks nothing', () => {
 
     // The next boot in this runtime dir reaps the orphan before starting its own VM.
     const lines: string[] = []
-    await using next = await Sandbox.boot({ arch: 'x86_64', runtimeDir: runtime }, { log: (l) => lines.push(l) })
+    await using next = await Sandbox.boot({ arch: 'x86_64', runtimeDir: runtime, bootstrap: 'none' }, { log: (l) => lines.push(l) })
     expect(lines.some((l) => l.startsWith('removed 1 VM dir(s) left by runners that died'))).toBe(true)
     expect(vmDirs(runtime)).toEqual([next.info.id])
   })
