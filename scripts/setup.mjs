@@ -125,8 +125,8 @@ function build() {
 }
 
 function buildFixtures() {
-  say('fixture guests: building or checking (x86_64, aarch64)')
-  run(node24(), [join(root, 'fixtures', 'guest', 'build.mjs')])
+  say('fixture guests: building or checking (x86_64, aarch64; the fixture and its stock variant without `agent`)')
+  run(node24(), [join(root, 'fixtures', 'guest', 'build.mjs'), '--variant', 'fixture', '--variant', 'stock'])
 }
 
 function prepareShare() {

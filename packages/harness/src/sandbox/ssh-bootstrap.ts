@@ -61,7 +61,8 @@ export function startCommand(sharePath = SHARE_GUEST_PATH): string {
     'IFS= read -r STEREOS_HARNESS_TOKEN || true',
     `test -r ${launcher} || { echo "the harness share is not mounted at ${sharePath}" >&2; exit 78; }`,
     'if sudo -n true 2>/dev/null; then',
-    `  sudo -n setsid /bin/sh ${launcher} stereos-harness-agent </dev/null >/dev/console 2>&1 &`,
+    // The redirect happens inside root's shell: /dev/console is root-only (as on stereOS).
+    `  sudo -n /bin/sh -c 'setsid /bin/sh ${launcher} stereos-harness-agent </dev/null >/dev/console 2>&1 &'`,
     'else',
     '  export STEREOS_HARNESS_TOKEN',
     `  setsid /bin/sh ${launcher} stereos-harness-agent </dev/null >>"$HOME/stereos-harness-agent.log" 2>&1 &`,
