@@ -64,7 +64,7 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
     expect(output).toMatch(/stdout \| tests\/basics\.test\.ts > logs to the console\s+console line from the guest/)
     expect(output).toMatch(/stderr \| tests\/basics\.test\.ts > logs to the console\s+stderr line from the guest/)
     // The failed test carries the VM's logs: in the default reporter and as junit properties.
-    expect(output).toMatch(/stereos\s+↳ VM vm-\S+ serial console/)
+    expect(output).toMatch(/❯ stereos\s+↳ VM vm-\S+ serial console \(x86_64, \w+\)\s+↳ VM vm-\S+ qemu\.log/)
     expect(output).toMatch(/↳ VM vm-\S+ boot timeline: .*agent-ready/)
     const xml = readFileSync(junit, 'utf8')
     expect(xml).toMatch(/<property name="stereos" value="VM vm-\S+ serial console/)

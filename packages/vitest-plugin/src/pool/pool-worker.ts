@@ -49,6 +49,7 @@ export class StereosPoolWorker implements PoolWorker {
   private outbound: Promise<void> = Promise.resolve()
   private inbound: Promise<void> = Promise.resolve()
   private stopping = false
+  private dead = false
   private nextCall = 0
   private readonly calls = new Map<string, () => void>()
 
@@ -80,7 +81,8 @@ export class StereosPoolWorker implements PoolWorker {
       setImmediate(() => this.events.emit('message', { __vitest_worker_response__: true, type: 'started' }))
       return
     }
-    if (isRequest(m) && m.type === 'stop' && !this.child && !this.launching) {
+    // Nothing in the guest can answer `stop` when the process or its VM is gone.
+    if (isRequest(m) && m.type === 'stop' && ((!this.child && !this.launching) || this.dead)) {
       setImmediate(() => this.events.emit('message', { __vitest_worker_response__: true, type: 'stopped' }))
       return
     }
@@ -171,7 +173,8 @@ export class StereosPoolWorker implements PoolWorker {
     const failed = failedTestsIn(message)
     if (failed.length && this.lease) {
       const annotations = vmLogAnnotations(this.lease.sandbox)
-      await Promise.all(failed.flatMap((id) => annotations.map((annotation) => this.call('onTaskArtifactRecord', [id, annotation]))))
+      // One at a time: reporters list annotations in the order they were recorded.
+      for (const id of failed) for (const annotation of annotations) await this.call('onTaskArtifactRecord', [id, annotation])
     }
     this.events.emit('message', message)
   }
@@ -186,6 +189,8 @@ export class StereosPoolWorker implements PoolWorker {
   }
 
   private died(why: string): void {
+    if (this.dead) return
+    this.dead = true
     const lease = this.lease
     const logs: Record<string, string> = lease ? { serial: lease.sandbox.logs.serial, qemu: lease.sandbox.logs.qemu } : {}
     this.fail(
@@ -194,7 +199,8 @@ export class StereosPoolWorker implements PoolWorker {
         logs,
       }),
     )
-    this.events.emit('exit', 1, null)
+    // Only 'error': Vitest fails the file with it and stops this worker (stop() discards the
+    // VM). An 'exit' on top would surface as an unhandled "Worker exited unexpectedly".
   }
 
   private fail(err: unknown): void {

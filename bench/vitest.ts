@@ -1,0 +1,76 @@
+// `vitest --pool=stereos` against `--pool=forks` on the same generated 20-file project, same run:
+// wall time of each, time to the first file result, and the per-file cost once VMs are warm,
+// against a bare `node -e 1` in the guest.
+import { spawn } from 'node:child_process'
+import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { Sandbox } from '@stereos/harness'
+import { median, seconds } from './stats.ts'
+
+const repo = join(fileURLToPath(import.meta.url), '..', '..')
+const VITEST = join(repo, 'node_modules', 'vitest', 'vitest.mjs')
+
+interface Run {
+  wallMs: number
+  firstResultMs: number
+  /** When each file's result line appeared, ms after start. */
+  fileDoneMs: number[]
+}
+
+function vitest(cwd: string, pool: string): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now()
+    const fileDoneMs: number[] = []
+    const child = spawn(process.execPath, [VITEST, 'run', `--pool=${pool}`, '--reporter=default'], { cwd, env: { ...process.env, NO_COLOR: '1', CI: '1' } })
+    let buffered = ''
+    child.stdout.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString()
+      const lines = buffered.split('\n')
+      buffered = lines.pop() ?? ''
+      for (const line of lines) if (/^ [✓×] f\d+\.test\.ts/.test(line)) fileDoneMs.push(performance.now() - started)
+    })
+    child.stderr.resume()
+    child.on('error', reject)
+    child.on('exit', (code) => {
+      if (code !== 0) return reject(new Error(`vitest --pool=${pool} exited with ${code}`))
+      resolve({ wallMs: performance.now() - started, firstResultMs: fileDoneMs[0] ?? NaN, fileDoneMs })
+    })
+  })
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: { files: { type: 'string', default: '20' } } })
+  const files = Number(values.files)
+  const say = (line: string) => process.stdout.write(`${line}\n`)
+  const dir = join(repo, 'fixtures', 'projects', `.run-bench-${process.pid}`)
+  mkdirSync(dir, { recursive: true })
+  try {
+    cpSync(join(repo, 'fixtures', 'projects', 'basic', 'vitest.config.ts'), join(dir, 'vitest.config.ts'))
+    for (let i = 0; i < files; i++) {
+      writeFileSync(join(dir, `f${i}.test.ts`), `import { expect, test } from 'vitest'\ntest('file ${i}', () => { expect(${i} + 1).toBe(${i + 1}) })\n`)
+    }
+    say(`vitest benchmark: ${files} files, maxWorkers 2 (fixture VMs under ${process.arch} host)`)
+    const forks = await vitest(dir, 'forks')
+    const stereos = await vitest(dir, 'stereos')
+    // Warm per-file cost: the gaps between results once both VMs serve files.
+    const warm = stereos.fileDoneMs.slice(2)
+    const gaps = warm.slice(1).map((t, i) => t - (warm[i] as number))
+    const perFile = median(gaps) * 2 // two workers deliver in parallel
+    await using sandbox = await Sandbox.boot({ mixtape: 'fixture' })
+    const nodeMs: number[] = []
+    for (let i = 0; i < 5; i++) {
+      const t = performance.now()
+      await sandbox.exec('node', ['-e', '1'])
+      nodeMs.push(performance.now() - t)
+    }
+    const node = median(nodeMs)
+    say(`forks:   wall ${seconds(forks.wallMs)}, first result ${seconds(forks.firstResultMs)}`)
+    say(`stereos: wall ${seconds(stereos.wallMs)}, first result ${seconds(stereos.firstResultMs)}, warm per-file ${perFile.toFixed(0)} ms`)
+    say(`guest node -e 1: ${node.toFixed(0)} ms (${sandbox.info.accel})`)
+    say(`ratios: wall stereos/forks ${(stereos.wallMs / forks.wallMs).toFixed(1)}, first result ${(stereos.firstResultMs / forks.firstResultMs).toFixed(1)}, warm per-file / guest node start ${(perFile / node).toFixed(1)}`)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
