@@ -119,7 +119,7 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
     const code = await new Promise<number | null>((resolve) => child.on('exit', resolve))
     expect(killed).toBeGreaterThan(0)
     expect(code).toBe(1)
-    expect(output).toMatch(/the VM's QEMU exited .* in VM vm-\S+/)
+    expect(output).toMatch(/the VM's QEMU \(pid \d+\) exited while running a test file in VM vm-\S+\. Last lines of its console:/)
     expect(output).toMatch(/serial\.log/)
     expect(output).toMatch(/✓ b-quick\.test\.ts/)
     expect(output).toContain('2 test file(s) ran in 2 VM boot(s)')

@@ -173,6 +173,11 @@ export class Sandbox implements AsyncDisposable {
     return this.current
   }
 
+  /** False once QEMU has exited. */
+  get running(): boolean {
+    return this.parts.qemu.exit === undefined
+  }
+
   /** Settles when QEMU exits, for whatever reason. */
   get exited(): Promise<QemuExit> {
     return this.parts.qemu.exited

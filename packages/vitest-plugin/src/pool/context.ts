@@ -40,8 +40,4 @@ export class PoolContext {
   isolation(lease: Lease): ResolvedStereosOptions['isolation'] {
     return this.isolations.get(lease.key) ?? 'process'
   }
-
-  async isDead(lease: Lease): Promise<boolean> {
-    return Promise.race([lease.sandbox.exited.then(() => true), new Promise<boolean>((resolve) => setImmediate(() => resolve(false)))])
-  }
 }

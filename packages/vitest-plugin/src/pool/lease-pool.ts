@@ -36,6 +36,8 @@ export class VmLeasePool {
   async lease(key: string, options: SandboxOptionsInput): Promise<Lease> {
     for (;;) {
       if (this.closed) throw new Error('the stereos VM pool is closed')
+      // A VM that died while idle is dropped, never lent.
+      for (const slot of [...this.slots]) if (!slot.busy && !slot.lease.sandbox.running) this.slots.delete(slot)
       const idle = [...this.slots].find((s) => !s.busy && s.lease.key === key)
       if (idle) {
         idle.busy = true

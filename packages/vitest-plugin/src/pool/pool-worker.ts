@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events'
+import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { HarnessError, type GuestProcess } from '@stereos/harness'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
@@ -19,6 +20,14 @@ function isRequest(message: unknown): message is Request {
 
 function isResponse(message: unknown, type: string): message is { type: string; error?: unknown } {
   return typeof message === 'object' && message !== null && (message as { __vitest_worker_response__?: boolean }).__vitest_worker_response__ === true && (message as { type?: string }).type === type
+}
+
+function lastLines(file: string, count = 15): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-count).map((line) => `  ${line}`).join('\n')
+  } catch {
+    return '  (no console log)'
+  }
 }
 
 /**
@@ -113,10 +122,7 @@ export class StereosPoolWorker implements PoolWorker {
       const exited = await Promise.race([child.exited.then(() => true, () => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000).unref())])
       if (!exited) await child.kill('SIGKILL').catch(() => undefined)
     }
-    if (lease) {
-      const dead = lease.sandbox.info.pid !== undefined && (await this.ctx.isDead(lease))
-      await this.ctx.pool.release(lease, dead || this.ctx.isolation(lease) === 'vm')
-    }
+    if (lease) await this.ctx.pool.release(lease, this.dead || !lease.sandbox.running || this.ctx.isolation(lease) === 'vm')
   }
 
   private async launch(files: string[]): Promise<void> {
@@ -192,9 +198,19 @@ export class StereosPoolWorker implements PoolWorker {
     if (this.dead) return
     this.dead = true
     const lease = this.lease
+    // A killed VM usually shows first as a lost connection: give QEMU's exit a moment to be
+    // seen, so the error names the real cause.
+    const settle = lease ? Promise.race([lease.sandbox.exited.then(() => undefined), new Promise<void>((r) => setTimeout(r, 2000).unref())]) : Promise.resolve()
+    void settle.then(() => this.reportDeath(why))
+  }
+
+  private reportDeath(reason: string): void {
+    const lease = this.lease
+    const exit = lease && !lease.sandbox.running ? lease.sandbox.info.pid : undefined
+    const why = exit !== undefined ? `the VM's QEMU (pid ${exit}) exited` : reason
     const logs: Record<string, string> = lease ? { serial: lease.sandbox.logs.serial, qemu: lease.sandbox.logs.qemu } : {}
     this.fail(
-      new HarnessError('AGENT_UNREACHABLE', `stereos pool: ${why} while running a test file${lease ? ` in VM ${lease.sandbox.info.id}` : ''}`, {
+      new HarnessError('AGENT_UNREACHABLE', `stereos pool: ${why} while running a test file${lease ? ` in VM ${lease.sandbox.info.id}. Last lines of its console:\n${lastLines(lease.sandbox.logs.serial)}` : ''}`, {
         fix: lease ? `read ${lease.sandbox.logs.serial} (guest console) and ${lease.sandbox.logs.qemu}; the pool replaces the VM for the next file` : 'see the error above',
         logs,
       }),
