@@ -5,7 +5,7 @@
 // Runs on the machine's own Node (>= 20) because it is what installs Node 24.
 import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -124,6 +124,30 @@ function build() {
   }
 }
 
+/**
+ * fixtures/projects/vitest4 runs the pool under Vitest 4.1, installed as a user installs it:
+ * this repo's packages packed into tarballs, Vitest 4.1 from npm, in the project's own
+ * node_modules (a workspace link would resolve `vitest` to the repo's 5.x). Reinstalled when the
+ * tarballs or the manifest change.
+ */
+function installVitest4Example() {
+  const dir = join(root, 'fixtures', 'projects', 'vitest4')
+  const packs = join(dir, '.packs')
+  mkdirSync(packs, { recursive: true })
+  const npmBin = join(root, 'node_modules', '.bin', 'npm')
+  const npm = existsSync(npmBin) ? npmBin : 'npm'
+  run(npm, ['pack', '-w', 'native', '-w', 'packages/harness', '-w', 'packages/vitest-plugin', '--pack-destination', packs, '--silent'], { stdio: ['ignore', 'ignore', 'inherit'] })
+  const stamp = join(dir, 'node_modules', '.stereos-setup-stamp')
+  const inputs = ['package.json', ...readdirSync(packs).sort().map((f) => join('.packs', f))]
+  const h = createHash('sha256')
+  for (const file of inputs) h.update(readFileSync(join(dir, file)))
+  const want = h.digest('hex')
+  if (existsSync(stamp) && readFileSync(stamp, 'utf8') === want) return say('Vitest 4.1 example: up to date')
+  say('Vitest 4.1 example: installing vitest@4.1 and the packed packages (fixtures/projects/vitest4)')
+  run(npm, ['install', '--no-package-lock', '--no-audit', '--no-fund'], { cwd: dir })
+  writeFileSync(stamp, want)
+}
+
 function buildFixtures() {
   say('fixture guests: building or checking (x86_64, aarch64; the fixture and its stock variant without `agent`)')
   run(node24(), [join(root, 'fixtures', 'guest', 'build.mjs'), '--variant', 'fixture', '--variant', 'stock'])
@@ -141,6 +165,7 @@ try {
   build()
   prepareShare()
   buildFixtures()
+  installVitest4Example()
   say('done')
 } catch (err) {
   process.stderr.write(`setup: ${err.message}\n`)

@@ -24,15 +24,24 @@ function projectCopy(name: string): string {
 }
 
 /** The real vitest CLI, as a user runs it; never throws on test failures (exit code 1). */
-async function vitest(cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; output: string }> {
+function vitest(cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; output: string }> {
+  return vitestAt(VITEST, cwd, args, env)
+}
+
+async function vitestAt(cli: string, cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; output: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [VITEST, 'run', ...args], { cwd, env: { ...process.env, ...env, STEREOS_RUNTIME_DIR: runtimeDir(), NO_COLOR: '1' }, maxBuffer: 64 * 1024 * 1024, timeout: 600_000 })
+    const { stdout, stderr } = await run(process.execPath, [cli, 'run', ...args], { cwd, env: { ...process.env, ...env, STEREOS_RUNTIME_DIR: runtimeDir(), NO_COLOR: '1' }, maxBuffer: 64 * 1024 * 1024, timeout: 600_000 })
     return { code: 0, output: stdout + stderr }
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string }
     if (typeof e.code !== 'number') throw err
     return { code: e.code, output: `${e.stdout ?? ''}${e.stderr ?? ''}` }
   }
+}
+
+/** fixtures/projects/vitest4's own Vitest 4.1 (scripts/setup.mjs installs it). */
+function vitest4(cwd: string, args: string[]): Promise<{ code: number; output: string }> {
+  return vitestAt(join(cwd, 'node_modules', 'vitest', 'vitest.mjs'), cwd, args)
 }
 
 describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
@@ -123,6 +132,22 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
     expect(output).toMatch(/serial\.log/)
     expect(output).toMatch(/✓ b-quick\.test\.ts/)
     expect(output).toContain('2 test file(s) ran in 2 VM boot(s)')
+  }, 600_000)
+
+  test('Vitest 4.1 (installed from packed tarballs, as a user installs it): the same pool, worker, snapshots and VM logs', async () => {
+    const dir = join(repoRoot, 'fixtures', 'projects', 'vitest4')
+    rmSync(join(dir, '__snapshots__'), { recursive: true, force: true })
+    const json = join(reports, 'vitest4.json')
+    const { code, output } = await vitest4(dir, ['--pool=stereos', '--reporter=default', '--reporter=json', `--outputFile.json=${json}`])
+    rmSync(join(dir, '__snapshots__'), { recursive: true, force: true })
+    expect(code).toBe(1)
+    expect(output).toMatch(/RUN\s+v4\.1\.\d+/)
+    const report = JSON.parse(readFileSync(json, 'utf8')) as JsonReport
+    expect({ passed: report.numPassedTests, failed: report.numFailedTests }).toEqual({ passed: 2, failed: 1 })
+    expect(output).toMatch(/stdout \| guest\.test\.ts > Vitest 4\.1 in a stereOS VM > runs in the guest as agent\s+hello from Vitest 4 in the guest/)
+    expect(output).toMatch(/Snapshots\s+1 written/)
+    expect(output).toMatch(/❯ stereos\s+↳ VM vm-\S+ serial console/)
+    expect(output).not.toMatch(/Timeout terminating stereos worker/)
   }, 600_000)
 
   for (const signal of ['SIGINT', 'SIGKILL'] as const) {

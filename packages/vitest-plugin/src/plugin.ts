@@ -1,7 +1,6 @@
 import { fileURLToPath } from 'node:url'
 import type { Plugin } from 'vite'
 import type { PoolOptions, PoolRunnerInitializer, TestProject, VitestPluginContext } from 'vitest/node'
-import { version as vitestVersion } from 'vitest/node'
 import { parseStereosOptions, type StereosOptionsInput } from './options.js'
 import { PoolContext } from './pool/context.js'
 import { VmLeasePool } from './pool/lease-pool.js'
@@ -18,7 +17,8 @@ const log = (line: string) => process.stderr.write(`stereos-harness: ${line}\n`)
 export function stereosPool(project: TestProject, options: StereosOptionsInput = {}): PoolRunnerInitializer {
   // Validate now: a bad option fails before any VM boots, naming its path.
   parseStereosOptions(options, 'stereos')
-  const maxWorkers = Math.max(1, Number(project.config.maxWorkers) || 1)
+  // Vitest 4 may leave a project's maxWorkers unset (resolved at scheduling); 5 always sets it.
+  const maxWorkers = Math.max(1, Number(project.config.maxWorkers) || Number(project.vitest.config.maxWorkers) || 1)
   const pool = new VmLeasePool(maxWorkers, { log })
   project.vitest.onClose(() => pool.close())
   let context: PoolContext | undefined
@@ -42,7 +42,8 @@ export function stereos(options: StereosOptionsInput = {}): Plugin {
   return {
     name: 'vitest:stereos',
     configureVitest({ project, vitest }: VitestPluginContext) {
-      checkVitestVersion(vitestVersion)
+      // The running Vitest's version (not the one this package resolves): that is what matters.
+      checkVitestVersion(vitest.version)
       for (const p of new Set([project, ...vitest.projects])) {
         if (p.config.pool !== POOL_NAME || installed.has(p.config)) continue
         installed.add(p.config)

@@ -67,6 +67,11 @@ export class VmLeasePool {
     this.waiters.shift()?.()
   }
 
+  /** True once close() began: VMs going down now are not failures. */
+  get closing(): boolean {
+    return this.closed
+  }
+
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true

@@ -59,6 +59,8 @@ export class StereosPoolWorker implements PoolWorker {
   private inbound: Promise<void> = Promise.resolve()
   private stopping = false
   private dead = false
+  /** Vitest asked the guest to stop and has not had its `stopped` yet. */
+  private stopPending = false
   private nextCall = 0
   private readonly calls = new Map<string, () => void>()
 
@@ -90,8 +92,9 @@ export class StereosPoolWorker implements PoolWorker {
       setImmediate(() => this.events.emit('message', { __vitest_worker_response__: true, type: 'started' }))
       return
     }
-    // Nothing in the guest can answer `stop` when the process or its VM is gone.
-    if (isRequest(m) && m.type === 'stop' && ((!this.child && !this.launching) || this.dead)) {
+    // Nothing in the guest can answer `stop` when the process or its VM is gone (or going:
+    // Vitest 4 may close the pool, and so the VMs, before it stops its workers).
+    if (isRequest(m) && m.type === 'stop' && ((!this.child && !this.launching) || this.dead || this.ctx.pool.closing)) {
       setImmediate(() => this.events.emit('message', { __vitest_worker_response__: true, type: 'stopped' }))
       return
     }
@@ -102,6 +105,7 @@ export class StereosPoolWorker implements PoolWorker {
       this.calls.delete(reply.i)
       return
     }
+    if (isRequest(m) && m.type === 'stop') this.stopPending = true
     if (isRequest(m) && (m.type === 'run' || m.type === 'collect') && !this.launching) {
       const files = (m.context?.files ?? []).map((f) => f.filepath)
       this.launching = this.launch(files)
@@ -152,13 +156,17 @@ export class StereosPoolWorker implements PoolWorker {
       for (const message of messages) this.inbound = this.inbound.then(() => this.receive(message)).catch((err: unknown) => this.fail(err))
     })
     child.ipc?.on('error', () => undefined)
+    const gone = (why: string) => {
+      // The process went before answering `stop`: answer it, or Vitest waits 60 s for nothing.
+      if (this.stopPending) {
+        this.stopPending = false
+        this.events.emit('message', { __vitest_worker_response__: true, type: 'stopped' })
+      }
+      if (!this.stopping) this.died(why)
+    }
     void child.exited.then(
-      (exit) => {
-        if (!this.stopping) this.died(`the guest worker process exited (code ${exit.exitCode}, signal ${exit.signal})`)
-      },
-      (err: unknown) => {
-        if (!this.stopping) this.died((err as Error).message)
-      },
+      (exit) => gone(`the guest worker process exited (code ${exit.exitCode}, signal ${exit.signal})`),
+      (err: unknown) => gone((err as Error).message),
     )
     void lease.sandbox.exited.then((exit) => {
       if (!this.stopping) this.died(`the VM's QEMU exited (code ${exit.code}, signal ${exit.signal})`)
@@ -168,6 +176,7 @@ export class StereosPoolWorker implements PoolWorker {
 
   private async receive(message: unknown): Promise<void> {
     // The guest answers the replayed `start`; Vitest already has its answer.
+    if (isResponse(message, 'stopped')) this.stopPending = false
     if (isResponse(message, 'started')) {
       if (message.error) this.fail(message.error)
       return
@@ -195,7 +204,8 @@ export class StereosPoolWorker implements PoolWorker {
   }
 
   private died(why: string): void {
-    if (this.dead) return
+    // The pool shutting its VMs down at the end of the run is not a death.
+    if (this.dead || this.stopping || this.ctx.pool.closing) return
     this.dead = true
     const lease = this.lease
     // A killed VM usually shows first as a lost connection: give QEMU's exit a moment to be
@@ -220,6 +230,8 @@ export class StereosPoolWorker implements PoolWorker {
   }
 
   private fail(err: unknown): void {
+    // After Vitest let go of this worker nobody listens, and an unheard 'error' would crash the run.
+    if (this.events.listenerCount('error') === 0) return
     this.events.emit('error', err instanceof Error ? err : new Error(String(err)))
   }
 }
