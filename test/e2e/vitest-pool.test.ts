@@ -57,7 +57,8 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
     copies.push(dir)
     const json = join(reports, 'features.json')
     const junit = join(reports, 'features.xml')
-    const { code, output } = await vitest(dir, ['--pool=stereos', '--reporter=default', '--reporter=json', '--reporter=junit', `--outputFile.json=${json}`, `--outputFile.junit=${junit}`])
+    // --update: in CI (CI=true) Vitest writes no new snapshots otherwise.
+    const { code, output } = await vitest(dir, ['--pool=stereos', '--update', '--reporter=default', '--reporter=json', '--reporter=junit', `--outputFile.json=${json}`, `--outputFile.junit=${junit}`])
     expect(code).toBe(1)
     const report = JSON.parse(readFileSync(json, 'utf8')) as JsonReport
     expect({ passed: report.numPassedTests, failed: report.numFailedTests, skipped: report.numPendingTests }).toEqual({ passed: 7, failed: 1, skipped: 1 })
@@ -138,7 +139,7 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
     const dir = join(repoRoot, 'fixtures', 'projects', 'vitest4')
     rmSync(join(dir, '__snapshots__'), { recursive: true, force: true })
     const json = join(reports, 'vitest4.json')
-    const { code, output } = await vitest4(dir, ['--pool=stereos', '--reporter=default', '--reporter=json', `--outputFile.json=${json}`])
+    const { code, output } = await vitest4(dir, ['--pool=stereos', '--update', '--reporter=default', '--reporter=json', `--outputFile.json=${json}`])
     rmSync(join(dir, '__snapshots__'), { recursive: true, force: true })
     expect(code).toBe(1)
     expect(output).toMatch(/RUN\s+v4\.1\.\d+/)

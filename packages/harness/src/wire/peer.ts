@@ -236,10 +236,16 @@ export class WirePeer implements ChannelLink {
       fail(err)
       return
     }
-    // A handler that throws synchronously fails its request, not the connection.
-    const handler = this.handlers.onRequest
-    Promise.resolve()
-      .then(() => handler(op, args, this))
-      .then((value) => reply({ ok: true, body: value ?? {} }), fail)
+    // Called synchronously: a handler registers the channels its request names before the
+    // next frame (often that channel's first DATA) is dispatched. A synchronous throw fails
+    // the request, not the connection.
+    let result: Promise<unknown>
+    try {
+      result = this.handlers.onRequest(op, args, this)
+    } catch (err) {
+      fail(err)
+      return
+    }
+    result.then((value) => reply({ ok: true, body: value ?? {} }), fail)
   }
 }
