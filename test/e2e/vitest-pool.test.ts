@@ -135,6 +135,15 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
     expect(output).toContain('2 test file(s) ran in 2 VM boot(s)')
   }, 600_000)
 
+  test("inline projects: test.pool 'stereos' in config works without the CLI flag, isolation 'vm' gives each file a fresh VM, other projects stay on the host", async () => {
+    const json = join(reports, 'projects.json')
+    const { code, output } = await vitest(join(repoRoot, 'fixtures', 'projects', 'projects'), ['--reporter=default', '--reporter=json', `--outputFile.json=${json}`])
+    expect(code).toBe(0)
+    const report = JSON.parse(readFileSync(json, 'utf8')) as JsonReport
+    expect(report.numPassedTests).toBe(3)
+    expect(output).toContain('2 test file(s) ran in 2 VM boot(s)')
+  }, 600_000)
+
   test('Vitest 4.1 (installed from packed tarballs, as a user installs it): the same pool, worker, snapshots and VM logs', async () => {
     const dir = join(repoRoot, 'fixtures', 'projects', 'vitest4')
     rmSync(join(dir, '__snapshots__'), { recursive: true, force: true })
