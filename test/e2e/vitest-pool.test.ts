@@ -144,6 +144,22 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
     expect(output).toContain('2 test file(s) ran in 2 VM boot(s)')
   }, 600_000)
 
+  test("a test that hangs is ended by Vitest's testTimeout in the guest, carries the VM logs, and the run goes on; a guest-only attachment reaches the host", async () => {
+    const dir = join(repoRoot, 'fixtures', 'projects', 'hang')
+    const attachments = join(dir, '.vitest', 'attachments')
+    rmSync(join(dir, '.vitest'), { recursive: true, force: true })
+    const { code, output } = await vitest(dir, ['--pool=stereos'])
+    const copied = existsSync(attachments) ? readdirSync(attachments).map((f) => readFileSync(join(attachments, f), 'utf8')) : []
+    rmSync(join(dir, '.vitest'), { recursive: true, force: true })
+    // The file existed only in the guest: the pool read it through the agent and sent its bytes.
+    expect(copied).toContain('made in the guest\n')
+    expect(code).toBe(1)
+    expect(output).toMatch(/FAIL\s+a-hangs\.test\.ts > never settles\s+TestTimeoutError: Test timed out in 3000ms/)
+    expect(output).toMatch(/❯ stereos\s+↳ VM vm-\S+ serial console/)
+    expect(output).toMatch(/✓ b-after\.test\.ts/)
+    expect(output).toMatch(/Tests\s+1 failed \| 1 passed/)
+  }, 600_000)
+
   test('Vitest 4.1 (installed from packed tarballs, as a user installs it): the same pool, worker, snapshots and VM logs', async () => {
     const dir = join(repoRoot, 'fixtures', 'projects', 'vitest4')
     rmSync(join(dir, '__snapshots__'), { recursive: true, force: true })

@@ -20,8 +20,11 @@ export function stereosPool(project: TestProject, options: StereosOptionsInput =
   // Vitest 4 may leave a project's maxWorkers unset (resolved at scheduling); 5 always sets it.
   const maxWorkers = Math.max(1, Number(project.config.maxWorkers) || Number(project.vitest.config.maxWorkers) || 1)
   const pool = new VmLeasePool(maxWorkers, { log })
-  project.vitest.onClose(() => pool.close())
   let context: PoolContext | undefined
+  project.vitest.onClose(async () => {
+    await pool.close()
+    context?.dispose()
+  })
   return {
     name: POOL_NAME,
     createPoolWorker(poolOptions: PoolOptions) {

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { describe, expect, test } from 'vitest'
 import { HOST_FS_TAG } from '../src/guest/host-fs.js'
 import { parseStereosOptions } from '../src/options.js'
-import { failedTestsIn } from '../src/pool/artifacts.js'
+import { failedTestsIn, guestOnlyAttachments, localizeAttachment } from '../src/pool/artifacts.js'
 import { sandboxOptionsInFile } from '../src/pool/file-options.js'
 import { serveHostFs } from '../src/pool/host-fs.js'
 import { guestEnv } from '../src/pool/pool-worker.js'
@@ -75,4 +75,20 @@ test('host writes for the guest stay inside the shared dir', async () => {
   expect(readFileSync(join(dir, 'sub', '__snapshots__', 'x.snap'), 'utf8')).toBe('snap')
   expect((await write('/etc/passwd')).error).toMatch(/may only write under the shared project dir/)
   expect((await write(join(dir, '..', 'escape'))).error).toMatch(/may only write under/)
+})
+
+test('attachments the host cannot read are found and pointed at a host copy of the guest bytes', () => {
+  const annotation = { type: 'internal:annotation', annotation: { message: 'm', type: 'notice', attachment: { path: '/tmp/in-guest-only.png' } } }
+  const custom = { type: 'x:y', attachments: [{ path: join(dir, 'on-host.txt') }, { path: 'rel/guest.txt' }] }
+  writeFileSync(join(dir, 'on-host.txt'), 'host')
+  const hostCanRead = (path: string) => path === join(dir, 'on-host.txt')
+  const found = [
+    ...guestOnlyAttachments({ t: 'q', m: 'onTaskArtifactRecord', a: ['t1', annotation] }, hostCanRead),
+    ...guestOnlyAttachments({ t: 'q', m: 'onTaskArtifactRecord', a: ['t1', custom] }, hostCanRead),
+  ]
+  expect(found.map((a) => a.path)).toEqual(['/tmp/in-guest-only.png', 'rel/guest.txt'])
+  localizeAttachment(found[0]!, Buffer.from('png bytes'), dir)
+  expect(annotation.annotation.attachment.path).toMatch(new RegExp(`^${dir}/[0-9a-f]{40}\\.png$`))
+  expect(readFileSync(annotation.annotation.attachment.path, 'utf8')).toBe('png bytes')
+  expect(guestOnlyAttachments({ t: 'q', m: 'onTaskUpdate', a: [] }, hostCanRead)).toEqual([])
 })

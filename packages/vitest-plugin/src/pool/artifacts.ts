@@ -1,3 +1,6 @@
+import { createHash } from 'node:crypto'
+import { writeFileSync } from 'node:fs'
+import { extname, join } from 'node:path'
 import type { Sandbox } from '@stereos/harness'
 
 /** A birpc call frame as Vitest's worker sends it: `{ t: 'q', m, a, i? }`. */
@@ -10,6 +13,36 @@ interface BirpcCall {
 
 function isCall(frame: unknown, method: string): frame is BirpcCall {
   return typeof frame === 'object' && frame !== null && (frame as BirpcCall).t === 'q' && (frame as BirpcCall).m === method && Array.isArray((frame as BirpcCall).a)
+}
+
+interface Attachment {
+  path?: string
+  body?: string | Uint8Array
+  bodyEncoding?: 'base64' | 'utf-8'
+  contentType?: string
+}
+
+/**
+ * The attachments of an `onTaskArtifactRecord(testId, artifact)` call whose `path` the host
+ * cannot read: Vitest copies attachments on the host, so a file the test made inside the guest
+ * must be fetched from the guest first.
+ */
+export function guestOnlyAttachments(frame: unknown, hostCanRead: (path: string) => boolean): Attachment[] {
+  if (!isCall(frame, 'onTaskArtifactRecord')) return []
+  const artifact = frame.a[1] as { annotation?: { attachment?: Attachment }; attachments?: Attachment[] } | undefined
+  const all = [artifact?.annotation?.attachment, ...(artifact?.attachments ?? [])]
+  return all.filter((a): a is Attachment => typeof a?.path === 'string' && !hostCanRead(a.path))
+}
+
+/**
+ * Point an attachment at a host copy of the guest file, so Vitest copies it into its
+ * attachments dir as it does any host file (same name rules, same MIME guess from the extension).
+ */
+export function localizeAttachment(attachment: Attachment, bytes: Buffer, dir: string): void {
+  const path = attachment.path as string
+  const copy = join(dir, `${createHash('sha1').update(path).update(bytes).digest('hex')}${extname(path)}`)
+  writeFileSync(copy, bytes)
+  attachment.path = copy
 }
 
 /**

@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { SandboxOptionsInput } from '@stereos/harness'
 import { parseStereosOptions, type ResolvedStereosOptions } from '../options.js'
 import { sandboxOptionsInFile } from './file-options.js'
@@ -9,6 +12,7 @@ import type { Lease, VmLeasePool } from './lease-pool.js'
  */
 export class PoolContext {
   private readonly isolations = new Map<string, ResolvedStereosOptions['isolation']>()
+  private guestFiles: string | undefined
 
   constructor(
     readonly pool: VmLeasePool,
@@ -35,6 +39,17 @@ export class PoolContext {
     const key = JSON.stringify(boot)
     this.isolations.set(key, isolation)
     return this.pool.lease(key, boot)
+  }
+
+  /** Host copies of files tests attached inside the guest (Vitest copies them on from here). */
+  guestFilesDir(): string {
+    this.guestFiles ??= mkdtempSync(join(tmpdir(), 'stereos-guest-files-'))
+    return this.guestFiles
+  }
+
+  /** Called when Vitest closes. */
+  dispose(): void {
+    if (this.guestFiles) rmSync(this.guestFiles, { recursive: true, force: true })
   }
 
   isolation(lease: Lease): ResolvedStereosOptions['isolation'] {

@@ -1,10 +1,11 @@
 import { EventEmitter } from 'node:events'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
+import { isAbsolute, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { HarnessError, type GuestProcess } from '@stereos/harness'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
 import type { PoolOptions, PoolWorker, WorkerRequest } from 'vitest/node'
-import { failedTestsIn, vmLogAnnotations } from './artifacts.js'
+import { failedTestsIn, guestOnlyAttachments, localizeAttachment, vmLogAnnotations } from './artifacts.js'
 import { isHostFsRequest } from '../guest/host-fs.js'
 import { serveHostFs } from './host-fs.js'
 import type { Lease } from './lease-pool.js'
@@ -122,11 +123,16 @@ export class StereosPoolWorker implements PoolWorker {
     this.stopping = true
     await this.launching?.catch(() => undefined)
     const { child, lease } = this
+    let hung = false
     if (child) {
       const exited = await Promise.race([child.exited.then(() => true, () => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000).unref())])
-      if (!exited) await child.kill('SIGKILL').catch(() => undefined)
+      if (!exited) {
+        hung = true
+        await child.kill('SIGKILL').catch(() => undefined)
+      }
     }
-    if (lease) await this.ctx.pool.release(lease, this.dead || !lease.sandbox.running || this.ctx.isolation(lease) === 'vm')
+    // A guest process that had to be killed may have left the VM in any state: replace it.
+    if (lease) await this.ctx.pool.release(lease, hung || this.dead || !lease.sandbox.running || this.ctx.isolation(lease) === 'vm')
   }
 
   private async launch(files: string[]): Promise<void> {
@@ -184,6 +190,14 @@ export class StereosPoolWorker implements PoolWorker {
     if (isHostFsRequest(message)) {
       this.child?.ipc?.write(encodeV8(await serveHostFs(message, this.ctx.sharedDir)))
       return
+    }
+    if (this.lease) {
+      const root = this.options.project.config.root
+      const guestPath = (path: string) => (isAbsolute(path) ? path : resolve(root, path))
+      for (const attachment of guestOnlyAttachments(message, (path) => existsSync(guestPath(path)))) {
+        const bytes = await this.lease.sandbox.readFile(guestPath(attachment.path as string))
+        localizeAttachment(attachment, bytes, this.ctx.guestFilesDir())
+      }
     }
     const failed = failedTestsIn(message)
     if (failed.length && this.lease) {
