@@ -3,6 +3,7 @@ import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } fr
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { gunzipSync } from 'node:zlib'
 import { afterAll, describe, expect, test } from 'vitest'
 import { processExists, repoRoot, runtimeDir } from './support.js'
 
@@ -58,7 +59,7 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
     const json = join(reports, 'features.json')
     const junit = join(reports, 'features.xml')
     // --update: in CI (CI=true) Vitest writes no new snapshots otherwise.
-    const { code, output } = await vitest(dir, ['--pool=stereos', '--update', '--reporter=default', '--reporter=json', '--reporter=junit', `--outputFile.json=${json}`, `--outputFile.junit=${junit}`])
+    const { code, output } = await vitest(dir, ['--pool=stereos', '--update', '--reporter=default', '--reporter=json', '--reporter=junit', '--reporter=html', `--outputFile.json=${json}`, `--outputFile.junit=${junit}`])
     expect(code).toBe(1)
     const report = JSON.parse(readFileSync(json, 'utf8')) as JsonReport
     expect({ passed: report.numPassedTests, failed: report.numFailedTests, skipped: report.numPendingTests }).toEqual({ passed: 7, failed: 1, skipped: 1 })
@@ -71,13 +72,18 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
     expect(sandboxed?.status).toBe('passed')
     expect(sandboxed?.meta).toEqual({ stereos: { resources: { memory: '768MiB' }, sandbox: true } })
     // Console output reaches the reporter attributed to its test.
-    expect(output).toMatch(/stdout \| tests\/basics\.test\.ts > logs to the console\s+console line from the guest/)
-    expect(output).toMatch(/stderr \| tests\/basics\.test\.ts > logs to the console\s+stderr line from the guest/)
+    expect(output).toMatch(/stdout \| tests\/basics\.test\.ts(:\d+)? > logs to the console\s+console line from the guest/)
+    expect(output).toMatch(/stderr \| tests\/basics\.test\.ts(:\d+)? > logs to the console\s+stderr line from the guest/)
     // The failed test carries the VM's logs: in the default reporter and as junit properties.
     expect(output).toMatch(/❯ stereos\s+↳ VM vm-\S+ serial console \(x86_64, \w+\)\s+↳ VM vm-\S+ qemu\.log/)
     expect(output).toMatch(/↳ VM vm-\S+ boot timeline: .*agent-ready/)
     const xml = readFileSync(junit, 'utf8')
     expect(xml).toMatch(/<property name="stereos" value="VM vm-\S+ serial console/)
+    // The HTML report (@vitest/ui) carries the annotations, and the copied serial log beside it.
+    const html = gunzipSync(readFileSync(join(dir, '.vitest', 'ui', 'html.meta.json.gz'))).toString()
+    expect(html).toMatch(/VM vm-\S+ serial console/)
+    const copied = readdirSync(join(dir, '.vitest', 'attachments')).map((f) => readFileSync(join(dir, '.vitest', 'attachments', f), 'utf8'))
+    expect(copied.some((text) => text.includes('stereosd:'))).toBe(true)
     // Snapshots were created on the host through the pool (the guest's share is read-only).
     const snap = readFileSync(join(dir, 'tests', '__snapshots__', 'snapshot.test.ts.snap'), 'utf8')
     expect(snap).toContain('"value": "first"')
@@ -154,7 +160,7 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
     // The file existed only in the guest: the pool read it through the agent and sent its bytes.
     expect(copied).toContain('made in the guest\n')
     expect(code).toBe(1)
-    expect(output).toMatch(/FAIL\s+a-hangs\.test\.ts > never settles\s+TestTimeoutError: Test timed out in 3000ms/)
+    expect(output).toMatch(/FAIL\s+a-hangs\.test\.ts(:\d+)? > never settles\s+TestTimeoutError: Test timed out in 3000ms/)
     expect(output).toMatch(/❯ stereos\s+↳ VM vm-\S+ serial console/)
     expect(output).toMatch(/✓ b-after\.test\.ts/)
     expect(output).toMatch(/Tests\s+1 failed \| 1 passed/)
@@ -170,7 +176,7 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
     expect(output).toMatch(/RUN\s+v4\.1\.\d+/)
     const report = JSON.parse(readFileSync(json, 'utf8')) as JsonReport
     expect({ passed: report.numPassedTests, failed: report.numFailedTests }).toEqual({ passed: 2, failed: 1 })
-    expect(output).toMatch(/stdout \| guest\.test\.ts > Vitest 4\.1 in a stereOS VM > runs in the guest as agent\s+hello from Vitest 4 in the guest/)
+    expect(output).toMatch(/stdout \| guest\.test\.ts(:\d+)? > Vitest 4\.1 in a stereOS VM > runs in the guest as agent\s+hello from Vitest 4 in the guest/)
     expect(output).toMatch(/Snapshots\s+1 written/)
     expect(output).toMatch(/❯ stereos\s+↳ VM vm-\S+ serial console/)
     expect(output).not.toMatch(/Timeout terminating stereos worker/)
