@@ -14,6 +14,7 @@ export type { HealthPayload, AgentStatus, LifecycleState, MountPayload, SecretPa
 export { HarnessError, RequestRejectedError, isHarnessError } from './errors.js'
 export type { HarnessErrorCode } from './errors.js'
 export { probeKvm } from './host/kvm.js'
+export { tail } from './vmm/qemu-process.js'
 export { resolveMixtape } from './mixtape/resolve.js'
 export { pullMixtape, findCachedMixtape } from './mixtape/pull.js'
 export type { PullOptions, PullResult } from './mixtape/pull.js'

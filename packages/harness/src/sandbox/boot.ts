@@ -137,7 +137,7 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
       const logs = { serial: vm.serialLog, qemu: vm.qemuLog }
       if (options.bootstrap === 'ssh') {
         const ssh: Transport = plane.kind === 'vsock' ? new VsockTransport(plane.cid, 22, load) : new TcpTransport('127.0.0.1', sshPort as number)
-        await sshStartAgent({ connect: (ms) => ssh.connect(ms), describe: () => ssh.describe(), user: 'admin', keyPath: key.privateKeyPath }, token, deadline, died.signal)
+        await sshStartAgent({ transport: ssh, user: 'admin', keyPath: key.privateKeyPath }, token, deadline, died.signal)
       }
       const hint =
         options.bootstrap === 'agentd'

@@ -1,14 +1,13 @@
 import { readFileSync } from 'node:fs'
-import type { Duplex } from 'node:stream'
 import { Client, type ConnectConfig } from 'ssh2'
 import { SHARE_GUEST_PATH } from '../agent-client/share.js'
+import type { Transport } from '../control/transport.js'
 import { HarnessError } from '../errors.js'
 import { sleep } from '../host/sleep.js'
 
 export interface SshTarget {
-  /** Opens the byte stream to the guest's sshd: TCP via the hostfwd, or vsock port 22. */
-  connect(timeoutMs: number): Promise<Duplex>
-  describe(): string
+  /** The guest's sshd: TCP via the hostfwd, or vsock port 22. */
+  transport: Transport
   user: string
   keyPath: string
 }
@@ -21,7 +20,7 @@ export interface SshRunResult {
 
 /** One SSH session: connect with the injected key, run `command` with `input` on stdin, disconnect. */
 export async function sshRun(target: SshTarget, command: string, input: string, timeoutMs: number): Promise<SshRunResult> {
-  const sock = await target.connect(timeoutMs)
+  const sock = await target.transport.connect(timeoutMs)
   const client = new Client()
   const config: ConnectConfig = { sock, username: target.user, privateKey: readFileSync(target.keyPath), readyTimeout: timeoutMs }
   return new Promise<SshRunResult>((resolve, reject) => {
@@ -90,7 +89,7 @@ export async function sshStartAgent(target: SshTarget, token: string, deadline: 
     }
     await sleep(500)
   }
-  throw new HarnessError('AGENT_UNREACHABLE', `SSH to ${target.describe()} as ${target.user} did not succeed; last error: ${(last as Error | undefined)?.message ?? 'none'}`, {
+  throw new HarnessError('AGENT_UNREACHABLE', `SSH to ${target.transport.describe()} as ${target.user} did not succeed; last error: ${(last as Error | undefined)?.message ?? 'none'}`, {
     fix: 'the mixtape must run sshd and accept the key stereosd injected (inject_ssh_key for admin); or use a harness-ready mixtape with bootstrap: agentd',
   })
 }

@@ -11,7 +11,6 @@ import type { Lease, VmLeasePool } from './lease-pool.js'
  * test file's describe.sandbox options turn into the VM it runs in.
  */
 export class PoolContext {
-  private readonly isolations = new Map<string, ResolvedStereosOptions['isolation']>()
   private guestFiles: string | undefined
 
   constructor(
@@ -29,16 +28,14 @@ export class PoolContext {
     return parseStereosOptions(merged, file && inFile.length ? `describe.sandbox options in ${file}` : 'stereos')
   }
 
-  async lease(files: string[]): Promise<Lease> {
-    const options = this.resolve(files)
-    const { isolation, ...sandbox } = options
+  /** A VM for these files; the key includes isolation, so a 'vm' file never takes a VM another file used. */
+  async lease(files: string[]): Promise<{ lease: Lease; isolation: ResolvedStereosOptions['isolation'] }> {
+    const { isolation, ...sandbox } = this.resolve(files)
     const boot: SandboxOptionsInput = {
       ...sandbox,
       shared: [...sandbox.shared, { host: this.sharedDir, guest: this.sharedDir, readonly: true }],
     }
-    const key = JSON.stringify(boot)
-    this.isolations.set(key, isolation)
-    return this.pool.lease(key, boot)
+    return { lease: await this.pool.lease(JSON.stringify({ isolation, boot }), boot), isolation }
   }
 
   /** Host copies of files tests attached inside the guest (Vitest copies them on from here). */
@@ -50,9 +47,5 @@ export class PoolContext {
   /** Called when Vitest closes. */
   dispose(): void {
     if (this.guestFiles) rmSync(this.guestFiles, { recursive: true, force: true })
-  }
-
-  isolation(lease: Lease): ResolvedStereosOptions['isolation'] {
-    return this.isolations.get(lease.key) ?? 'process'
   }
 }

@@ -1,14 +1,15 @@
 import { EventEmitter } from 'node:events'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { isAbsolute, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { HarnessError, type GuestProcess } from '@stereos/harness'
+import { HarnessError, tail, type GuestProcess } from '@stereos/harness'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
 import type { PoolOptions, PoolWorker, WorkerRequest } from 'vitest/node'
 import { failedTestsIn, guestOnlyAttachments, localizeAttachment, vmLogAnnotations } from './artifacts.js'
 import { isHostFsRequest } from '../guest/host-fs.js'
 import { serveHostFs } from './host-fs.js'
 import type { Lease } from './lease-pool.js'
+import type { ResolvedStereosOptions } from '../options.js'
 import type { PoolContext } from './context.js'
 
 const GUEST_ENTRY = fileURLToPath(new URL('../guest/worker-entry.js', import.meta.url))
@@ -21,14 +22,6 @@ function isRequest(message: unknown): message is Request {
 
 function isResponse(message: unknown, type: string): message is { type: string; error?: unknown } {
   return typeof message === 'object' && message !== null && (message as { __vitest_worker_response__?: boolean }).__vitest_worker_response__ === true && (message as { type?: string }).type === type
-}
-
-function lastLines(file: string, count = 15): string {
-  try {
-    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-count).map((line) => `  ${line}`).join('\n')
-  } catch {
-    return '  (no console log)'
-  }
 }
 
 /**
@@ -54,6 +47,7 @@ export class StereosPoolWorker implements PoolWorker {
   private readonly events = new EventEmitter()
   private startRequest: Request | undefined
   private lease: Lease | undefined
+  private isolation: ResolvedStereosOptions['isolation'] = 'process'
   private child: GuestProcess | undefined
   private launching: Promise<void> | undefined
   private outbound: Promise<void> = Promise.resolve()
@@ -132,12 +126,13 @@ export class StereosPoolWorker implements PoolWorker {
       }
     }
     // A guest process that had to be killed may have left the VM in any state: replace it.
-    if (lease) await this.ctx.pool.release(lease, hung || this.dead || !lease.sandbox.running || this.ctx.isolation(lease) === 'vm')
+    if (lease) await this.ctx.pool.release(lease, hung || this.dead || !lease.sandbox.running || this.isolation === 'vm')
   }
 
   private async launch(files: string[]): Promise<void> {
-    const lease = await this.ctx.lease(files)
+    const { lease, isolation } = await this.ctx.lease(files)
     this.lease = lease
+    this.isolation = isolation
     lease.files += files.length
     this.ctx.pool.files += files.length
     const agent = await lease.sandbox.agent()
@@ -234,7 +229,7 @@ export class StereosPoolWorker implements PoolWorker {
     const why = exit !== undefined ? `the VM's QEMU (pid ${exit}) exited` : reason
     const logs: Record<string, string> = lease ? { serial: lease.sandbox.logs.serial, qemu: lease.sandbox.logs.qemu } : {}
     this.fail(
-      new HarnessError('AGENT_UNREACHABLE', `stereos pool: ${why} while running a test file${lease ? ` in VM ${lease.sandbox.info.id}. Last lines of its console:\n${lastLines(lease.sandbox.logs.serial)}` : ''}`, {
+      new HarnessError('AGENT_UNREACHABLE', `stereos pool: ${why} while running a test file${lease ? ` in VM ${lease.sandbox.info.id}. Last lines of its console:\n${tail(lease.sandbox.logs.serial).replace(/^/gm, '  ')}` : ''}`, {
         fix: lease ? `read ${lease.sandbox.logs.serial} (guest console) and ${lease.sandbox.logs.qemu}; the pool replaces the VM for the next file` : 'see the error above',
         logs,
       }),
