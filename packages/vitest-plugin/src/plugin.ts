@@ -1,4 +1,5 @@
 import { fileURLToPath } from 'node:url'
+import { log } from '@stereos/harness'
 import type { Plugin } from 'vite'
 import type { PoolOptions, PoolRunnerInitializer, TestProject, VitestPluginContext } from 'vitest/node'
 import { parseStereosOptions, type StereosOptionsInput } from './options.js'
@@ -10,8 +11,6 @@ import { checkVitestVersion } from './version.js'
 
 export const POOL_NAME = 'stereos'
 const SNAPSHOT_ENVIRONMENT = fileURLToPath(new URL('./guest/snapshot-environment.js', import.meta.url))
-
-const log = (line: string) => process.stderr.write(`stereos-harness: ${line}\n`)
 
 /** The pool runner for one project: VMs sized to its maxWorkers, closed when Vitest closes. */
 export function stereosPool(project: TestProject, options: StereosOptionsInput = {}): PoolRunnerInitializer {

@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util'
 import { Arch } from '../config/options.js'
 import { HarnessError } from '../errors.js'
 import { hostArch } from '../host/arch.js'
+import { log } from '../log.js'
 import { bootCommand } from './boot.js'
 import { doctorCommand } from './doctor.js'
 import { lsCommand } from './ls.js'
@@ -91,7 +92,7 @@ main(process.argv.slice(2)).then(
     process.exitCode = code
   },
   (err: unknown) => {
-    process.stderr.write(`stereos-harness: ${err instanceof Error ? err.message : String(err)}\n`)
+    log(err instanceof Error ? err.message : String(err))
     process.exitCode = 1
   },
 )

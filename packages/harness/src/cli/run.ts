@@ -2,6 +2,7 @@ import { constants } from 'node:os'
 import { Sandbox } from '../sandbox/sandbox.js'
 import type { Arch } from '../config/options.js'
 import { HarnessError } from '../errors.js'
+import { log } from '../log.js'
 
 export interface RunArgs {
   mixtape: string
@@ -37,7 +38,7 @@ export async function runCommand(args: RunArgs): Promise<number> {
     process.stdin.unpipe()
     if (exit.signal) {
       const n = constants.signals[exit.signal as NodeJS.Signals] ?? 0
-      if (!interrupted) process.stderr.write(`stereos-harness: ${cmd} was killed by ${exit.signal}\n`)
+      if (!interrupted) log(`${cmd} was killed by ${exit.signal}`)
       return 128 + n
     }
     return exit.exitCode ?? 1

@@ -3,6 +3,7 @@ import { resolve } from 'node:path'
 import { parseSandboxOptions, type Arch, type ResolvedSandboxOptions } from '../config/options.js'
 import { toMiB } from '../config/size.js'
 import { HarnessError } from '../errors.js'
+import { log as stderrLog } from '../log.js'
 import { hostArch } from '../host/arch.js'
 import { probeKvm } from '../host/kvm.js'
 import { waitReady } from '../control/ready.js'
@@ -41,13 +42,12 @@ export interface BootHooks {
   loadVsock?: LoadVsock
 }
 
-const defaultLog = (line: string) => process.stderr.write(`stereos-harness: ${line}\n`)
 const sweptDirs = new Set<string>()
 const accelNotes = new Set<string>()
 
 /** Boot a VM and provision it; see Sandbox.boot. */
 export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promise<Sandbox> {
-  const log = hooks.log ?? defaultLog
+  const log = hooks.log ?? stderrLog
   const timeline = new Timeline()
   const options = parseSandboxOptions(input)
   const arch = options.arch ?? hostArch()
