@@ -5,7 +5,7 @@ import { HarnessError } from '../errors.js'
 import { hostArch } from '../host/arch.js'
 import { cacheLayout, cacheLockRequest, readRecord, RECORD_FILE, recordIntact, tagDir, type CacheLayout, type PullRecord } from './cache.js'
 import { findCredentials } from './oci/credentials.js'
-import { diskFormat, installLayers, planLayers, type Installed, type PlannedLayer } from './oci/install.js'
+import { checkDiskLayers, diskFormat, installLayers, planLayers, type Installed, type PlannedLayer } from './oci/install.js'
 import { acquireLocks, withLocks } from './oci/lock.js'
 import { checkDescriptor, isIndexMediaType, isRawDiskMediaType, MEDIA, type Descriptor } from './oci/media-types.js'
 import { OCI_ARCH, selectIndexManifest, type PlatformPick } from './oci/platform.js'
@@ -116,6 +116,7 @@ async function pullLocked(parsed: MixtapeReference, platform: string, layout: Ca
   const staging = mkdtempSync(join(layout.tmp, `${parsed.name}-${parsed.localTag}-${process.pid}-`))
   try {
     const { installed, verified } = await installVerified(plan, staging, layout, client, retry, progress)
+    await checkDiskLayers(plan, staging)
     const record: PullRecord = {
       schema: 1,
       reference: parsed.canonical,

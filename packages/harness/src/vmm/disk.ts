@@ -11,15 +11,41 @@ export interface DiskImage {
  * A copy-on-write qcow2 overlay over the cached image: the image is never written, and a VM's
  * disk costs only what the guest writes (mb copies raw images in full; STEREOS-FACTS §9.6).
  * The overlay is never smaller than the image, so resources.disk can only grow a disk.
+ * The image is checked first (checkDiskImage): boot never follows a backing file it names.
  */
 export async function createOverlay(base: DiskImage, overlay: string, sizeBytes: number): Promise<void> {
-  const size = Math.max(sizeBytes, await virtualSize(base))
+  const size = Math.max(sizeBytes, await checkDiskImage(base))
   await qemuImg(['create', '-q', '-f', 'qcow2', '-b', base.path, '-F', base.format, overlay, String(size)])
 }
 
-async function virtualSize(image: DiskImage): Promise<number> {
+interface ImageInfo {
+  'virtual-size'?: number
+  'backing-filename'?: string
+  'full-backing-filename'?: string
+  'format-specific'?: { type?: string; data?: { 'data-file'?: string } }
+}
+
+/**
+ * Refuse an image that makes QEMU open other host files: a qcow2 backing file
+ * (`qemu-img create -b /host/secret -F raw`) or external data file would hand that file to the
+ * guest as its disk. Mixtapes are self-contained images, so neither is ever legitimate. Raw
+ * images are opened as raw (`-f raw`), which has no such references. Returns the virtual size.
+ * `-U` (no lock) lets a running VM's image be inspected.
+ */
+export async function checkDiskImage(image: DiskImage): Promise<number> {
   if (image.format === 'raw') return statSync(image.path).size
-  const info = JSON.parse(await qemuImg(['info', '--output=json', image.path])) as { 'virtual-size': number }
+  const info = JSON.parse(await qemuImg(['info', '--output=json', '-U', '-f', image.format, image.path])) as ImageInfo
+  const backing = info['full-backing-filename'] ?? info['backing-filename']
+  const dataFile = info['format-specific']?.data?.['data-file']
+  const names = [backing !== undefined ? `a backing file (${backing})` : undefined, dataFile !== undefined ? `an external data file (${dataFile})` : undefined].filter(Boolean)
+  if (names.length) {
+    throw new HarnessError('MIXTAPE_INVALID', `the disk image ${image.path} names ${names.join(' and ')}: QEMU would give the guest that host file, so it is not used`, {
+      fix: 'use a self-contained image: pull the mixtape again from a trusted registry, or flatten it (`qemu-img convert -O qcow2 <image> <new image>`)',
+    })
+  }
+  if (typeof info['virtual-size'] !== 'number') {
+    throw new HarnessError('MIXTAPE_INVALID', `qemu-img info reports no virtual size for ${image.path}`, { fix: 'the image is damaged: pull the mixtape again' })
+  }
   return info['virtual-size']
 }
 

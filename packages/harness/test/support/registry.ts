@@ -1,6 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -132,7 +132,7 @@ export interface SyntheticMixtape {
 }
 
 /** A few KiB per file named like the real ones, with a correct mixtape.toml (lib/dist.nix's tables). */
-export function syntheticMixtape(arch: TestArch, options: { name?: string; version?: string; diskBytes?: number; seed?: string; randomDisk?: boolean } = {}): SyntheticMixtape {
+export function syntheticMixtape(arch: TestArch, options: { name?: string; version?: string; diskBytes?: number; seed?: string; randomDisk?: boolean; qcow2?: Buffer } = {}): SyntheticMixtape {
   const seed = options.seed ?? randomBytes(4).toString('hex')
   const filler = (label: string, size: number) => {
     const out = Buffer.alloc(size)
@@ -145,7 +145,7 @@ export function syntheticMixtape(arch: TestArch, options: { name?: string; versi
   }
   // randomDisk: incompressible bytes (a benchmark's worst case), made fast.
   const raw = options.randomDisk ? randomBytes(options.diskBytes ?? 16 * 1024) : Buffer.concat([filler('raw', options.diskBytes ?? 16 * 1024), Buffer.alloc(8 * 1024)])
-  const qcow2 = Buffer.concat([Buffer.from('QFI\xfb', 'latin1'), filler('qcow2', options.randomDisk ? 4096 : (options.diskBytes ?? 16 * 1024) / 2)])
+  const qcow2 = options.qcow2 ?? qcow2Of(filler('qcow2', options.randomDisk ? 4096 : (options.diskBytes ?? 16 * 1024) / 2))
   const files = {
     'stereos.img': raw,
     'stereos.qcow2': qcow2,
@@ -167,6 +167,19 @@ export function syntheticMixtape(arch: TestArch, options: { name?: string; versi
     `[artifacts.kernel.init]\n${entry('init', files.init)}`,
   ].join('\n')
   return { files: { ...files, 'mixtape.toml': Buffer.from(toml) }, zst }
+}
+
+/** A real qcow2 image holding `data` (pull and boot inspect qcow2 disks with qemu-img). */
+export function qcow2Of(data: Buffer, extra: string[] = []): Buffer {
+  const dir = mkdtempSync(join(tmpdir(), 'sh-qcow2-'))
+  try {
+    writeFileSync(join(dir, 'raw'), Buffer.concat([data, Buffer.alloc((512 - (data.length % 512)) % 512)]))
+    const made = spawnSync('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', ...extra, join(dir, 'raw'), join(dir, 'out.qcow2')], { encoding: 'utf8' })
+    if (made.status !== 0) throw new Error(`qemu-img convert failed: ${made.stderr}`)
+    return readFileSync(join(dir, 'out.qcow2'))
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
 }
 
 export interface LayerSpec {

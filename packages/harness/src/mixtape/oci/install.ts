@@ -1,16 +1,25 @@
 import { createHash } from 'node:crypto'
-import { createWriteStream } from 'node:fs'
+import { createWriteStream, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import * as zlib from 'node:zlib'
 import { HarnessError } from '../../errors.js'
+import { checkDiskImage } from '../../vmm/disk.js'
 import { RereadBlob, type BlobStore } from './blob-store.js'
 import { checkDescriptor, isRawDiskMediaType, layerOutput, MEDIA, type Descriptor, type LayerOutput } from './media-types.js'
 import type { PullProgress } from './progress.js'
 import type { RegistryClient } from './registry.js'
 import type { RetryPolicy } from './retry.js'
-import type { FileSum } from './verify.js'
+import { declaredSizes, type FileSum } from './verify.js'
+
+/** mixtape.toml is a few hundred bytes; a larger one is not read (it is parsed in memory). */
+const MAX_TOML_BYTES = 1024 * 1024
+/**
+ * The unpacking bound for a zstd layer whose size mixtape.toml does not declare (an image
+ * without one, as mb accepts): larger than any mixtape disk, small enough not to fill a disk.
+ */
+export const UNDECLARED_ZSTD_LIMIT = 16 * 1024 * 1024 * 1024
 
 export interface PlannedLayer {
   desc: Descriptor
@@ -38,6 +47,16 @@ export function diskFormat(plan: PlannedLayer[]): 'raw' | 'qcow2' | 'unknown' {
   return 'unknown'
 }
 
+/**
+ * Refuse a qcow2 disk layer that names a backing file or external data file (checkDiskImage), so
+ * no such image reaches the cache; boot checks again for dirs it did not pull.
+ */
+export async function checkDiskLayers(plan: PlannedLayer[], dir: string): Promise<void> {
+  for (const { desc, out } of plan) {
+    if (desc.mediaType === MEDIA.diskQcow2Zstd || desc.mediaType === MEDIA.diskQcow2) await checkDiskImage({ path: join(dir, out.file), format: 'qcow2' })
+  }
+}
+
 export interface InstallDeps {
   store: BlobStore
   client: RegistryClient
@@ -55,22 +74,36 @@ export interface Installed {
   downloaded: number
 }
 
+function isToml({ desc, out }: PlannedLayer): boolean {
+  return desc.mediaType === MEDIA.mixtapeToml || out.file === 'mixtape.toml'
+}
+
 /**
  * Write every layer into `dir`: each blob streams out of the blob store (which fetches what it
  * lacks and verifies the digest as it streams), zstd layers through Node's decompressor. A layer
  * whose already-consumed bytes turn out wrong is written again once, from a fresh download.
+ * mixtape.toml comes first: a zstd layer stops unpacking at the size it declares for its file
+ * (a decompression bomb fails there instead of filling the disk).
  */
 export async function installLayers(plan: PlannedLayer[], dir: string, deps: InstallDeps): Promise<Installed> {
   const installed: Installed = { files: new Map(), compressed: new Map(), downloaded: 0 }
-  for (const layer of plan) {
+  let declared = new Map<string, number>()
+  for (const layer of [...plan.filter(isToml), ...plan.filter((l) => !isToml(l))]) {
+    if (isToml(layer) && layer.desc.size > MAX_TOML_BYTES) {
+      throw new HarnessError('MIXTAPE_INVALID', `the image's ${layer.out.file} layer is ${layer.desc.size} bytes; a mixtape.toml is at most ${MAX_TOML_BYTES}`, {
+        fix: 'the image is published wrongly: republish it, or pull another tag',
+      })
+    }
+    const limit = layer.out.zstd ? { bytes: declared.get(layer.out.file) ?? UNDECLARED_ZSTD_LIMIT, declared: declared.has(layer.out.file) } : undefined
+    const write = () => writeLayer(layer, dir, deps, installed, limit)
     try {
-      await writeLayer(layer, dir, deps, installed)
+      await write()
     } catch (err) {
       if (!(err instanceof RereadBlob)) throw err
       deps.progress({ type: 'warning', message: `${err.message}; downloading it again` })
       const release = await deps.lockBlob(layer.desc.digest)
       try {
-        await writeLayer(layer, dir, deps, installed)
+        await write()
       } catch (again) {
         if (!(again instanceof RereadBlob)) throw again
         throw new HarnessError('MIXTAPE_INVALID', `layer ${layer.out.file} (${layer.desc.digest}) failed verification twice: ${again.message}`, { fix: 'pull again; if it persists, the registry serves a corrupt blob' })
@@ -78,11 +111,18 @@ export async function installLayers(plan: PlannedLayer[], dir: string, deps: Ins
         await release()
       }
     }
+    if (isToml(layer)) declared = declaredSizes(readFileSync(join(dir, layer.out.file), 'utf8'))
   }
   return installed
 }
 
-async function writeLayer({ desc, out }: PlannedLayer, dir: string, deps: InstallDeps, installed: Installed): Promise<void> {
+interface UnpackLimit {
+  bytes: number
+  /** mixtape.toml declared it (else UNDECLARED_ZSTD_LIMIT). */
+  declared: boolean
+}
+
+async function writeLayer({ desc, out }: PlannedLayer, dir: string, deps: InstallDeps, installed: Installed, limit?: UnpackLimit): Promise<void> {
   const started = performance.now()
   let done = 0
   let downloaded = 0
@@ -115,7 +155,8 @@ async function writeLayer({ desc, out }: PlannedLayer, dir: string, deps: Instal
     if (out.zstd) {
       const decompress = zstdDecompressor()
       const sum = hashing()
-      await pipeline(source(), counted, decompress, sum.stream, target).catch((err: unknown) => {
+      const bounded = boundedTo(limit ?? { bytes: UNDECLARED_ZSTD_LIMIT, declared: false }, out, desc)
+      await pipeline(source(), counted, decompress, bounded, sum.stream, target).catch((err: unknown) => {
         if (err !== sourceError && /^(ZSTD_|Z_)/.test(String((err as NodeJS.ErrnoException).code ?? ''))) {
           throw new HarnessError('MIXTAPE_INVALID', `layer ${out.blobName} (${desc.digest}) is not a valid zstd stream: ${(err as Error).message}`, {
             fix: 'the image is published with a corrupt disk layer; nothing was cached. Pull another tag, or the other disk format',
@@ -134,6 +175,23 @@ async function writeLayer({ desc, out }: PlannedLayer, dir: string, deps: Instal
     installed.downloaded += downloaded
   }
   deps.progress({ type: 'layer-done', file: out.blobName, size: desc.size, downloaded, ms: performance.now() - started })
+}
+
+/** Passes at most `limit.bytes` through; one byte more fails the layer (nothing beyond is written). */
+function boundedTo(limit: UnpackLimit, out: LayerOutput, desc: Descriptor): Transform {
+  let total = 0
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      total += chunk.length
+      if (total <= limit.bytes) return callback(null, chunk)
+      const what = limit.declared ? `the ${limit.bytes} bytes its mixtape.toml declares for ${out.file}` : `${limit.bytes} bytes (mixtape.toml declares no size for ${out.file})`
+      callback(
+        new HarnessError('MIXTAPE_INVALID', `layer ${out.blobName} (${desc.digest}, ${desc.size} bytes) unpacks to more than ${what}: unpacking stopped there`, {
+          fix: 'the image is published wrongly or is a decompression bomb; nothing was cached. Pull another tag, or report it to the publisher',
+        }),
+      )
+    },
+  })
 }
 
 function zstdDecompressor(): Transform {

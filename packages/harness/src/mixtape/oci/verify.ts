@@ -61,6 +61,24 @@ export function verifyMixtapeToml(text: string, files: Map<string, FileSum>, com
   return { verified, unlisted: [...files.keys()].filter((file) => file !== 'mixtape.toml' && !listed.has(file)) }
 }
 
+/**
+ * Decompressed sizes by file name, from mixtape.toml's `[artifacts.*]` (file + size): the bound
+ * for unpacking zstd layers. Read before the disk layer is unpacked.
+ */
+export function declaredSizes(text: string): Map<string, number> {
+  let doc: Record<string, unknown>
+  try {
+    doc = parseToml(text)
+  } catch (cause) {
+    throw new HarnessError('MIXTAPE_INVALID', `the image's mixtape.toml is not valid TOML: ${(cause as Error).message}`, { fix: 'the image is published wrongly: republish it, or pull another tag', cause })
+  }
+  const sizes = new Map<string, number>()
+  for (const artifact of collect(doc.artifacts, 'artifacts')) {
+    if (Number.isSafeInteger(artifact.size) && artifact.size >= 0) sizes.set(artifact.file, artifact.size)
+  }
+  return sizes
+}
+
 /** Every table under `artifacts` (at any depth) that has file + sha256 + size. */
 function collect(node: unknown, table: string): Artifact[] {
   if (!node || typeof node !== 'object' || Array.isArray(node)) return []
