@@ -6,6 +6,3 @@ export function hostArch(): Arch | undefined {
   if (process.arch === 'arm64') return 'aarch64'
   return undefined
 }
-
-/** Nix system strings, as mixtape.toml's `arch` writes them. */
-export const NIX_SYSTEM: Record<Arch, string> = { x86_64: 'x86_64-linux', aarch64: 'aarch64-linux' }

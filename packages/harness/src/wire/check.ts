@@ -16,8 +16,6 @@ export const str: Check<string> = (v, p) => (typeof v === 'string' ? v : bad(p, 
 export const bool: Check<boolean> = (v, p) => (typeof v === 'boolean' ? v : bad(p, 'a boolean', v))
 export const num: Check<number> = (v, p) => (typeof v === 'number' && Number.isFinite(v) ? v : bad(p, 'a number', v))
 export const uint: Check<number> = (v, p) => (Number.isSafeInteger(v) && (v as number) >= 0 ? (v as number) : bad(p, 'a non-negative integer', v))
-export const bytes: Check<Uint8Array> = (v, p) => (v instanceof Uint8Array ? v : bad(p, 'bytes', v))
-export const unknownValue: Check<unknown> = (v) => v
 
 export function literal<const T extends string>(...options: T[]): Check<T> {
   return (v, p) => (options.includes(v as T) ? (v as T) : bad(p, `one of ${options.join(', ')}`, v))
