@@ -2,10 +2,10 @@ import { connect } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { HarnessError } from '../errors.js'
 
-/** How the host reaches stereosd's port 1024: TCP through SLIRP here, AF_VSOCK on KVM hosts. */
+/** How the host reaches a guest port: TCP through SLIRP, a unix socket relayed into QEMU's private network namespace, or AF_VSOCK. */
 export interface Transport {
-  readonly kind: 'tcp' | 'vsock'
-  /** For messages: `tcp 127.0.0.1:41235`, `vsock cid 3 port 1024`. */
+  readonly kind: 'tcp' | 'vsock' | 'unix'
+  /** For messages: `tcp 127.0.0.1:41235`, `unix /run/…/control.sock`, `vsock cid 3 port 1024`. */
   describe(): string
   connect(timeoutMs: number): Promise<Duplex>
 }

@@ -1,0 +1,40 @@
+import { connect } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { HarnessError } from '../errors.js'
+import type { Transport } from './transport.js'
+
+/**
+ * A guest port reached through a unix socket in the VM dir: the relay in QEMU's private network
+ * namespace (vmm/relay-main.ts) connects it to QEMU's forward there. Only users who can enter the
+ * VM dir (0700: its owner, and root) can connect.
+ */
+export class UnixTransport implements Transport {
+  readonly kind = 'unix'
+  constructor(
+    readonly path: string,
+    /** The guest port behind the socket, for messages. */
+    readonly guestPort: number,
+  ) {}
+
+  describe(): string {
+    return `unix ${this.path} (guest port ${this.guestPort})`
+  }
+
+  connect(timeoutMs: number): Promise<Duplex> {
+    return new Promise((resolve, reject) => {
+      const socket = connect({ path: this.path })
+      const timer = setTimeout(() => {
+        socket.destroy()
+        reject(new HarnessError('CONTROL_PLANE', `connect to ${this.describe()} timed out after ${timeoutMs} ms`))
+      }, timeoutMs)
+      socket.once('connect', () => {
+        clearTimeout(timer)
+        resolve(socket)
+      })
+      socket.once('error', (err) => {
+        clearTimeout(timer)
+        reject(err)
+      })
+    })
+  }
+}

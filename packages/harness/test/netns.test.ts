@@ -1,0 +1,157 @@
+import { spawn } from 'node:child_process'
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { execa } from 'execa'
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { UnixTransport } from '../src/control/unix-transport.js'
+import { TcpTransport } from '../src/control/transport.js'
+import { netnsCommand, probeNetns } from '../src/vmm/netns.js'
+import { isAlive } from '../src/host/process.js'
+import { ATTACK_SCRIPT, createSecondUser, secondUserSkipReason, type SecondUser } from './support/second-user.js'
+
+/**
+ * QEMU's private network namespace, with real processes: a stand-in for QEMU (a TCP server on
+ * the namespace's 127.0.0.1, as SLIRP's hostfwd listens) started by the same wrapper QEMU is,
+ * and the real relay. No VM: test/security/local-users.test.ts boots the fixture.
+ */
+
+const INNER_PORT = 11024
+/** Answers each connection with the network namespace it runs in and its capabilities. */
+const STAND_IN = `
+const { createServer } = require('node:net')
+const { readFileSync, readlinkSync } = require('node:fs')
+createServer((s) => {
+  const caps = /CapEff:\\s*(\\S+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]
+  s.end(JSON.stringify({ netns: readlinkSync('/proc/self/ns/net'), caps }) + '\\n')
+}).listen(${INNER_PORT}, '127.0.0.1')
+`
+
+const support = await probeNetns()
+const skip = support.ok ? undefined : support.reason
+
+interface Started {
+  pid: number
+  dir: string
+  socket: string
+  exited: Promise<unknown>
+  kill(): void
+}
+
+function startStandIn(userns?: boolean): Started {
+  const dir = realpathSync(mkdtempSync(join(tmpdir(), 'netns-')))
+  chmodSync(dir, 0o700)
+  const socket = join(dir, 'control.sock')
+  const { file, args } = netnsCommand({ binary: process.execPath, argv: ['-e', STAND_IN], forwards: [{ path: socket, port: INNER_PORT }], ...(userns === undefined ? {} : { userns }) })
+  const child = execa(file, args, { reject: false, stdio: 'inherit' })
+  return { pid: child.pid!, dir, socket, exited: child, kill: () => child.kill('SIGKILL') }
+}
+
+async function ask(transport: UnixTransport | TcpTransport): Promise<{ netns: string; caps: string }> {
+  const socket = await transport.connect(2_000)
+  let text = ''
+  for await (const chunk of socket) text += String(chunk)
+  return JSON.parse(text) as { netns: string; caps: string }
+}
+
+/** Through the relay, retrying while the stand-in and the relay come up (as waitReady does). */
+async function askWhenUp(transport: UnixTransport): Promise<{ netns: string; caps: string }> {
+  for (let i = 0; ; i++) {
+    try {
+      return await ask(transport)
+    } catch (err) {
+      if (i > 200) throw err
+      await sleep(25)
+    }
+  }
+}
+
+describe.skipIf(skip)('QEMU in a private network namespace', () => {
+  test.each([
+    ['as this user would (root: a network namespace; others: user + network)', undefined],
+    ['with a user namespace, capabilities dropped', true],
+  ])('%s: the forward is a 0600 unix socket; nothing listens on the host', async (_, userns) => {
+    const vm = startStandIn(userns)
+    try {
+      const answer = await askWhenUp(new UnixTransport(vm.socket, 1024))
+      expect(answer.netns).not.toBe(readlinkSync('/proc/self/ns/net'))
+      expect(answer.netns).toBe(readlinkSync(`/proc/${vm.pid}/ns/net`))
+      if (userns) expect(answer.caps).toBe('0000000000000000')
+      expect(statSync(vm.socket).mode & 0o777).toBe(0o600)
+      // The namespace's 127.0.0.1 is not the host's: the same port here is closed.
+      await expect(ask(new TcpTransport('127.0.0.1', INNER_PORT))).rejects.toMatchObject({ code: 'ECONNREFUSED' })
+    } finally {
+      vm.kill()
+      await vm.exited
+      rmSync(vm.dir, { recursive: true, force: true })
+    }
+  })
+
+  test('the stand-in keeps the spawned PID and dies with its runner, relay included, on SIGKILL', async () => {
+    const dir = realpathSync(mkdtempSync(join(tmpdir(), 'netns-')))
+    const socket = join(dir, 'control.sock')
+    const { file, args } = netnsCommand({ binary: process.execPath, argv: ['-e', STAND_IN], forwards: [{ path: socket, port: INNER_PORT }] })
+    // A runner that starts the wrapped stand-in, reports its PID, and is then SIGKILLed.
+    const runner = spawn(process.execPath, ['-e', `const c = require('node:child_process').spawn(${JSON.stringify(file)}, ${JSON.stringify(args)}, { stdio: 'inherit' }); console.log(c.pid); setInterval(() => {}, 1000)`], { stdio: ['ignore', 'pipe', 'inherit'] })
+    try {
+      const pid = Number((await new Promise<Buffer>((resolve) => runner.stdout.once('data', resolve))).toString().trim())
+      await askWhenUp(new UnixTransport(socket, 1024))
+      // The process that answers is the one spawned: unshare, sh and setpriv exec'd into it.
+      expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')).toContain(STAND_IN)
+      const relay = childPids(pid)
+      expect(relay.length).toBe(1)
+      runner.kill('SIGKILL')
+      for (let i = 0; i < 400 && (isAlive(pid) || relay.some(isAlive)); i++) await sleep(25)
+      expect(isAlive(pid)).toBe(false)
+      expect(relay.some(isAlive)).toBe(false)
+    } finally {
+      runner.kill('SIGKILL')
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+function childPids(pid: number): number[] {
+  const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim()
+  return children ? children.split(/\s+/).map(Number) : []
+}
+
+const noSecondUser = skip ?? secondUserSkipReason()
+
+describe.skipIf(noSecondUser)('another local user', () => {
+  let user: SecondUser
+  beforeAll(() => {
+    user = createSecondUser()
+  })
+  afterAll(() => user?.remove())
+
+  test('cannot connect to the forward: not through the unix socket, not on 127.0.0.1', async () => {
+    const vm = startStandIn()
+    try {
+      const mine = await askWhenUp(new UnixTransport(vm.socket, 1024))
+      expect(mine.netns).toBe(readlinkSync(`/proc/${vm.pid}/ns/net`))
+      const attack = user.node(ATTACK_SCRIPT, [JSON.stringify([vm.socket, INNER_PORT])])
+      expect(attack.stderr).toBe('')
+      expect(JSON.parse(attack.stdout)).toEqual({ [vm.socket]: 'denied', [String(INNER_PORT)]: 'refused' })
+    } finally {
+      vm.kill()
+      await vm.exited
+      rmSync(vm.dir, { recursive: true, force: true })
+    }
+  })
+
+  test('can give its own QEMU a private namespace too (unprivileged user namespace)', async () => {
+    const probe = user.node(`
+      import { execFileSync } from 'node:child_process'
+      execFileSync('unshare', ['--user', '--map-root-user', '--net', '--', 'sh', '-c', 'ip link set lo up'])
+      process.stdout.write('ok')
+    `)
+    expect(probe).toMatchObject({ status: 0, stdout: 'ok' })
+  })
+})
+
+test('the relay script exists where netnsCommand looks for it', () => {
+  const { args } = netnsCommand({ binary: '/bin/true', argv: [], forwards: [] })
+  expect(existsSync(args[args.indexOf('/bin/true') - 2]!)).toBe(true)
+})
