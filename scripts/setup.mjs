@@ -17,7 +17,9 @@ const DEBIAN_PACKAGES = [
   'qemu-system-x86', // qemu-system-x86_64
   'qemu-system-arm', // qemu-system-aarch64
   'qemu-utils', // qemu-img
-  'util-linux', // setpriv: QEMU dies with its runner
+  'util-linux', // setpriv: QEMU dies with its runner; unshare: QEMU's private network namespace
+  'iproute2', // ip: loopback up in QEMU's private network namespace
+  'slirp4netns', // outbound network for guests whose QEMU runs in a private network namespace
   'e2fsprogs', // mke2fs -d: fixture root filesystems without mounting
   'debian-archive-keyring', // the fixture builder's private apt state (Debian bookworm, also on Ubuntu)
   'xz-utils', // unpack the x86_64 kernel for PVH boot

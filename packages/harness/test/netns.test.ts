@@ -1,13 +1,15 @@
 import { spawn } from 'node:child_process'
 import { chmodSync, existsSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { createServer, type AddressInfo } from 'node:net'
+import { networkInterfaces, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { execa } from 'execa'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { UnixTransport } from '../src/control/unix-transport.js'
 import { TcpTransport } from '../src/control/transport.js'
-import { netnsCommand, probeNetns } from '../src/vmm/netns.js'
+import { defaultUserns, netnsCommand, probeNetns } from '../src/vmm/netns.js'
+import { egressAvailable, startEgress } from '../src/vmm/netns-egress.js'
 import { isAlive } from '../src/host/process.js'
 import { ATTACK_SCRIPT, createSecondUser, secondUserSkipReason, type SecondUser } from './support/second-user.js'
 
@@ -154,4 +156,57 @@ describe.skipIf(noSecondUser)('another local user', () => {
 test('the relay script exists where netnsCommand looks for it', () => {
   const { args } = netnsCommand({ binary: '/bin/true', argv: [], forwards: [] })
   expect(existsSync(args[args.indexOf('/bin/true') - 2]!)).toBe(true)
+})
+
+/** Connects where each request line ({ host, port }) says and answers what the far end said or the error. */
+const DIALER = `
+const { createServer, connect } = require('node:net')
+createServer((s) => {
+  s.once('data', (line) => {
+    const { host, port } = JSON.parse(String(line))
+    const out = connect({ host, port })
+    const done = (what) => { out.destroy(); s.end(what + '\\n') }
+    out.setTimeout(3000, () => done('timeout'))
+    out.on('data', (d) => done('said ' + String(d).trim()))
+    out.on('error', (err) => done(err.code))
+  })
+}).listen(${INNER_PORT}, '127.0.0.1')
+`
+
+describe.skipIf(skip ?? (egressAvailable() ? undefined : 'slirp4netns is not installed'))('outbound network through slirp4netns', () => {
+  test('the guest side reaches the host by its network address, not the host\'s 127.0.0.1', async () => {
+    const address = Object.values(networkInterfaces()).flat().find((i) => i && i.family === 'IPv4' && !i.internal)?.address
+    if (!address) throw new Error('this host has no non-loopback IPv4 address to dial')
+    const hello = createServer((s) => s.end('hello\n'))
+    await new Promise<void>((resolve) => hello.listen(0, '0.0.0.0', resolve))
+    const port = (hello.address() as AddressInfo).port
+    const dir = realpathSync(mkdtempSync(join(tmpdir(), 'netns-')))
+    const socket = join(dir, 'dial.sock')
+    const { file, args } = netnsCommand({ binary: process.execPath, argv: ['-e', DIALER], forwards: [{ path: socket, port: INNER_PORT }] })
+    const child = execa(file, args, { reject: false, stdio: 'inherit' })
+    const egress = startEgress(child.pid!, defaultUserns(), () => undefined)
+    const dial = async (host: string) => {
+      const s = await new UnixTransport(socket, 0).connect(2_000)
+      s.write(JSON.stringify({ host, port }))
+      let text = ''
+      for await (const chunk of s) text += String(chunk)
+      return text.trim()
+    }
+    try {
+      await egress.ready
+      for (let i = 0; i < 200; i++) {
+        if (existsSync(socket)) break
+        await sleep(25)
+      }
+      expect(await dial(address)).toBe('said hello')
+      // 10.0.2.2 would be the host's loopback; --disable-host-loopback refuses it.
+      expect(await dial('10.0.2.2')).not.toBe('said hello')
+    } finally {
+      egress.stop()
+      child.kill('SIGKILL')
+      await child
+      hello.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
 })

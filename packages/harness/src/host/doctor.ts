@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs'
+import { accessSync, constants, existsSync } from 'node:fs'
 import { execa } from 'execa'
 import type { Arch } from '../config/options.js'
 import { hostArch } from './arch.js'
@@ -7,6 +7,8 @@ import { which } from './which.js'
 import { PROFILES } from '../vmm/profile.js'
 import { vsockAvailability } from '../vmm/control-plane.js'
 import { loadVsock, type LoadVsock } from '../control/vsock-module.js'
+import { probeNetns, type NetnsSupport } from '../vmm/netns.js'
+import { egressAvailable } from '../vmm/netns-egress.js'
 
 export type CheckStatus = 'ok' | 'warn' | 'fail'
 
@@ -58,6 +60,9 @@ export async function runDoctor(): Promise<DoctorReport> {
     )
   }
   checks.push(await vsockCheck())
+  const netns = await probeNetns()
+  checks.push(netnsCheck(netns))
+  if (netns.ok) checks.push(egressCheck(netns.userns))
   for (const arch of ['x86_64', 'aarch64'] as const) {
     const fw = PROFILES[arch].efiCode.find((path) => existsSync(path))
     checks.push(
@@ -95,7 +100,14 @@ export async function vsockCheck(load: LoadVsock = loadVsock): Promise<Check> {
   const name = 'vhost-vsock'
   const found = await vsockAvailability(load)
   if (found.ok) {
-    return { name, status: 'ok', detail: `${found.reason}; controlPlane 'auto' uses vsock (a kernel-reserved CID per VM, no control port forward)` }
+    return {
+      name,
+      status: 'ok',
+      detail:
+        `${found.reason}; controlPlane 'auto' uses vsock (a kernel-reserved CID per VM, no control port forward). ` +
+        'Note: ANY local user can open AF_VSOCK to a guest\'s CID, and stereosd has no authentication, so on a host shared with other users ' +
+        "they can take over the VM (inject an SSH key, read its secrets); use controlPlane: 'tcp' there (private unix sockets, see the 'private forwards' check)",
+    }
   }
   const detail = `${found.reason}; controlPlane 'auto' uses TCP through a 127.0.0.1 port forward`
   const fix = vsockFix(found.reason)
@@ -107,4 +119,45 @@ function vsockFix(reason: string): string | undefined {
   if (/@stereos\/vsock/.test(reason)) return 'build the addon: npm run build -w native'
   if (/permission/.test(reason)) return 'a udev rule: KERNEL=="vhost-vsock", GROUP="kvm", MODE="0660" (and join the kvm group)'
   return 'sudo modprobe vhost_vsock (and add it to /etc/modules-load.d/)'
+}
+
+/**
+ * Who can reach a VM's control plane, agent and sshd when they go through SLIRP forwards: only
+ * this user (QEMU in a private network namespace, forwards as 0600 unix sockets), or every local
+ * user (TCP on 127.0.0.1: stereosd has no authentication).
+ */
+export function netnsCheck(support: NetnsSupport): Check {
+  const name = 'private forwards'
+  if (support.ok) {
+    return {
+      name,
+      status: 'ok',
+      detail: `${support.detail}: the control-plane, agent and SSH forwards are 0600 unix sockets in the VM dir, reachable only by this user (and root)`,
+    }
+  }
+  return {
+    name,
+    status: 'warn',
+    detail:
+      `${support.reason}. QEMU then forwards stereosd, the agent and sshd to TCP ports on 127.0.0.1, which EVERY local user can connect to; ` +
+      'stereosd has no authentication, so another user of this host can inject an SSH key, become root in the guest and read its secrets and agent token (fine on a single-user CI runner)',
+    fix: support.fix,
+  }
+}
+
+/** Outbound network for guests whose QEMU runs in a private namespace. */
+export function egressCheck(userns: boolean): Check {
+  const name = 'guest egress'
+  const slirp = egressAvailable()
+  if (!slirp) {
+    return { name, status: 'warn', detail: "slirp4netns not found: guests in network.mode 'nat' have no outbound network (the harness still reaches them)", fix: 'apt-get install slirp4netns' }
+  }
+  if (userns) {
+    try {
+      accessSync('/dev/net/tun', constants.R_OK | constants.W_OK)
+    } catch {
+      return { name, status: 'warn', detail: "/dev/net/tun is not readable and writable by this user: slirp4netns cannot give guests outbound network", fix: 'chmod 0666 /dev/net/tun (the usual mode; access is still confined to the caller\'s namespaces)' }
+    }
+  }
+  return { name, status: 'ok', detail: `${slirp}: guests reach out through a second user-mode NAT; the host's 127.0.0.1 stays closed to them` }
 }
