@@ -4,6 +4,7 @@ import type { Arch } from '../config/options.js'
 import { HarnessError } from '../errors.js'
 import { hostArch } from '../host/arch.js'
 import { cacheLayout, cacheLockRequest, readRecord, RECORD_FILE, recordIntact, tagDir, type CacheLayout, type PullRecord } from './cache.js'
+import type { BodyLimits } from './oci/body.js'
 import { findCredentials } from './oci/credentials.js'
 import { checkDiskLayers, diskFormat, installLayers, planLayers, type Installed, type PlannedLayer } from './oci/install.js'
 import { acquireLocks, withLocks } from './oci/lock.js'
@@ -28,6 +29,8 @@ export interface PullOptions {
   retry?: RetryPolicy | undefined
   env?: NodeJS.ProcessEnv | undefined
   fetch?: typeof fetch | undefined
+  /** Time bound for registry bodies held in memory (default 30 s). */
+  bodyLimits?: BodyLimits | undefined
 }
 
 export interface PullResult {
@@ -97,7 +100,7 @@ async function pullLocked(parsed: MixtapeReference, platform: string, layout: Ca
   const started = performance.now()
   const retry = options.retry ?? DEFAULT_RETRY
   const env = options.env ?? process.env
-  const client = new RegistryClient(parsed, { credentials: findCredentials(parsed.registry, env), retry, onRetry: (notice) => progress({ type: 'retry', notice }), fetch: options.fetch, env })
+  const client = new RegistryClient(parsed, { credentials: findCredentials(parsed.registry, env), retry, onRetry: (notice) => progress({ type: 'retry', notice }), fetch: options.fetch, env, bodyLimits: options.bodyLimits })
   const top = await client.manifest(parsed.digest ?? parsed.tag!)
   const dir = tagDir(layout, parsed.name, parsed.localTag)
   const existing = readRecord(dir)

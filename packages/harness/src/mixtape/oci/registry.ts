@@ -1,13 +1,11 @@
 import { createHash } from 'node:crypto'
 import { HarnessError } from '../../errors.js'
 import { Authenticator } from './auth.js'
+import { DEFAULT_BODY_LIMITS, MAX_MANIFEST_BYTES, readErrorText, readWholeBody, type BodyLimits } from './body.js'
 import type { Credentials } from './credentials.js'
 import { MANIFEST_ACCEPT } from './media-types.js'
 import { registryScheme, type MixtapeReference } from './reference.js'
 import { TransientError, isRetryableStatus, withRetries, type RetryNotice, type RetryPolicy } from './retry.js'
-
-/** Manifests are small JSON documents; a larger answer is not one. */
-const MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
 export interface RegistryClientOptions {
   credentials: Credentials | undefined
@@ -15,6 +13,8 @@ export interface RegistryClientOptions {
   onRetry?: ((notice: RetryNotice) => void) | undefined
   fetch?: typeof fetch | undefined
   env?: NodeJS.ProcessEnv | undefined
+  /** Time bound for bodies held in memory (manifests, tokens, error text); sizes are fixed. */
+  bodyLimits?: BodyLimits | undefined
 }
 
 export interface FetchedManifest {
@@ -38,14 +38,16 @@ export class RegistryClient {
   readonly base: string
   private readonly auth: Authenticator
   private readonly fetchImpl: typeof fetch
+  private readonly limits: BodyLimits
 
   constructor(
     readonly ref: Pick<MixtapeReference, 'registry' | 'repository'>,
     private readonly options: RegistryClientOptions,
   ) {
     this.fetchImpl = options.fetch ?? fetch
+    this.limits = options.bodyLimits ?? DEFAULT_BODY_LIMITS
     this.base = `${registryScheme(ref.registry, options.env)}://${ref.registry}/v2/${ref.repository}`
-    this.auth = new Authenticator(ref.registry, ref.repository, options.credentials, this.fetchImpl)
+    this.auth = new Authenticator(ref.registry, ref.repository, options.credentials, this.fetchImpl, { env: options.env, limits: this.limits })
   }
 
   /** GET a manifest or index; 404 is MIXTAPE_NOT_FOUND, a digest mismatch MIXTAPE_INVALID. */
@@ -60,7 +62,7 @@ export class RegistryClient {
         })
       }
       await this.failUnlessOk(response, url)
-      const bytes = await readLimited(response, MAX_MANIFEST_BYTES, url)
+      const bytes = await readWholeBody(response, 'the manifest', url, MAX_MANIFEST_BYTES, this.limits, (message) => new HarnessError('MIXTAPE_INVALID', message, { fix: 'check the reference: this is not a mixtape manifest' }))
       const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`
       const announced = response.headers.get('docker-content-digest')
       const expected = reference.startsWith('sha256:') ? reference : announced?.startsWith('sha256:') ? announced : undefined
@@ -123,25 +125,11 @@ export class RegistryClient {
 
   private async failUnlessOk(response: Response, url: string): Promise<void> {
     if (response.ok) return
-    const text = (await response.text().catch(() => '')).slice(0, 300).trim()
+    const text = (await readErrorText(response, this.limits)).slice(0, 300).trim()
     const detail = `${response.status} ${response.statusText}${text ? `: ${text}` : ''}`
     if (isRetryableStatus(response.status)) throw new TransientError(`the registry answered ${detail}`, response.headers.get('retry-after'))
     throw new HarnessError('REGISTRY', `GET ${url} was answered ${detail}`, {
       fix: response.status === 401 || response.status === 403 ? `check your access to ${this.ref.repository} on ${this.ref.registry} (docker login, or STEREOS_REGISTRY_USERNAME/PASSWORD)` : 'check the reference and the registry; pull again',
     })
   }
-}
-
-async function readLimited(response: Response, limit: number, url: string): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  let total = 0
-  for await (const chunk of (response.body ?? []) as AsyncIterable<Uint8Array>) {
-    total += chunk.byteLength
-    if (total > limit) {
-      await response.body?.cancel().catch(() => undefined)
-      throw new HarnessError('MIXTAPE_INVALID', `the manifest at ${url} is larger than ${limit} bytes`, { fix: 'check the reference: this is not a mixtape manifest' })
-    }
-    chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
-  }
-  return Buffer.concat(chunks, total)
 }
