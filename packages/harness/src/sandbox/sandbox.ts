@@ -9,7 +9,7 @@ import { StereosdClient } from '../control/client.js'
 import { stopVm, type StoppedBy } from './shutdown.js'
 import type { TimelineEntry } from './timeline.js'
 import { AgentClient } from '../agent-client/client.js'
-import type { CopyOptions, CopyReport, WriteFileOptions } from '../agent-client/files.js'
+import type { CopyOptions, CopyReport, ReadFileOptions, WriteFileOptions } from '../agent-client/files.js'
 import type { ExecBufferResult, ExecOptions, ExecResult, GuestProcess, SpawnOptions } from '../agent-client/process.js'
 import type { Transport as AgentTransport } from '../control/transport.js'
 import { HarnessError, isHarnessError } from '../errors.js'
@@ -123,8 +123,9 @@ export class Sandbox implements AsyncDisposable {
     return this.withAgent((agent) => agent.writeFile(path, data, options))
   }
 
-  readFile(path: string): Promise<Buffer> {
-    return this.withAgent((agent) => agent.readFile(path))
+  /** Read a guest file into memory; over `maxBytes` (default 64 MiB) it is refused (copyOut streams large files). */
+  readFile(path: string, options?: ReadFileOptions): Promise<Buffer> {
+    return this.withAgent((agent) => agent.readFile(path, options))
   }
 
   /** Copy a host file or tree into the guest; content the guest already holds is not sent again. */

@@ -1,0 +1,66 @@
+import { connect, createServer, type Server, type Socket } from 'node:net'
+import { HarnessError } from '../errors.js'
+
+/**
+ * The user's own `network.forwards` for a QEMU in a private network namespace: what they ask
+ * for is a port on the host's 127.0.0.1 (like any local service, open to local users), so the
+ * harness listens there itself and splices each connection into the relay's unix socket for
+ * that forward. The control plane, agent and sshd get no such listener.
+ */
+export interface HostForwarder {
+  /** Stops listening and ends open connections (QEMU's exit calls it). */
+  close(): void
+}
+
+export interface HostForwardSpec {
+  /** Port on the host's 127.0.0.1 (network.forwards[i].host). */
+  port: number
+  /** The relay's unix socket for it. */
+  socket: string
+  /** For messages: `options.network.forwards.0`. */
+  option: string
+}
+
+export async function listenHostForwards(specs: HostForwardSpec[]): Promise<HostForwarder> {
+  const servers: Server[] = []
+  const open = new Set<Socket>()
+  const close = () => {
+    for (const server of servers) server.close()
+    for (const socket of open) socket.destroy()
+  }
+  try {
+    for (const spec of specs) servers.push(await listenOne(spec, open))
+  } catch (err) {
+    close()
+    throw err
+  }
+  return { close }
+}
+
+function listenOne(spec: HostForwardSpec, open: Set<Socket>): Promise<Server> {
+  const server = createServer((client) => {
+    const upstream = connect({ path: spec.socket })
+    for (const socket of [client, upstream]) {
+      open.add(socket)
+      socket.on('close', () => {
+        open.delete(socket)
+        client.destroy()
+        upstream.destroy()
+      })
+      socket.on('error', () => undefined)
+    }
+    client.pipe(upstream)
+    upstream.pipe(client)
+  })
+  return new Promise((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      reject(
+        new HarnessError('INVALID_OPTIONS', `${spec.option}.host: port ${spec.port} on 127.0.0.1 cannot be listened on (${err.code ?? err.message})`, {
+          fix: 'pick a free port for the forward',
+          cause: err,
+        }),
+      )
+    })
+    server.listen({ host: '127.0.0.1', port: spec.port }, () => resolve(server))
+  })
+}

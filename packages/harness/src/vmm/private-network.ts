@@ -1,0 +1,109 @@
+import { join } from 'node:path'
+import { UnixTransport } from '../control/unix-transport.js'
+import type { Transport } from '../control/transport.js'
+import { probeNetns, type NetnsSupport, type RelayForward } from './netns.js'
+import type { HostForwardSpec } from './host-forwards.js'
+
+/**
+ * Who can reach QEMU's SLIRP forwards. `private`: QEMU runs in its own network namespace and
+ * stereosd, the agent and sshd are unix sockets in the VM dir (this user and root only).
+ * `host`: today's TCP forwards on the host's 127.0.0.1, which every local user can reach.
+ */
+export type ForwardScope = { kind: 'private'; userns: boolean } | { kind: 'host'; reason: string }
+
+export interface ScopeRequest {
+  /** QEMU has a NIC (network 'nat', or a TCP control plane). */
+  nic: boolean
+  /** The user's forwards include UDP ones, which the unix-socket relay cannot carry. */
+  udpForwards: boolean
+}
+
+export interface ScopeDeps {
+  probe?: () => Promise<NetnsSupport>
+  log?: (line: string) => void
+  /** Where the fallback was already said; default: once per process. */
+  noted?: { done: boolean }
+}
+
+const processNote = { done: false }
+
+export async function chooseForwardScope(request: ScopeRequest, deps: ScopeDeps = {}): Promise<ForwardScope> {
+  if (!request.nic) return { kind: 'host', reason: 'QEMU has no network device' }
+  let reason: string
+  let fix = ''
+  if (request.udpForwards) {
+    reason = 'network.forwards has UDP forwards, which only a host-namespace QEMU can carry'
+    fix = 'use TCP forwards'
+  } else {
+    const support = await (deps.probe ?? probeNetns)()
+    if (support.ok) return { kind: 'private', userns: support.userns }
+    reason = support.reason
+    fix = support.fix
+  }
+  const noted = deps.noted ?? processNote
+  if (!noted.done) {
+    noted.done = true
+    deps.log?.(
+      `QEMU's control-plane, agent and SSH forwards are TCP ports on 127.0.0.1 that EVERY local user can connect to (stereosd has no authentication): ${reason}. Fix: ${fix}`,
+    )
+  }
+  return { kind: 'host', reason }
+}
+
+/** Ports QEMU forwards from inside its namespace: private there, so fixed; >= 1024, so QEMU needs no capability. */
+export const NAMESPACE_PORTS = { ssh: 10022, control: 11024, agent: 11025, firstUser: 12000 } as const
+
+export interface GuestForward {
+  host: number
+  guest: number
+  proto: 'tcp' | 'udp'
+}
+
+export interface PrivateForwardsRequest {
+  vmDir: string
+  /** Forward stereosd's port (TCP control plane). */
+  control: boolean
+  /** Forward the agent's port. */
+  agent: boolean
+  agentPort: number
+  /** The user's TCP forwards (network.forwards). */
+  forwards: GuestForward[]
+}
+
+export interface PrivateForwards {
+  /** QEMU's hostfwd rules, on the namespace's 127.0.0.1. */
+  qemu: GuestForward[]
+  /** What the relay exposes as unix sockets. */
+  relay: RelayForward[]
+  /** The user's forwards, listened on by the harness on the host's 127.0.0.1. */
+  host: HostForwardSpec[]
+  sockets: { control: string | undefined; agent: string | undefined; ssh: string }
+  transports: { control: Transport | undefined; agent: Transport | undefined; ssh: Transport }
+}
+
+/** The forwards of a VM whose QEMU runs in a private network namespace. */
+export function privateForwards(request: PrivateForwardsRequest): PrivateForwards {
+  const qemu: GuestForward[] = []
+  const relay: RelayForward[] = []
+  const expose = (name: string, port: number, guest: number): string => {
+    const path = join(request.vmDir, name)
+    qemu.push({ host: port, guest, proto: 'tcp' })
+    relay.push({ path, port })
+    return path
+  }
+  const ssh = expose('ssh.sock', NAMESPACE_PORTS.ssh, 22)
+  const control = request.control ? expose('control.sock', NAMESPACE_PORTS.control, 1024) : undefined
+  const agent = request.agent ? expose('agent.sock', NAMESPACE_PORTS.agent, request.agentPort) : undefined
+  const host = request.forwards.map((f, i) => ({ port: f.host, socket: expose(`forward-${i}.sock`, NAMESPACE_PORTS.firstUser + i, f.guest), option: `options.network.forwards.${i}` }))
+  return {
+    qemu,
+    relay,
+    host,
+    sockets: { control, agent, ssh },
+    transports: {
+      control: control === undefined ? undefined : new UnixTransport(control, 1024),
+      agent: agent === undefined ? undefined : new UnixTransport(agent, request.agentPort),
+      ssh: new UnixTransport(ssh, 22),
+    },
+  }
+}

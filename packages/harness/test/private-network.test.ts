@@ -1,0 +1,87 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { connect, createServer, type AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, expect, test } from 'vitest'
+import { listenHostForwards } from '../src/vmm/host-forwards.js'
+import { chooseForwardScope, NAMESPACE_PORTS, privateForwards } from '../src/vmm/private-network.js'
+
+describe('chooseForwardScope', () => {
+  test('private where the namespace can be made', async () => {
+    const lines: string[] = []
+    const scope = await chooseForwardScope({ nic: true, udpForwards: false }, { probe: async () => ({ ok: true, userns: true, detail: '' }), log: (l) => lines.push(l), noted: { done: false } })
+    expect(scope).toEqual({ kind: 'private', userns: true })
+    expect(lines).toEqual([])
+  })
+
+  test('falls back to host TCP forwards with one clear line naming who can connect and the fix', async () => {
+    const lines: string[] = []
+    const noted = { done: false }
+    const deps = { probe: async () => ({ ok: false as const, userns: true, reason: 'unshare failed: Operation not permitted', fix: 'allow unprivileged user namespaces' }), log: (l: string) => lines.push(l), noted }
+    expect(await chooseForwardScope({ nic: true, udpForwards: false }, deps)).toEqual({ kind: 'host', reason: 'unshare failed: Operation not permitted' })
+    await chooseForwardScope({ nic: true, udpForwards: false }, deps)
+    expect(lines).toEqual([expect.stringMatching(/^QEMU's control-plane, agent and SSH forwards are TCP ports on 127\.0\.0\.1 that EVERY local user can connect to .*Operation not permitted\. Fix: allow unprivileged user namespaces$/)])
+  })
+
+  test('UDP user forwards keep QEMU in the host namespace (the relay carries streams only)', async () => {
+    const lines: string[] = []
+    const scope = await chooseForwardScope({ nic: true, udpForwards: true }, { probe: async () => ({ ok: true, userns: false, detail: '' }), log: (l) => lines.push(l), noted: { done: false } })
+    expect(scope.kind).toBe('host')
+    expect(lines[0]).toMatch(/UDP forwards.*Fix: use TCP forwards/)
+  })
+})
+
+test('privateForwards: every guest port behind a unix socket in the VM dir, user forwards on their host port', () => {
+  const plan = privateForwards({ vmDir: '/run/vm', control: true, agent: true, agentPort: 1025, forwards: [{ host: 8080, guest: 80, proto: 'tcp' }] })
+  expect(plan.qemu).toEqual([
+    { host: NAMESPACE_PORTS.ssh, guest: 22, proto: 'tcp' },
+    { host: NAMESPACE_PORTS.control, guest: 1024, proto: 'tcp' },
+    { host: NAMESPACE_PORTS.agent, guest: 1025, proto: 'tcp' },
+    { host: NAMESPACE_PORTS.firstUser, guest: 80, proto: 'tcp' },
+  ])
+  expect(plan.relay.map((r) => r.path)).toEqual(['/run/vm/ssh.sock', '/run/vm/control.sock', '/run/vm/agent.sock', '/run/vm/forward-0.sock'])
+  expect(plan.host).toEqual([{ port: 8080, socket: '/run/vm/forward-0.sock', option: 'options.network.forwards.0' }])
+  expect(plan.transports.control?.describe()).toBe('unix /run/vm/control.sock (guest port 1024)')
+  const vsock = privateForwards({ vmDir: '/run/vm', control: false, agent: false, agentPort: 1025, forwards: [] })
+  expect(vsock.sockets).toEqual({ control: undefined, agent: undefined, ssh: '/run/vm/ssh.sock' })
+})
+
+describe('listenHostForwards', () => {
+  test('a host port the user asked for reaches the relay socket; closing ends it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'host-fwd-'))
+    const socket = join(dir, 'forward-0.sock')
+    const relay = createServer((s) => s.end('from the guest side\n'))
+    await new Promise<void>((resolve) => relay.listen(socket, resolve))
+    const probe = createServer()
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
+    const port = (probe.address() as AddressInfo).port
+    await new Promise((resolve) => probe.close(resolve))
+    const forwarder = await listenHostForwards([{ port, socket, option: 'options.network.forwards.0' }])
+    try {
+      const c = connect({ host: '127.0.0.1', port })
+      let text = ''
+      for await (const chunk of c) text += String(chunk)
+      expect(text).toBe('from the guest side\n')
+    } finally {
+      forwarder.close()
+      relay.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+    await expect(new Promise((resolve, reject) => connect({ host: '127.0.0.1', port }).once('connect', resolve).once('error', reject))).rejects.toMatchObject({ code: 'ECONNREFUSED' })
+  })
+
+  test('a port already in use fails with the option path', async () => {
+    const busy = createServer()
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve))
+    const port = (busy.address() as AddressInfo).port
+    try {
+      await expect(listenHostForwards([{ port, socket: '/nonexistent', option: 'options.network.forwards.2' }])).rejects.toMatchObject({
+        code: 'INVALID_OPTIONS',
+        message: expect.stringContaining(`options.network.forwards.2.host: port ${port} on 127.0.0.1 cannot be listened on (EADDRINUSE)`),
+        fix: 'pick a free port for the forward',
+      })
+    } finally {
+      busy.close()
+    }
+  })
+})

@@ -1,0 +1,98 @@
+import { spawnSync } from 'node:child_process'
+import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { Sandbox } from '@stereos/harness'
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { probeNetns } from '../../packages/harness/src/vmm/netns.js'
+import { ATTACK_SCRIPT, createSecondUser, secondUserSkipReason, type SecondUser } from '../../packages/harness/test/support/second-user.js'
+import { runtimeDir } from '../e2e/support.js'
+
+/**
+ * Issue 14 item 1: stereosd has no authentication, so whoever reaches its port 1024 can inject
+ * an SSH key, log in as admin, sudo, and read the VM's secrets and agent token. A second local
+ * user (created here, removed afterwards) tries exactly that against a booted fixture VM, on
+ * every way in it can find: each socket in the VM dir, and each port QEMU listens on.
+ */
+
+const netns = await probeNetns()
+const skip = secondUserSkipReason() ?? (netns.ok ? undefined : `QEMU cannot get a private network namespace here: ${netns.reason}`)
+
+/** Listening TCP sockets (port numbers) in a /proc/<pid>/net/tcp{,6} table whose inodes are in `inodes`. */
+function listeners(table: string, inodes: Set<string>): number[] {
+  const ports: number[] = []
+  for (const file of ['tcp', 'tcp6']) {
+    let text = ''
+    try {
+      text = readFileSync(join(table, file), 'utf8')
+    } catch {
+      continue
+    }
+    for (const line of text.trim().split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/)
+      // st 0A = LISTEN; col 9 = inode
+      if (cols[3] === '0A' && inodes.has(cols[9]!)) ports.push(Number.parseInt(cols[1]!.split(':')[1]!, 16))
+    }
+  }
+  return ports
+}
+
+/** Socket inodes held by a process and its children (QEMU and the relay beside it). */
+function socketInodes(pid: number): Set<string> {
+  const pids = [pid, ...readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)]
+  const inodes = new Set<string>()
+  for (const p of pids) {
+    for (const fd of readdirSync(`/proc/${p}/fd`)) {
+      const target = (() => {
+        try {
+          return readlinkSync(`/proc/${p}/fd/${fd}`)
+        } catch {
+          return ''
+        }
+      })()
+      const m = /^socket:\[(\d+)\]$/.exec(target)
+      if (m) inodes.add(m[1]!)
+    }
+  }
+  return inodes
+}
+
+describe.skipIf(skip)('another local user against a running VM', () => {
+  let user: SecondUser
+  let sandbox: Sandbox
+  beforeAll(async () => {
+    user = createSecondUser()
+    sandbox = await Sandbox.boot({ mixtape: 'fixture', runtimeDir: runtimeDir(), secrets: { API_KEY: 'local-users-secret' } })
+  })
+  afterAll(async () => {
+    await sandbox?.shutdown()
+    user?.remove()
+  })
+
+  test('QEMU listens on no TCP port of the host; its forwards are 0600 unix sockets in a 0700 dir', () => {
+    const { pid, vmDir } = sandbox.info
+    const inodes = socketInodes(pid)
+    // In QEMU's own namespace the forwards exist (stereosd, agent, sshd) ...
+    expect(listeners(`/proc/${pid}/net`, inodes).length).toBeGreaterThanOrEqual(3)
+    // ... and in the host's there is none.
+    expect(listeners('/proc/self/net', inodes)).toEqual([])
+    expect(statSync(vmDir).mode & 0o777).toBe(0o700)
+    for (const name of ['control.sock', 'agent.sock', 'ssh.sock']) expect(statSync(join(vmDir, name)).mode & 0o777).toBe(0o600)
+  })
+
+  test('cannot inject an SSH key: every socket in the VM dir is denied, every QEMU port refused', async () => {
+    const { pid, vmDir } = sandbox.info
+    const sockets = readdirSync(vmDir).filter((name) => statSync(join(vmDir, name)).isSocket()).map((name) => join(vmDir, name))
+    const ports = listeners(`/proc/${pid}/net`, socketInodes(pid))
+    expect(sockets).toContain(join(vmDir, 'control.sock'))
+    const attack = user.node(ATTACK_SCRIPT, [JSON.stringify([...sockets, ...ports])], 60_000)
+    expect(attack.stderr).toBe('')
+    const results = JSON.parse(attack.stdout) as Record<string, string>
+    expect(results).toEqual(Object.fromEntries([...sockets.map((s) => [s, 'denied']), ...ports.map((p) => [String(p), 'refused'])]))
+
+    // The same attack by the VM's owner succeeds: the script works, only the protection stops the other user.
+    const owner = spawnSync(process.execPath, ['--input-type=module', '-e', ATTACK_SCRIPT, JSON.stringify([join(vmDir, 'control.sock')])], { encoding: 'utf8' })
+    expect(JSON.parse(owner.stdout)[join(vmDir, 'control.sock')]).toMatch(/"reply_to":"inject_ssh_key","ok":true/)
+    // The VM still works for its owner.
+    expect((await sandbox.exec('sh', ['-c', 'echo ok'])).stdout.trim()).toBe('ok')
+  })
+})
