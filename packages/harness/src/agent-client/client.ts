@@ -4,7 +4,7 @@ import type { Transport } from '../control/transport.js'
 import { helloAsHost } from '../wire/hello.js'
 import type { AgentInfo, ExitEvent, GuestStat } from '../wire/messages.js'
 import { WirePeer } from '../wire/peer.js'
-import { copyIn, copyOut, readFile, writeFile, type CopyOptions, type CopyReport, type WriteFileOptions } from './files.js'
+import { copyIn, copyOut, readFile, writeFile, type CopyOptions, type CopyReport, type ReadFileOptions, type WriteFileOptions } from './files.js'
 import type { ExecBufferResult, ExecOptions, ExecResult, GuestProcess, ProcessExit, SpawnOptions } from './process.js'
 
 const DEFAULT_MAX_BUFFER = 512 * 1024 * 1024
@@ -146,8 +146,9 @@ export class AgentClient {
     return writeFile(this.peer, path, data, options)
   }
 
-  readFile(path: string): Promise<Buffer> {
-    return readFile(this.peer, path)
+  /** Read a guest file into memory; over `maxBytes` (default 64 MiB) it is refused. */
+  readFile(path: string, options?: ReadFileOptions): Promise<Buffer> {
+    return readFile(this.peer, path, options)
   }
 
   /** Copy a host file or directory tree to `guestPath`; content the guest already has is not sent again. */

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto'
-import { createReadStream, createWriteStream } from 'node:fs'
-import { lstat, mkdir, readdir, readlink, rm, symlink, chmod } from 'node:fs/promises'
+import { constants, createReadStream } from 'node:fs'
+import { chmod, lstat, mkdir, open, readdir, readlink, realpath, symlink, unlink } from 'node:fs/promises'
 import { dirname, join, posix, relative, sep } from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { HarnessError } from '../errors.js'
-import type { GuestUser, PlaceEntry } from '../wire/messages.js'
+import type { GuestUser, ListEntry, PlaceEntry } from '../wire/messages.js'
 import type { WirePeer } from '../wire/peer.js'
 
 export interface WriteFileOptions {
@@ -14,6 +14,18 @@ export interface WriteFileOptions {
   /** Owner in the guest: `agent` (default) or `root` (needs bootstrap 'ssh'). */
   user?: GuestUser
 }
+
+export interface ReadFileOptions {
+  /** Refuse a file larger than this many bytes (default DEFAULT_READ_FILE_MAX_BYTES, 64 MiB). */
+  maxBytes?: number
+}
+
+/**
+ * readFile holds the whole file in host memory. 64 MiB covers the logs, reports, snapshots and
+ * attachments tests read, while a runaway or hostile guest file (a 1.5 GiB sparse file became a
+ * 1.5 GiB Buffer) cannot exhaust the host; copyOut streams larger files to disk.
+ */
+export const DEFAULT_READ_FILE_MAX_BYTES = 64 * 1024 * 1024
 
 export interface CopyOptions {
   user?: GuestUser
@@ -125,35 +137,83 @@ export async function writeFile(peer: WirePeer, path: string, data: string | Uin
   await peer.request('place', { root: posix.dirname(path), entries: [file.entry], ...(options.user ? { user: options.user } : {}) })
 }
 
-export async function readFile(peer: WirePeer, path: string): Promise<Buffer> {
+function tooLarge(path: string, size: string, maxBytes: number): HarnessError {
+  return new HarnessError('AGENT', `readFile: ${path} is ${size} bytes, over the readFile limit of ${maxBytes} bytes (maxBytes)`, {
+    fix: 'pass a larger maxBytes (readFile(path, { maxBytes })), or use copyOut, which streams the file to disk',
+  })
+}
+
+/** Read a guest file into memory: refused before any byte is buffered when the agent announces more than maxBytes, and cut off when more arrives. */
+export async function readFile(peer: WirePeer, path: string, options: ReadFileOptions = {}): Promise<Buffer> {
+  const maxBytes = options.maxBytes ?? DEFAULT_READ_FILE_MAX_BYTES
+  if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) {
+    throw new HarnessError('INVALID_OPTIONS', `readFile: maxBytes must be a non-negative integer, got ${maxBytes}`, { fix: 'pass a byte count, e.g. { maxBytes: 256 * 1024 * 1024 }' })
+  }
+  const { stat } = await peer.request('stat', { path })
+  if (stat?.kind === 'file' && stat.size > maxBytes) throw tooLarge(path, String(stat.size), maxBytes)
   const channel = peer.openChannel().readOnly()
   const chunks: Buffer[] = []
-  channel.on('data', (chunk: Buffer) => chunks.push(chunk))
+  let received = 0
+  let overflow: HarnessError | undefined
   const ended = new Promise<void>((resolve, reject) => {
     channel.once('end', resolve)
     channel.once('error', reject)
+    channel.once('close', () => (overflow ? reject(overflow) : undefined))
   })
   ended.catch(() => undefined)
+  channel.on('data', (chunk: Buffer) => {
+    received += chunk.length
+    if (received <= maxBytes) return void chunks.push(chunk)
+    // The file grew after stat, or the agent lies about it: stop it here (the window bounds what is in flight).
+    overflow ??= tooLarge(path, `at least ${received}`, maxBytes)
+    chunks.length = 0
+    channel.reset('readFile: over maxBytes')
+  })
   try {
     const { size } = await peer.request('read', { path, channel: channel.id })
+    if (size > maxBytes) throw tooLarge(path, String(size), maxBytes)
     await ended
+    if (overflow) throw overflow
     const out = Buffer.concat(chunks)
     if (out.length !== size) throw new HarnessError('AGENT', `${path}: read ${out.length} bytes, the guest announced ${size} (the file changed while it was read?)`)
     return out
   } catch (err) {
     channel.destroy()
-    throw err
+    throw overflow ?? err
   }
 }
 
+/** Never more than rwx for owner, group and others: a guest cannot make the host hold setuid files. */
+const PLAIN_MODE = 0o777
+
+/**
+ * Make room for a new entry at `target` without following links: a file or link already there is
+ * removed (copies overwrite), a directory is refused.
+ */
+async function clearFor(target: string, what: string): Promise<void> {
+  const existing = await lstat(target).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined
+    throw err
+  })
+  if (!existing) return
+  if (existing.isDirectory()) throw new HarnessError('AGENT', `copyOut: ${target} is a directory on the host; the guest's ${what} cannot replace it`, { fix: 'remove it, or copy into another directory' })
+  await unlink(target)
+}
+
+/**
+ * Stream a guest file into a new host file: created with O_EXCL|O_NOFOLLOW, so a symlink at the
+ * path (planted by an earlier copy, or raced in) is never followed.
+ */
 async function readInto(peer: WirePeer, guestPath: string, hostFile: string, mode: number): Promise<number> {
+  await clearFor(hostFile, `file ${guestPath}`)
+  const handle = await open(hostFile, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode & PLAIN_MODE)
   const channel = peer.openChannel().readOnly()
-  const sink = createWriteStream(hostFile, { mode })
+  const sink = handle.createWriteStream()
   const written = pipeline(channel, sink)
   try {
     const { size } = await peer.request('read', { path: guestPath, channel: channel.id })
     await written
-    await chmod(hostFile, mode)
+    await chmod(hostFile, mode & PLAIN_MODE)
     return size
   } catch (err) {
     channel.destroy()
@@ -162,6 +222,47 @@ async function readInto(peer: WirePeer, guestPath: string, hostFile: string, mod
   }
 }
 
+/**
+ * Check a guest listing before anything is written: each path relative and inside the copy
+ * (no empty, `.` or `..` components), listed once, and its parent a directory listed before it.
+ * A forged agent that lists a symlink `a` and then `a/x` would otherwise write through the link.
+ */
+function checkListing(entries: ListEntry[], guestPath: string): ListEntry[] {
+  const seen = new Map<string, ListEntry['kind']>()
+  for (const entry of entries) {
+    const parts = entry.path.split('/')
+    if (parts.some((part) => part === '' || part === '.' || part === '..' || part.includes('\0'))) {
+      throw new HarnessError('PROTOCOL', `copyOut: the agent listed ${JSON.stringify(entry.path)}, which is not a plain relative path inside ${guestPath}`)
+    }
+    if (seen.has(entry.path)) throw new HarnessError('PROTOCOL', `copyOut: the agent listed ${entry.path} twice (as ${seen.get(entry.path)} and ${entry.kind})`)
+    const parent = parts.slice(0, -1).join('/')
+    if (parent && seen.get(parent) !== 'dir') {
+      throw new HarnessError('PROTOCOL', `copyOut: the agent listed ${entry.path}, but its parent ${parent} is ${seen.has(parent) ? `a ${seen.get(parent)}` : 'not listed before it'}, not a directory`)
+    }
+    seen.set(entry.path, entry.kind)
+  }
+  return entries
+}
+
+/** Refuse a destination path whose parent is not exactly where it should be (a symlink or non-directory on the way). */
+async function checkParent(root: string, rel: string): Promise<string> {
+  const parts = rel.split('/')
+  const target = join(root, ...parts)
+  const parent = dirname(target)
+  const real = await realpath(parent).catch(() => undefined)
+  if (real !== parent || !(await lstat(parent)).isDirectory()) {
+    throw new HarnessError('AGENT', `copyOut: ${parent} is not a plain directory under ${root} (a symlink or a file is in the way), so ${rel} is not written`, {
+      fix: `remove ${parent} on the host, or copy into an empty directory`,
+    })
+  }
+  return target
+}
+
+/**
+ * Copy a guest file or tree to the host. The listing is checked first (checkListing); then
+ * directories, files and, last, symlinks are created, each only inside `hostPath`: parents are
+ * checked to be real directories, files are created O_EXCL|O_NOFOLLOW, modes lose setuid bits.
+ */
 export async function copyOut(peer: WirePeer, guestPath: string, hostPath: string): Promise<CopyReport> {
   const { stat } = await peer.request('stat', { path: guestPath })
   if (!stat) throw new HarnessError('AGENT', `copyOut: ${guestPath} does not exist in the guest`)
@@ -171,26 +272,38 @@ export async function copyOut(peer: WirePeer, guestPath: string, hostPath: strin
     return { files: 1, bytes, sentBytes: bytes }
   }
   if (stat.kind !== 'dir') throw new HarnessError('AGENT', `copyOut: ${guestPath} is a ${stat.kind}, not a file or directory`)
-  const { entries } = await peer.request('list', { path: guestPath })
+  const entries = checkListing((await peer.request('list', { path: guestPath })).entries, guestPath)
   await mkdir(hostPath, { recursive: true })
-  const files: { path: string; mode: number }[] = []
-  for (const entry of entries) {
-    const target = join(hostPath, ...entry.path.split('/'))
-    if (relative(hostPath, target).startsWith('..')) throw new HarnessError('PROTOCOL', `the agent listed ${entry.path}, outside ${guestPath}`)
-    if (entry.kind === 'dir') await mkdir(target, { recursive: true })
-    else if (entry.kind === 'symlink') {
-      await rm(target, { force: true })
-      await symlink(entry.target ?? '', target)
-    } else files.push({ path: entry.path, mode: entry.mode })
+  if (!(await lstat(hostPath)).isDirectory()) {
+    throw new HarnessError('AGENT', `copyOut: ${hostPath} is a symlink or not a directory`, { fix: 'copy into a real directory (pass its resolved path)' })
   }
+  const root = await realpath(hostPath)
+  for (const entry of entries) {
+    if (entry.kind !== 'dir') continue
+    const target = await checkParent(root, entry.path)
+    await mkdir(target, { mode: 0o700 }).catch(async (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw err
+      const existing = await lstat(target)
+      if (!existing.isDirectory()) {
+        throw new HarnessError('AGENT', `copyOut: ${target} exists on the host as a ${existing.isSymbolicLink() ? 'symlink' : 'file'}, where the guest has a directory`, { fix: 'remove it, or copy into an empty directory' })
+      }
+    })
+  }
+  const files = entries.filter((entry) => entry.kind === 'file')
   let bytes = 0
   const queue = [...files]
   const worker = async () => {
     for (let file = queue.shift(); file; file = queue.shift()) {
-      bytes += await readInto(peer, posix.join(guestPath, file.path), join(hostPath, ...file.path.split('/')), file.mode)
+      bytes += await readInto(peer, posix.join(guestPath, file.path), await checkParent(root, file.path), file.mode)
     }
   }
   await Promise.all(Array.from({ length: Math.min(PARALLEL, queue.length) }, worker))
-  for (const entry of entries) if (entry.kind === 'dir') await chmod(join(hostPath, ...entry.path.split('/')), entry.mode)
+  for (const entry of entries) {
+    if (entry.kind !== 'symlink') continue
+    const target = await checkParent(root, entry.path)
+    await clearFor(target, `symlink ${entry.path}`)
+    await symlink(entry.target ?? '', target)
+  }
+  for (const entry of entries) if (entry.kind === 'dir') await chmod(join(root, ...entry.path.split('/')), entry.mode & PLAIN_MODE)
   return { files: files.length, bytes, sentBytes: bytes }
 }
