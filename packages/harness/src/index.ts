@@ -1,5 +1,6 @@
 export { Sandbox } from './sandbox/sandbox.js'
-export type { SandboxInfo, SandboxLogs, SshAccess, ShutdownOptions, ShutdownReport } from './sandbox/sandbox.js'
+export type { ShutdownOptions, ShutdownReport } from './sandbox/sandbox.js'
+export type { SandboxInfo, SandboxLogs, SshAccess } from './sandbox/parts.js'
 export type { BootHooks } from './sandbox/boot.js'
 export type { StoppedBy } from './sandbox/shutdown.js'
 export type { TimelineEntry } from './sandbox/timeline.js'

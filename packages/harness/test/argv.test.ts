@@ -39,7 +39,7 @@ describe('QEMU argv', () => {
 
   test('the vhost-vsock device appears exactly when a CID was reserved, with the inherited fd', () => {
     expect(buildQemuArgv(qemuSpec()).join(' ')).not.toContain('vhost-vsock')
-    const argv = buildQemuArgv(qemuSpec({ vsock: { cid: 7, vhostfd: 3 }, network: { mode: 'nat', sshPort: 2222, forwards: [] } }))
+    const argv = buildQemuArgv(qemuSpec({ vsock: { cid: 7, vhostfd: 3 }, network: { mode: 'user', restrict: false, forwards: [{ host: 2222, guest: 22, proto: 'tcp' }] } }))
     expect(after(argv, '-device')).toContain('vhost-vsock-pci,vhostfd=3,guest-cid=7')
     expect(after(argv, '-netdev')[0]).not.toContain(':1024')
   })

@@ -1,18 +1,25 @@
 import { describe, expect, test } from 'vitest'
 import { parseSandboxOptions } from '../src/config/options.js'
 import { HarnessError } from '../src/errors.js'
-import { bootSandbox } from '../src/sandbox/boot.js'
 import { buildQemuArgv } from '../src/vmm/argv.js'
-import { chooseControlPlane, planeInfo, planeQemuSpec, planeTransport, type ControlPlane } from '../src/vmm/control-plane.js'
+import { chooseControlPlane, planeInfo, type ControlPlane } from '../src/vmm/control-plane.js'
+import { planNetwork } from '../src/vmm/network-plan.js'
 import { VsockTransport } from '../src/control/vsock-transport.js'
+import { bootSandbox } from '../src/sandbox/boot.js'
 import { vsockCheck } from '../src/host/doctor.js'
 import { fakeVsock } from './support/fake-vsock.js'
 import { after, qemuSpec } from './support/qemu-spec.js'
 
 const forwards = [{ host: 8080, guest: 80, proto: 'tcp' as const }]
 
-function argvFor(plane: ControlPlane, sshPort: number | undefined, controlPort: number | undefined): string[] {
-  return buildQemuArgv(qemuSpec({ accel: 'kvm', ...planeQemuSpec(plane, sshPort, controlPort, forwards) }))
+/** Hands out the given ports in order, as freePort would hand out free ones. */
+function ports(...list: number[]): () => Promise<number> {
+  return () => Promise.resolve(list.shift() ?? 0)
+}
+
+async function argvFor(plane: ControlPlane, mode: 'nat' | 'none' = 'nat'): Promise<string[]> {
+  const net = await planNetwork({ plane, mode, forwards, agent: false, freePort: ports(2222) })
+  return buildQemuArgv(qemuSpec({ accel: 'kvm', ...net.qemu }))
 }
 
 describe('control plane choice', () => {
@@ -25,14 +32,14 @@ describe('control plane choice', () => {
     expect(plane.cid).toBe(4)
     expect(lines).toEqual([])
 
-    const argv = argvFor(plane, 2222, undefined)
+    const argv = await argvFor(plane)
     expect(after(argv, '-device')).toContain('vhost-vsock-pci,vhostfd=3,guest-cid=4')
     const netdev = after(argv, '-netdev')[0]!
     expect(netdev).toContain('hostfwd=tcp:127.0.0.1:2222-:22')
     expect(netdev).not.toContain(':1024')
 
-    expect(planeInfo(plane, undefined)).toEqual({ kind: 'vsock', cid: 4, port: 1024 })
-    const transport = planeTransport(plane, undefined)
+    expect(planeInfo(plane)).toEqual({ kind: 'vsock', cid: 4, port: 1024 })
+    const transport = plane.transport
     expect(transport.kind).toBe('vsock')
     expect(transport.describe()).toBe('vsock cid 4 port 1024')
     await transport.connect(1234)
@@ -46,7 +53,7 @@ describe('control plane choice', () => {
   test("network.mode 'none' with vsock: -nic none plus the vsock device", async () => {
     const fake = fakeVsock()
     const plane = await chooseControlPlane('auto', { load: fake.load, noted: { done: false } })
-    const argv = argvFor(plane, undefined, undefined)
+    const argv = await argvFor(plane, 'none')
     expect(after(argv, '-nic')).toEqual(['none'])
     expect(after(argv, '-device')).toEqual(['vhost-vsock-pci,vhostfd=3,guest-cid=3'])
   })
@@ -56,18 +63,18 @@ describe('control plane choice', () => {
     const fake = fakeVsock({ host: { ok: false, reason } })
     const lines: string[] = []
     const noted = { done: false }
-    const plane = await chooseControlPlane('auto', { load: fake.load, log: (l) => lines.push(l), noted })
+    const plane = await chooseControlPlane('auto', { load: fake.load, log: (l) => lines.push(l), noted, freePort: ports(4444) })
     await chooseControlPlane('auto', { load: fake.load, log: (l) => lines.push(l), noted })
-    expect(plane).toEqual({ kind: 'tcp', reason })
+    expect(plane).toMatchObject({ kind: 'tcp', reason, port: 4444 })
     expect(lines).toHaveLength(1)
     expect(lines[0]).toContain('TCP')
     expect(lines[0]).toContain(reason)
 
-    const argv = argvFor(plane, 2222, 4444)
+    const argv = await argvFor(plane)
     expect(argv.join(' ')).not.toContain('vhost-vsock')
     expect(after(argv, '-netdev')[0]).toContain('hostfwd=tcp:127.0.0.1:4444-:1024')
-    expect(planeInfo(plane, 4444)).toEqual({ kind: 'tcp', host: '127.0.0.1', port: 4444 })
-    expect(planeTransport(plane, 4444).describe()).toBe('tcp 127.0.0.1:4444')
+    expect(planeInfo(plane)).toEqual({ kind: 'tcp', host: '127.0.0.1', port: 4444 })
+    expect(plane.transport.describe()).toBe('tcp 127.0.0.1:4444')
   })
 
   test('auto where the addon cannot load: TCP, and the log line names the load error', async () => {

@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto'
 import { AgentClient } from '../agent-client/client.js'
 import { SHARE_GUEST_PATH, SHARE_TAG } from '../agent-client/share.js'
+import type { StereosdClient } from '../control/client.js'
 import type { Transport } from '../control/transport.js'
 import { HarnessError, isHarnessError } from '../errors.js'
 import { sleep } from '../host/sleep.js'
 import { AGENT_PORT, TOKEN_SECRET } from '../wire/messages.js'
 import type { MountPayload } from '../control/messages.js'
+import { sshStartAgent, type SshTarget } from './ssh-bootstrap.js'
 
 /** A fresh per-VM token: only the host that booted the VM learns it (through inject_secret). */
 export function newAgentToken(): string {
@@ -14,8 +16,13 @@ export function newAgentToken(): string {
 
 export const AGENT_NAME = 'stereos-harness'
 
-/** The [[agents]] entry that makes agentd run our launcher (custom harness = the `agent` binary). */
-export function agentJcardTable(): string {
+/**
+ * The [[agents]] entry that makes agentd run our launcher (custom harness = the `agent` binary).
+ * agentd restarts an agent only when its entry changes: a native agent whose command died still
+ * counts as running (its shell lives on). A later `start` therefore changes `env`, which makes
+ * agentd stop the old session and launch the agent again.
+ */
+export function agentJcardTable(start = 1): string {
   return [
     '',
     '# Added by stereos-harness: agentd runs `agent stereos-harness-agent`, the guest agent.',
@@ -25,6 +32,7 @@ export function agentJcardTable(): string {
     'type = "native"',
     'prompt = "stereos-harness-agent"',
     'restart = "always"',
+    ...(start > 1 ? [`env = { STEREOS_HARNESS_AGENT_START = "${start}" }`] : []),
     '',
   ].join('\n')
 }
@@ -65,4 +73,60 @@ export async function waitForAgent(transport: Transport, token: string, options:
     fix: `${options.hint}; the agent's own messages are in ${options.logs.serial}`,
     logs: options.logs,
   })
+}
+
+/**
+ * How the agent gets started: agentd runs the image's launcher from our [[agents]] entry
+ * (appended to `jcard`, the rest of the jcard), or SSH as admin starts it from the share.
+ */
+export type AgentBootstrap = { kind: 'agentd'; jcard: string } | { kind: 'ssh'; ssh: SshTarget }
+
+export interface AgentStartRequest {
+  bootstrap: AgentBootstrap
+  /** The agent's endpoint (TCP forward or vsock). */
+  transport: Transport
+  token: string
+  /** How long the agent has to answer after each start. */
+  timeoutMs: number
+  /** Aborted when QEMU exits. */
+  signal: AbortSignal
+  logs: { serial: string; qemu: string }
+}
+
+/** A started guest agent: its first connection, what reconnecting needs, and how to start it again. */
+export interface GuestAgent {
+  client: AgentClient
+  transport: Transport
+  token: string
+  bootstrap: AgentBootstrap['kind']
+  /** Start the agent again (it died) and connect to the new one; `control` reaches stereosd for agentd's set_config. */
+  restart(control: () => Promise<StereosdClient>): Promise<AgentClient>
+}
+
+/**
+ * Start the guest agent (after provisioning: for agentd the provisioning set_config already
+ * carried our [[agents]] entry) and wait until it answers hello with the token.
+ */
+export async function startAgent(request: AgentStartRequest): Promise<GuestAgent> {
+  let starts = 1
+  const client = await launch(request, starts, undefined)
+  return {
+    client,
+    transport: request.transport,
+    token: request.token,
+    bootstrap: request.bootstrap.kind,
+    restart: (control) => launch(request, ++starts, control),
+  }
+}
+
+async function launch(request: AgentStartRequest, start: number, control: (() => Promise<StereosdClient>) | undefined): Promise<AgentClient> {
+  const { bootstrap, transport, token, signal } = request
+  const deadline = Date.now() + request.timeoutMs
+  if (bootstrap.kind === 'ssh') await sshStartAgent(bootstrap.ssh, token, deadline, signal)
+  else if (control) await (await control()).setConfig(bootstrap.jcard + agentJcardTable(start))
+  const hint =
+    bootstrap.kind === 'agentd'
+      ? "agentd starts the mixtape's `agent` launcher: a stock mixtape has none, boot it with bootstrap: 'ssh'"
+      : "the agent was started over SSH; check that the guest can run the share's Node"
+  return waitForAgent(transport, token, { deadline, signal, hint, logs: request.logs })
 }

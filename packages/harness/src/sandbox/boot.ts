@@ -1,217 +1,142 @@
-import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { resolve } from 'node:path'
+import { ensureHarnessShare } from '../agent-client/share.js'
 import { parseSandboxOptions, type Arch, type ResolvedSandboxOptions } from '../config/options.js'
-import { toMiB } from '../config/size.js'
-import { HarnessError } from '../errors.js'
-import { log as stderrLog } from '../log.js'
-import { hostArch } from '../host/arch.js'
-import { probeKvm } from '../host/kvm.js'
+import { provision, type ProvisionPlan } from '../control/provision.js'
+import type { StereosdClient } from '../control/client.js'
 import { waitReady } from '../control/ready.js'
-import { provision } from '../control/provision.js'
-import type { LoadVsock } from '../control/vsock-module.js'
-import type { MountPayload } from '../control/messages.js'
-import { readCmdline } from '../mixtape/local.js'
-import type { Mixtape } from '../mixtape/mixtape.js'
+import type { Transport } from '../control/transport.js'
+import { loadVsock, type LoadVsock } from '../control/vsock-module.js'
+import { HarnessError } from '../errors.js'
+import { hostArch } from '../host/arch.js'
+import { debug, log as stderrLog, type LogSink } from '../log.js'
 import { resolveMixtape } from '../mixtape/resolve.js'
-import { buildQemuArgv, type QemuSpec } from '../vmm/argv.js'
-import { chooseControlPlane, planeInfo, planeQemuSpec, planeTransport, type ControlPlane } from '../vmm/control-plane.js'
+import { chooseControlPlane, planeInfo } from '../vmm/control-plane.js'
 import { createOverlay } from '../vmm/disk.js'
-import { freePort } from '../vmm/ports.js'
-import { PROFILES, type Accel } from '../vmm/profile.js'
-import { requireQemu, spawnQemu, tail, type QemuProcess } from '../vmm/qemu-process.js'
-import { connectQmp } from '../vmm/qmp-connect.js'
-import type { QmpClient } from '../vmm/qmp.js'
-import { createVmDir, defaultRuntimeDir, markKept, sweepOrphans, type VmPaths } from '../vmm/vm-dir.js'
+import { planNetwork, type NetworkPlan } from '../vmm/network-plan.js'
+import { PROFILES } from '../vmm/profile.js'
+import { requireQemu } from '../vmm/qemu-process.js'
+import { createVmDir, markKept, type VmPaths } from '../vmm/vm-dir.js'
+import { chooseAccel } from './accel.js'
+import { agentJcardTable, harnessMount, newAgentToken, startAgent, tokenSecret, type AgentBootstrap, type GuestAgent } from './agent-start.js'
 import { defaultJcard } from './jcard.js'
-import { Sandbox } from './sandbox.js'
-import { writeSshKey } from './ssh-key.js'
+import type { SandboxParts } from './parts.js'
+import { bootTimeoutError, kernelBoot, killQemu, qemuSpecFor, startQemu, type RunningQemu } from './qemu-start.js'
+import { Rollback } from './rollback.js'
+import { prepareRuntimeDir } from './runtime-dir.js'
+import { writeSshKey, type SshKeyPair } from './ssh-key.js'
 import { Timeline } from './timeline.js'
-import { ensureHarnessShare, SHARE_TAG } from '../agent-client/share.js'
-import type { AgentClient } from '../agent-client/client.js'
-import { TcpTransport, type Transport } from '../control/transport.js'
-import { VsockTransport } from '../control/vsock-transport.js'
-import { loadVsock } from '../control/vsock-module.js'
-import { AGENT_PORT } from '../wire/messages.js'
-import { agentJcardTable, harnessMount, newAgentToken, tokenSecret, waitForAgent } from './agent-start.js'
-import { sshStartAgent } from './ssh-bootstrap.js'
 
 export interface BootHooks {
   /** Where harness log lines go (default: stderr with a `stereos-harness:` prefix). */
-  log?: (line: string) => void
+  log?: LogSink
   /** The vsock addon package (default: `@stereos/vsock`, imported on first use); tests inject a fake. */
   loadVsock?: LoadVsock
 }
 
-const sweptDirs = new Set<string>()
-const accelNotes = new Set<string>()
+const trace = debug('stereos:boot')
 
-/** Boot a VM and provision it; see Sandbox.boot. */
-export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promise<Sandbox> {
+/**
+ * Boot a VM, wait for stereosd, provision it and start its agent; returns the parts a Sandbox is
+ * made of (Sandbox.boot wraps them). The phases run in order, each registering how to undo what
+ * it made; a failing phase undoes them all (QEMU killed, CID released, disk removed or the VM
+ * dir kept for forensics) and its error is what the caller gets.
+ */
+export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promise<SandboxParts> {
   const log = hooks.log ?? stderrLog
-  const timeline = new Timeline()
-  const options = parseSandboxOptions(input)
-  const arch = options.arch ?? hostArch()
-  if (!arch) {
-    throw new HarnessError('HOST', `This host's architecture (${process.arch}) has no matching guest architecture`, { fix: "set arch: 'x86_64' or 'aarch64' to emulate one" })
-  }
-  checkShares(options)
-  if (options.network.mode === 'none' && options.controlPlane === 'tcp') {
-    throw noNetworkError("controlPlane is 'tcp'")
-  }
+  const load = hooks.loadVsock ?? loadVsock
+  const timeline = new Timeline(trace)
 
-  const runtimeDir = resolve(options.runtimeDir ?? defaultRuntimeDir())
-  mkdirSync(runtimeDir, { recursive: true, mode: 0o700 })
-  if (!sweptDirs.has(runtimeDir)) {
-    sweptDirs.add(runtimeDir)
-    const swept = sweepOrphans(runtimeDir)
-    if (swept.removed.length) log(`removed ${swept.removed.length} VM dir(s) left by runners that died (killed QEMU: ${swept.killed.join(', ') || 'none'})`)
-  }
+  // Phase: options and host. Nothing is created for the VM yet, so nothing needs undoing.
+  const { options, arch } = resolveOptions(input)
+  const runtimeDir = prepareRuntimeDir(options.runtimeDir, log)
+  const mixtape = await timeline.phase('mixtape', () => resolveMixtape(options.mixtape, { arch, log }), 'mixtape-resolved')
+  const boot = kernelBoot(mixtape)
+  const { accel, note } = await timeline.phase('accel', () => chooseAccel(options, arch, log))
+  const binary = requireQemu(options.qemuBinary ?? PROFILES[arch].qemuBinary)
+  // The share is a QEMU argument (built once per harness version, cached).
+  const agentShare = options.bootstrap === 'none' ? undefined : await timeline.phase('harness share', () => ensureHarnessShare(arch, { log }))
 
-  const mixtape = await resolveMixtape(options.mixtape, { arch, log })
-  timeline.mark('mixtape-resolved')
-  const { accel, note } = await chooseAccel(options, arch, log)
+  return Rollback.run(async (rollback) => {
+    const plane = await timeline.phase('control plane', () => chooseControlPlane(options.controlPlane, { log, load }))
+    // Without a QEMU nobody else holds the CID; with one, QEMU is killed first (undo is LIFO).
+    if (plane.kind === 'vsock') rollback.defer('vsock CID', () => plane.release())
+    if (options.network.mode === 'none' && plane.kind === 'tcp') throw noNetworkError(plane.reason)
 
-  const binary = options.qemuBinary ?? PROFILES[arch].qemuBinary
-  requireQemu(binary)
+    const vm = createVmDir(runtimeDir)
+    rollback.defer('VM dir', (failure) => (options.keepOnFailure ? markKept(vm.dir, `boot failed: ${firstLine(failure)}`) : rmSync(vm.disk, { force: true })))
+    await timeline.phase('disk', () => createOverlay(mixtape.disk, vm.disk, options.resources.disk), 'disk-ready')
 
-  // Before QEMU: the share is a QEMU argument (built once per harness version, cached).
-  const agentShare = options.bootstrap === 'none' ? undefined : await ensureHarnessShare(arch, { log })
-  const plane = await chooseControlPlane(options.controlPlane, { log, ...(hooks.loadVsock ? { load: hooks.loadVsock } : {}) })
-  if (options.network.mode === 'none' && plane.kind === 'tcp') throw noNetworkError(plane.reason)
+    const net = await planNetwork({ plane, mode: options.network.mode, forwards: options.network.forwards, agent: agentShare !== undefined, load })
+    const guest = guestCredentials(vm, options)
 
-  let vm: VmPaths
-  try {
-    vm = createVmDir(runtimeDir)
-  } catch (err) {
-    if (plane.kind === 'vsock') plane.release()
-    throw err
-  }
-  let qemu: QemuProcess | undefined
-  let qmp: Promise<QmpClient> | undefined
-  try {
-    await createOverlay(mixtape.disk, vm.disk, options.resources.disk)
-    timeline.mark('disk-ready')
-    const sshPort = options.network.mode === 'nat' ? await freePort() : undefined
-    const controlPort = plane.kind === 'tcp' ? await freePort() : undefined
-    const agentPort = plane.kind === 'tcp' && agentShare ? await freePort() : undefined
-    const token = newAgentToken()
-    const key = writeSshKey(vm.sshKey, `stereos-${vm.id}`)
-    const jcard = (options.jcard ?? defaultJcard(vm.id, options)) + (options.bootstrap === 'agentd' ? agentJcardTable() : '')
-    writeFileSync(vm.jcard, jcard)
-
-    const spec = qemuSpec(options, arch, accel, mixtape, vm, sshPort, controlPort, plane, agentShare, agentPort)
-    qemu = spawnQemu({ binary, argv: buildQemuArgv(spec), qemuLog: vm.qemuLog, ...(plane.kind === 'vsock' ? { fds: [plane.fd] } : {}) })
-    timeline.mark('qemu-started')
-    const running = qemu
+    const qemu = await timeline.phase(
+      'qemu',
+      () => {
+        const spec = qemuSpecFor({ options, arch, accel, boot, vm, network: net.qemu, agentShare })
+        return startQemu(binary, spec, vm, plane.kind === 'vsock' ? [plane.fd] : [])
+      },
+      'qemu-started',
+    )
+    rollback.defer('QEMU', () => killQemu(qemu))
     // Our copy of the vhost fd lives as long as QEMU does (see VsockPlane.release).
-    if (plane.kind === 'vsock') void running.exited.then(() => plane.release())
-    const qmpPromise = connectQmp(vm.qmpSocket, running)
-    qmpPromise.catch(() => undefined)
-    qmp = qmpPromise
+    if (plane.kind === 'vsock') void qemu.process.exited.then(() => plane.release())
 
-    // Event-driven abort: the moment QEMU exits, stop waiting for the guest.
-    const died = new AbortController()
-    void running.exited.then((exit) => died.abort(qemuExitedError(exit.code, exit.signal, vm)))
-    const transport = planeTransport(plane, controlPort)
-    const ready = await waitReady(transport, { deadline: Date.now() + options.bootTimeoutMs, signal: died.signal }).catch((err: unknown) => {
-      throw bootError(err, options.bootTimeoutMs, vm)
-    })
-    timeline.mark('stereosd-ready')
+    const ready = await timeline.phase('stereosd', () => awaitStereosd(plane.transport, qemu, options.bootTimeoutMs, vm), 'stereosd-ready')
+    rollback.defer('stereosd connection', () => ready.close())
 
-    const mounts: MountPayload[] = options.shared.map((share, i) => ({
-      tag: `share${i}`,
-      guest_path: share.guest,
-      fs_type: '9p',
-      ...(share.readonly ? { read_only: true } : {}),
-    }))
-    if (agentShare) mounts.push(harnessMount())
-    const secrets = agentShare ? { ...options.secrets, ...tokenSecret(token) } : options.secrets
-    await provision(ready.client, { mounts, secrets, sshKey: { user: 'admin', publicKey: key.publicKey }, jcard })
-    timeline.mark('provisioned')
+    await timeline.phase('provision', () => provision(ready, provisionPlan(options, guest, agentShare !== undefined)), 'provisioned')
 
-    let agent: { client: AgentClient; transport: Transport } | undefined
-    if (agentShare) {
-      const load = hooks.loadVsock ?? loadVsock
-      const agentTransport: Transport = plane.kind === 'vsock' ? new VsockTransport(plane.cid, AGENT_PORT, load) : new TcpTransport('127.0.0.1', agentPort as number)
-      const deadline = Date.now() + options.agentTimeoutMs
-      const logs = { serial: vm.serialLog, qemu: vm.qemuLog }
-      if (options.bootstrap === 'ssh') {
-        const ssh: Transport = plane.kind === 'vsock' ? new VsockTransport(plane.cid, 22, load) : new TcpTransport('127.0.0.1', sshPort as number)
-        await sshStartAgent({ transport: ssh, user: 'admin', keyPath: key.privateKeyPath }, token, deadline, died.signal)
-      }
-      const hint =
-        options.bootstrap === 'agentd'
-          ? "agentd starts the mixtape's `agent` launcher: a stock mixtape has none, boot it with bootstrap: 'ssh'"
-          : 'the agent was started over SSH; check that the guest can run the share\'s Node'
-      const client = await waitForAgent(agentTransport, token, { deadline, signal: died.signal, hint, logs })
-      agent = { client, transport: agentTransport }
-      timeline.mark('agent-ready')
+    let agent: GuestAgent | undefined
+    if (agentShare && net.agent) {
+      const endpoint = net.agent
+      const bootstrap: AgentBootstrap =
+        options.bootstrap === 'ssh' ? { kind: 'ssh', ssh: { transport: net.ssh, user: 'admin', keyPath: guest.key.privateKeyPath } } : { kind: 'agentd', jcard: guest.baseJcard }
+      agent = await timeline.phase(
+        'agent',
+        () => startAgent({ bootstrap, transport: endpoint, token: guest.token, timeoutMs: options.agentTimeoutMs, signal: qemu.died, logs: logsOf(vm) }),
+        'agent-ready',
+      )
+      const started = agent
+      rollback.defer('agent connection', () => started.client.close())
     }
 
-    return new Sandbox({
+    return {
       info: {
         id: vm.id,
         arch,
         accel,
         accelNote: note,
         mixtape: { ref: mixtape.ref, dir: mixtape.dir, version: mixtape.version },
-        transport: planeInfo(plane, controlPort),
-        ports: { ssh: sshPort, control: controlPort, agent: agentPort },
+        transport: planeInfo(plane),
+        ports: net.ports,
         vmDir: vm.dir,
-        pid: running.pid,
+        pid: qemu.process.pid,
         timeline: timeline.entries,
       },
-      logs: { qemu: vm.qemuLog, serial: vm.serialLog },
-      ssh: sshPort === undefined ? undefined : { host: '127.0.0.1', port: sshPort, user: 'admin', keyPath: key.privateKeyPath },
-      control: ready.client,
-      transport,
-      agent: agent ? { ...agent, token } : undefined,
-      qemu: running,
-      qmp: () => qmpPromise,
+      logs: logsOf(vm),
+      ssh: sshAccess(net, guest.key),
+      control: ready,
+      transport: plane.transport,
+      agent,
+      qemu: qemu.process,
+      qmp: () => qemu.qmp,
       keepOnFailure: options.keepOnFailure,
       log,
-    })
-  } catch (err) {
-    // Without a QEMU nobody else holds the CID; with one, its exit releases ours.
-    if (!qemu && plane.kind === 'vsock') plane.release()
-    await abandon(qemu, qmp, vm, options.keepOnFailure, err)
-    throw err
-  }
-}
-
-function noNetworkError(why: string): HarnessError {
-  return new HarnessError('INVALID_OPTIONS', `options.network.mode: 'none' leaves the control plane no path: it needs vsock, and ${why}`, {
-    fix: "use network.mode 'nat' (the default), or enable /dev/vhost-vsock on this host (see `stereos-harness doctor`)",
+    }
   })
 }
 
-/** A failed boot: QEMU is killed, the disk goes (unless kept), the logs stay for the error's reader. */
-async function abandon(qemu: QemuProcess | undefined, qmp: Promise<QmpClient> | undefined, vm: VmPaths, keep: boolean, err: unknown): Promise<void> {
-  if (qemu) {
-    qemu.kill('SIGKILL')
-    await qemu.exited
+/** Options parsed, the guest arch known, shares checked: a bad input fails before anything starts. */
+function resolveOptions(input: unknown): { options: ResolvedSandboxOptions; arch: Arch } {
+  const options = parseSandboxOptions(input)
+  const arch = options.arch ?? hostArch()
+  if (!arch) {
+    throw new HarnessError('HOST', `This host's architecture (${process.arch}) has no matching guest architecture`, { fix: "set arch: 'x86_64' or 'aarch64' to emulate one" })
   }
-  await qmp?.then((client) => client.close(), () => undefined)
-  if (keep) {
-    markKept(vm.dir, `boot failed: ${(err as Error).message.split('\n')[0]}`)
-  } else {
-    rmSync(vm.disk, { force: true })
-  }
-}
-
-async function chooseAccel(options: ResolvedSandboxOptions, arch: Arch, log: (line: string) => void): Promise<{ accel: Accel; note: string | undefined }> {
-  if (options.accel === 'tcg') return { accel: 'tcg', note: 'TCG requested' }
-  const kvm = await probeKvm(arch, options.qemuBinary)
-  if (kvm.usable) return { accel: 'kvm', note: undefined }
-  if (options.accel === 'kvm') {
-    throw new HarnessError('HOST', `options.accel is 'kvm' but KVM cannot run this guest: ${kvm.reason}`, { fix: kvm.fix ?? "use accel: 'auto' to fall back to TCG" })
-  }
-  const note = `KVM unusable (${kvm.reason}); using TCG emulation, which is several times slower`
-  if (!accelNotes.has(arch)) {
-    accelNotes.add(arch)
-    log(note)
-  }
-  return { accel: 'tcg', note }
+  checkShares(options)
+  if (options.network.mode === 'none' && options.controlPlane === 'tcp') throw noNetworkError("controlPlane is 'tcp'")
+  return { options, arch }
 }
 
 function checkShares(options: ResolvedSandboxOptions): void {
@@ -224,56 +149,64 @@ function checkShares(options: ResolvedSandboxOptions): void {
   })
 }
 
-function qemuSpec(
-  options: ResolvedSandboxOptions,
-  arch: Arch,
-  accel: Accel,
-  mixtape: Mixtape,
-  vm: VmPaths,
-  sshPort: number | undefined,
-  controlPort: number | undefined,
-  plane: ControlPlane,
-  agentShare: string | undefined,
-  agentPort: number | undefined,
-): QemuSpec {
-  if (!mixtape.kernel) {
-    throw new HarnessError('MIXTAPE_INVALID', `Mixtape ${mixtape.ref} has no kernel artifacts (bzImage, initrd, cmdline) in ${mixtape.dir}`, {
-      fix: 'use a mixtape with kernel artifacts; EFI boot of disk-only mixtapes is not supported yet',
-    })
-  }
-  return {
-    profile: PROFILES[arch],
-    accel,
-    cpus: options.resources.cpus,
-    memoryMiB: toMiB(options.resources.memory),
-    boot: { kind: 'kernel', kernel: mixtape.kernel.kernel, initrd: mixtape.kernel.initrd, cmdline: readCmdline(mixtape.kernel.cmdline) },
-    disk: { path: vm.disk, format: 'qcow2' },
-    qmpSocket: vm.qmpSocket,
-    serialLog: vm.serialLog,
-    pidfile: vm.pidfile,
-    ...planeQemuSpec(plane, sshPort, controlPort, [...options.network.forwards, ...(agentPort === undefined ? [] : [{ host: agentPort, guest: AGENT_PORT, proto: 'tcp' as const }])]),
-    shares: [
-      ...options.shared.map((share, i) => ({ tag: `share${i}`, host: share.host, readonly: share.readonly })),
-      ...(agentShare ? [{ tag: SHARE_TAG, host: agentShare, readonly: true }] : []),
-    ],
-  }
-}
-
-function qemuExitedError(code: number | undefined, signal: string | undefined, vm: VmPaths): HarnessError {
-  const how = signal ? `was killed by ${signal}` : `exited with code ${code}`
-  return new HarnessError('QEMU_EXITED', `QEMU ${how} before the guest was ready. Last lines of ${vm.qemuLog}:\n${tail(vm.qemuLog)}`, {
-    fix: `read ${vm.qemuLog} and ${vm.serialLog}; run \`stereos-harness doctor\` to check the host`,
-    logs: { qemu: vm.qemuLog, serial: vm.serialLog },
+function noNetworkError(why: string): HarnessError {
+  return new HarnessError('INVALID_OPTIONS', `options.network.mode: 'none' leaves the control plane no path: it needs vsock, and ${why}`, {
+    fix: "use network.mode 'nat' (the default), or enable /dev/vhost-vsock on this host (see `stereos-harness doctor`)",
   })
 }
 
-function bootError(err: unknown, timeoutMs: number, vm: VmPaths): unknown {
-  if (err instanceof HarnessError && err.code === 'BOOT_TIMEOUT') {
-    return new HarnessError('BOOT_TIMEOUT', `The guest did not become ready within ${timeoutMs} ms: ${err.message}. The guest console is in ${vm.serialLog}; its last lines:\n${tail(vm.serialLog)}`, {
-      fix: `read ${vm.serialLog} for where the boot stopped; raise bootTimeoutMs if the host is slow (TCG)`,
-      logs: { qemu: vm.qemuLog, serial: vm.serialLog },
-      cause: err,
-    })
+/** Per-VM secrets made on the host: the agent token, the SSH key pair, the jcard (written to the VM dir). */
+interface GuestCredentials {
+  token: string
+  key: SshKeyPair
+  /** What set_config sends: the user's (or default) jcard plus, for agentd, our [[agents]] entry. */
+  jcard: string
+  /** The user's (or default) jcard alone. */
+  baseJcard: string
+}
+
+function guestCredentials(vm: VmPaths, options: ResolvedSandboxOptions): GuestCredentials {
+  const token = newAgentToken()
+  const key = writeSshKey(vm.sshKey, `stereos-${vm.id}`)
+  const baseJcard = options.jcard ?? defaultJcard(vm.id, options)
+  const jcard = baseJcard + (options.bootstrap === 'agentd' ? agentJcardTable() : '')
+  writeFileSync(vm.jcard, jcard)
+  return { token, key, jcard, baseJcard }
+}
+
+/** The first answered get_health that says ready; aborted the moment QEMU exits. */
+async function awaitStereosd(control: Transport, qemu: RunningQemu, timeoutMs: number, vm: VmPaths): Promise<StereosdClient> {
+  try {
+    const ready = await waitReady(control, { deadline: Date.now() + timeoutMs, signal: qemu.died })
+    return ready.client
+  } catch (err) {
+    throw bootTimeoutError(err, timeoutMs, vm)
   }
-  return err
+}
+
+function provisionPlan(options: ResolvedSandboxOptions, guest: GuestCredentials, withAgent: boolean): ProvisionPlan {
+  const mounts = options.shared.map((share, i) => ({
+    tag: `share${i}`,
+    guest_path: share.guest,
+    fs_type: '9p' as const,
+    ...(share.readonly ? { read_only: true } : {}),
+  }))
+  return {
+    mounts: withAgent ? [...mounts, harnessMount()] : mounts,
+    secrets: withAgent ? { ...options.secrets, ...tokenSecret(guest.token) } : options.secrets,
+    sshKey: { user: 'admin', publicKey: guest.key.publicKey },
+    jcard: guest.jcard,
+  }
+}
+
+function sshAccess(net: NetworkPlan, key: SshKeyPair): SandboxParts['ssh'] {
+  return net.ports.ssh === undefined ? undefined : { host: '127.0.0.1', port: net.ports.ssh, user: 'admin', keyPath: key.privateKeyPath }
+}
+
+function logsOf(vm: VmPaths): { qemu: string; serial: string } {
+  return { qemu: vm.qemuLog, serial: vm.serialLog }
+}
+
+function firstLine(err: unknown): string {
+  return String((err as Error | undefined)?.message ?? err).split('\n')[0] ?? ''
 }

@@ -1,51 +1,15 @@
-import type { Arch, SandboxOptionsInput } from '../config/options.js'
+import type { SandboxOptionsInput } from '../config/options.js'
 import { bootSandbox, type BootHooks } from './boot.js'
-import type { Transport } from '../control/transport.js'
-import type { QemuExit, QemuProcess } from '../vmm/qemu-process.js'
-import type { QmpClient } from '../vmm/qmp.js'
-import type { Accel } from '../vmm/profile.js'
+import type { QemuExit } from '../vmm/qemu-process.js'
 import { markKept, removeVmDir } from '../vmm/vm-dir.js'
 import { StereosdClient } from '../control/client.js'
 import { stopVm, type StoppedBy } from './shutdown.js'
-import type { TimelineEntry } from './timeline.js'
+import type { SandboxInfo, SandboxLogs, SandboxParts, SshAccess } from './parts.js'
 import { AgentClient } from '../agent-client/client.js'
 import type { CopyOptions, CopyReport, ReadFileOptions, WriteFileOptions } from '../agent-client/files.js'
 import type { ExecBufferResult, ExecOptions, ExecResult, GuestProcess, SpawnOptions } from '../agent-client/process.js'
-import type { Transport as AgentTransport } from '../control/transport.js'
 import { HarnessError, isHarnessError } from '../errors.js'
 import type { GuestStat } from '../wire/messages.js'
-
-export interface SandboxInfo {
-  id: string
-  arch: Arch
-  accel: Accel
-  /** Why KVM was not used, when it was not. */
-  accelNote: string | undefined
-  mixtape: { ref: string; dir: string; version: string | undefined }
-  /** How the host reaches stereosd. */
-  transport: { kind: 'tcp'; host: string; port: number } | { kind: 'vsock'; cid: number; port: number }
-  /** Host ports forwarded to the guest (127.0.0.1 only). */
-  ports: { ssh: number | undefined; control: number | undefined; agent: number | undefined }
-  vmDir: string
-  pid: number
-  /** When each boot phase finished, in ms since Sandbox.boot was called. */
-  timeline: TimelineEntry[]
-}
-
-export interface SandboxLogs {
-  /** QEMU's own stdout/stderr, appended across boots. */
-  qemu: string
-  /** The guest's serial console. */
-  serial: string
-}
-
-export interface SshAccess {
-  host: '127.0.0.1'
-  port: number
-  user: 'admin'
-  /** OpenSSH private key for `ssh -i`; its public half was injected with inject_ssh_key. */
-  keyPath: string
-}
 
 export interface ShutdownOptions {
   /** Time each graceful step gets before the next (default 30 s, as `mb down`). */
@@ -58,20 +22,6 @@ export interface ShutdownReport {
   exit: QemuExit
   /** The VM dir when it was kept (keepOnFailure and a forced stop), else undefined. */
   keptDir: string | undefined
-}
-
-export interface SandboxParts {
-  info: SandboxInfo
-  logs: SandboxLogs
-  ssh: SshAccess | undefined
-  control: StereosdClient
-  transport: Transport
-  /** The guest agent, unless booted with bootstrap 'none'. */
-  agent: { client: AgentClient; transport: AgentTransport; token: string } | undefined
-  qemu: QemuProcess
-  qmp: () => Promise<QmpClient>
-  keepOnFailure: boolean
-  log: (line: string) => void
 }
 
 /** A booted, provisioned VM. Stop it with shutdown() or `await using`. */
@@ -190,9 +140,12 @@ export class Sandbox implements AsyncDisposable {
     return this.stopping
   }
 
-  /** Boot a VM from options (see SandboxOptions), wait for stereosd, provision it. */
-  static boot(options: SandboxOptionsInput = {}, hooks?: BootHooks): Promise<Sandbox> {
-    return bootSandbox(options, hooks)
+  /**
+   * Boot a VM from options (see SandboxOptions), wait for stereosd, provision it, start its
+   * agent. Resolves once everything the Sandbox reports is usable.
+   */
+  static async boot(options: SandboxOptionsInput = {}, hooks?: BootHooks): Promise<Sandbox> {
+    return new Sandbox(await bootSandbox(options, hooks))
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -1,5 +1,12 @@
 import type { Accel, PlatformProfile } from './profile.js'
 
+/** A 127.0.0.1 host port that QEMU forwards into the guest. */
+export interface HostForward {
+  host: number
+  guest: number
+  proto: 'tcp' | 'udp'
+}
+
 export interface QemuSpec {
   profile: PlatformProfile
   accel: Accel
@@ -12,15 +19,8 @@ export interface QemuSpec {
   qmpSocket: string
   serialLog: string
   pidfile: string
-  network:
-    | { mode: 'none' }
-    | {
-        mode: 'nat'
-        sshPort: number
-        /** Host port forwarded to stereosd's 1024; absent when the control plane is vsock. */
-        controlPort?: number
-        forwards: { host: number; guest: number; proto: 'tcp' | 'udp' }[]
-      }
+  /** `none`: no NIC at all; `user`: SLIRP, `restrict` cuts the guest off from host and outside (forwards still work). */
+  network: { mode: 'none' } | { mode: 'user'; restrict: boolean; forwards: HostForward[] }
   /** Kernel-reserved guest CID and the fd QEMU inherits for it. */
   vsock?: { cid: number; vhostfd?: number }
   shares: { tag: string; host: string; readonly: boolean }[]
@@ -72,9 +72,8 @@ export function buildQemuArgv(spec: QemuSpec): string[] {
 
 function networkArgs(network: QemuSpec['network']): string[] {
   if (network.mode === 'none') return ['-nic', 'none']
-  const fwd = [`hostfwd=tcp:127.0.0.1:${network.sshPort}-:22`]
-  if (network.controlPort !== undefined) fwd.push(`hostfwd=tcp:127.0.0.1:${network.controlPort}-:1024`)
-  for (const f of network.forwards) fwd.push(`hostfwd=${f.proto}:127.0.0.1:${f.host}-:${f.guest}`)
+  const options = ['user', 'id=net0', ...(network.restrict ? ['restrict=on'] : [])]
+  for (const f of network.forwards) options.push(`hostfwd=${f.proto}:127.0.0.1:${f.host}-:${f.guest}`)
   // romfile= skips the iPXE option ROM: direct kernel boot never network-boots.
-  return ['-netdev', `user,id=net0,${fwd.join(',')}`, '-device', 'virtio-net-pci,netdev=net0,romfile=']
+  return ['-netdev', options.join(','), '-device', 'virtio-net-pci,netdev=net0,romfile=']
 }

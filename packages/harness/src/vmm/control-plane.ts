@@ -2,7 +2,7 @@ import { HarnessError } from '../errors.js'
 import { TcpTransport, type Transport } from '../control/transport.js'
 import { loadVsock, type LoadVsock, type VsockModule } from '../control/vsock-module.js'
 import { CONTROL_VSOCK_PORT, VsockTransport } from '../control/vsock-transport.js'
-import type { QemuSpec } from './argv.js'
+import { freePort } from './ports.js'
 
 export type ControlPlaneMode = 'auto' | 'vsock' | 'tcp'
 
@@ -27,17 +27,32 @@ export interface TcpPlane {
   kind: 'tcp'
   /** Why vsock is not used (shown once per process in auto mode). */
   reason: string
+  /** The 127.0.0.1 port QEMU forwards to stereosd's 1024 (hostfwd). */
+  port: number
+  transport: Transport
 }
 
+/**
+ * How the host reaches stereosd for one boot. Each kind carries what it needs (a CID and fd,
+ * a host port), so nothing downstream has to ask "is the port there?". A new kind (e.g. a unix
+ * socket into a network namespace) is one more member here and one more case where the union
+ * is switched on (planeInfo, the network plan).
+ */
 export type ControlPlane = VsockPlane | TcpPlane
+
+/** SandboxInfo.transport: where stereosd is reached, without the live handles. */
+export type ControlPlaneInfo = { kind: 'tcp'; host: string; port: number } | { kind: 'vsock'; cid: number; port: number }
 
 export interface ControlPlaneDeps {
   load?: LoadVsock
   log?: (line: string) => void
   /** Where "vsock not used" was already said; default: once per process. */
   noted?: { done: boolean }
+  /** Picks the TCP plane's host port (default: a free 127.0.0.1 port). */
+  freePort?: () => Promise<number>
 }
 
+// Once-per-process cache: the "TCP, not vsock" note is said once however many VMs boot.
 const processNote = { done: false }
 
 const VSOCK_FIX =
@@ -68,7 +83,7 @@ export async function vsockAvailability(load: LoadVsock = loadVsock): Promise<{ 
  * fallback wherever /dev/vhost-vsock or the addon is missing.
  */
 export async function chooseControlPlane(mode: ControlPlaneMode, deps: ControlPlaneDeps = {}): Promise<ControlPlane> {
-  if (mode === 'tcp') return { kind: 'tcp', reason: "controlPlane: 'tcp' requested" }
+  if (mode === 'tcp') return tcpPlane("controlPlane: 'tcp' requested", deps)
   const load = deps.load ?? loadVsock
   const available = await vsockAvailability(load)
   let reason: string
@@ -90,29 +105,20 @@ export async function chooseControlPlane(mode: ControlPlaneMode, deps: ControlPl
     noted.done = true
     deps.log?.(`control plane: TCP through a 127.0.0.1 port forward, not vsock (${reason})`)
   }
-  return { kind: 'tcp', reason }
+  return tcpPlane(reason, deps)
 }
 
-/**
- * What the control plane decides in QEMU's argv: vsock adds the vhost-vsock device on fd 3 and
- * drops the :1024 forward; `sshPort` undefined means network.mode 'none' (vsock only).
- */
-export function planeQemuSpec(plane: ControlPlane, sshPort: number | undefined, controlPort: number | undefined, forwards: { host: number; guest: number; proto: 'tcp' | 'udp' }[]): Pick<QemuSpec, 'network' | 'vsock'> {
-  const network: QemuSpec['network'] =
-    sshPort === undefined ? { mode: 'none' } : { mode: 'nat', sshPort, ...(plane.kind === 'tcp' && controlPort !== undefined ? { controlPort } : {}), forwards }
-  return plane.kind === 'vsock' ? { network, vsock: { cid: plane.cid, vhostfd: VHOST_FD_IN_CHILD } } : { network }
+async function tcpPlane(reason: string, deps: ControlPlaneDeps): Promise<TcpPlane> {
+  const port = await (deps.freePort ?? freePort)()
+  return { kind: 'tcp', reason, port, transport: new TcpTransport('127.0.0.1', port) }
 }
 
 /** SandboxInfo.transport for a plane. */
-export function planeInfo(plane: ControlPlane, controlPort: number | undefined): { kind: 'tcp'; host: string; port: number } | { kind: 'vsock'; cid: number; port: number } {
-  if (plane.kind === 'vsock') return { kind: 'vsock', cid: plane.cid, port: CONTROL_VSOCK_PORT }
-  if (controlPort === undefined) throw new Error('TCP control plane without a control port')
-  return { kind: 'tcp', host: '127.0.0.1', port: controlPort }
-}
-
-/** How the host connects to stereosd for this plane. */
-export function planeTransport(plane: ControlPlane, controlPort: number | undefined): Transport {
-  if (plane.kind === 'vsock') return plane.transport
-  const where = planeInfo(plane, controlPort)
-  return new TcpTransport('127.0.0.1', where.port)
+export function planeInfo(plane: ControlPlane): ControlPlaneInfo {
+  switch (plane.kind) {
+    case 'vsock':
+      return { kind: 'vsock', cid: plane.cid, port: CONTROL_VSOCK_PORT }
+    case 'tcp':
+      return { kind: 'tcp', host: '127.0.0.1', port: plane.port }
+  }
 }

@@ -13,7 +13,15 @@ export function qemuSpec(overrides: Partial<QemuSpec> = {}): QemuSpec {
     qmpSocket: '/vm/qmp.sock',
     serialLog: '/vm/serial.log',
     pidfile: '/vm/qemu.pid',
-    network: { mode: 'nat', sshPort: 2222, controlPort: 4444, forwards: [{ host: 8080, guest: 80, proto: 'tcp' }] },
+    network: {
+      mode: 'user',
+      restrict: false,
+      forwards: [
+        { host: 2222, guest: 22, proto: 'tcp' },
+        { host: 4444, guest: 1024, proto: 'tcp' },
+        { host: 8080, guest: 80, proto: 'tcp' },
+      ],
+    },
     shares: [],
     ...overrides,
   }

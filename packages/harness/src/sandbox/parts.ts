@@ -1,0 +1,61 @@
+import type { Arch } from '../config/options.js'
+import type { StereosdClient } from '../control/client.js'
+import type { Transport } from '../control/transport.js'
+import type { LogSink } from '../log.js'
+import type { ControlPlaneInfo } from '../vmm/control-plane.js'
+import type { Accel } from '../vmm/profile.js'
+import type { QemuProcess } from '../vmm/qemu-process.js'
+import type { QmpClient } from '../vmm/qmp.js'
+import type { GuestAgent } from './agent-start.js'
+import type { TimelineEntry } from './timeline.js'
+
+/**
+ * What a boot hands over (boot.ts builds it, sandbox.ts wraps it in a Sandbox): the types live
+ * here so that neither module imports the other's implementation.
+ */
+
+export interface SandboxInfo {
+  id: string
+  arch: Arch
+  accel: Accel
+  /** Why KVM was not used, when it was not. */
+  accelNote: string | undefined
+  mixtape: { ref: string; dir: string; version: string | undefined }
+  /** How the host reaches stereosd. */
+  transport: ControlPlaneInfo
+  /** Host ports forwarded to the guest (127.0.0.1 only). */
+  ports: { ssh: number | undefined; control: number | undefined; agent: number | undefined }
+  vmDir: string
+  pid: number
+  /** When each boot phase finished, in ms since Sandbox.boot was called. */
+  timeline: TimelineEntry[]
+}
+
+export interface SandboxLogs {
+  /** QEMU's own stdout/stderr, appended across boots. */
+  qemu: string
+  /** The guest's serial console. */
+  serial: string
+}
+
+export interface SshAccess {
+  host: '127.0.0.1'
+  port: number
+  user: 'admin'
+  /** OpenSSH private key for `ssh -i`; its public half was injected with inject_ssh_key. */
+  keyPath: string
+}
+
+export interface SandboxParts {
+  info: SandboxInfo
+  logs: SandboxLogs
+  ssh: SshAccess | undefined
+  control: StereosdClient
+  transport: Transport
+  /** The guest agent, unless booted with bootstrap 'none'. */
+  agent: GuestAgent | undefined
+  qemu: QemuProcess
+  qmp: () => Promise<QmpClient>
+  keepOnFailure: boolean
+  log: LogSink
+}

@@ -1,0 +1,101 @@
+import type { Arch, ResolvedSandboxOptions } from '../config/options.js'
+import { toMiB } from '../config/size.js'
+import { HarnessError } from '../errors.js'
+import { readCmdline } from '../mixtape/local.js'
+import type { Mixtape } from '../mixtape/mixtape.js'
+import { SHARE_TAG } from '../agent-client/share.js'
+import type { QemuSpec } from '../vmm/argv.js'
+import { buildQemuArgv } from '../vmm/argv.js'
+import { PROFILES, type Accel } from '../vmm/profile.js'
+import { spawnQemu, tail, type QemuProcess } from '../vmm/qemu-process.js'
+import { connectQmp } from '../vmm/qmp-connect.js'
+import type { QmpClient } from '../vmm/qmp.js'
+import type { VmPaths } from '../vmm/vm-dir.js'
+
+export type KernelBoot = Extract<QemuSpec['boot'], { kind: 'kernel' }>
+
+/** The mixtape's direct-kernel boot, checked before anything is created for the VM. */
+export function kernelBoot(mixtape: Mixtape): KernelBoot {
+  if (!mixtape.kernel) {
+    throw new HarnessError('MIXTAPE_INVALID', `Mixtape ${mixtape.ref} has no kernel artifacts (bzImage, initrd, cmdline) in ${mixtape.dir}`, {
+      fix: 'use a mixtape with kernel artifacts; EFI boot of disk-only mixtapes is not supported yet',
+    })
+  }
+  return { kind: 'kernel', kernel: mixtape.kernel.kernel, initrd: mixtape.kernel.initrd, cmdline: readCmdline(mixtape.kernel.cmdline) }
+}
+
+/** Everything QEMU's argv is made of, by name. */
+export interface QemuInputs {
+  options: ResolvedSandboxOptions
+  arch: Arch
+  accel: Accel
+  boot: KernelBoot
+  vm: VmPaths
+  network: Pick<QemuSpec, 'network' | 'vsock'>
+  /** The harness share's host dir, when the guest agent is wanted. */
+  agentShare: string | undefined
+}
+
+export function qemuSpecFor(inputs: QemuInputs): QemuSpec {
+  const { options, vm } = inputs
+  return {
+    profile: PROFILES[inputs.arch],
+    accel: inputs.accel,
+    cpus: options.resources.cpus,
+    memoryMiB: toMiB(options.resources.memory),
+    boot: inputs.boot,
+    disk: { path: vm.disk, format: 'qcow2' },
+    qmpSocket: vm.qmpSocket,
+    serialLog: vm.serialLog,
+    pidfile: vm.pidfile,
+    ...inputs.network,
+    shares: [
+      ...options.shared.map((share, i) => ({ tag: `share${i}`, host: share.host, readonly: share.readonly })),
+      ...(inputs.agentShare ? [{ tag: SHARE_TAG, host: inputs.agentShare, readonly: true }] : []),
+    ],
+  }
+}
+
+export interface RunningQemu {
+  process: QemuProcess
+  /** Connected lazily by whoever needs QMP; a failure surfaces there. */
+  qmp: Promise<QmpClient>
+  /** Aborted, with a QEMU_EXITED error, the moment QEMU exits: waits for the guest stop at once. */
+  died: AbortSignal
+}
+
+export function startQemu(binary: string, spec: QemuSpec, vm: VmPaths, fds: number[]): RunningQemu {
+  const child = spawnQemu({ binary, argv: buildQemuArgv(spec), qemuLog: vm.qemuLog, fds })
+  const qmp = connectQmp(vm.qmpSocket, child)
+  qmp.catch(() => undefined)
+  const died = new AbortController()
+  void child.exited.then((exit) => died.abort(qemuExitedError(exit.code, exit.signal, vm)))
+  return { process: child, qmp, died: died.signal }
+}
+
+/** Kill QEMU and wait for it, then drop the QMP connection (rollback of a failed boot). */
+export async function killQemu(qemu: RunningQemu): Promise<void> {
+  qemu.process.kill('SIGKILL')
+  await qemu.process.exited
+  await qemu.qmp.then((client) => client.close(), () => undefined)
+}
+
+function qemuExitedError(code: number | undefined, signal: string | undefined, vm: VmPaths): HarnessError {
+  const how = signal ? `was killed by ${signal}` : `exited with code ${code}`
+  return new HarnessError('QEMU_EXITED', `QEMU ${how} before the guest was ready. Last lines of ${vm.qemuLog}:\n${tail(vm.qemuLog)}`, {
+    fix: `read ${vm.qemuLog} and ${vm.serialLog}; run \`stereos-harness doctor\` to check the host`,
+    logs: { qemu: vm.qemuLog, serial: vm.serialLog },
+  })
+}
+
+/** A stereosd wait that timed out, restated with the console's last lines. */
+export function bootTimeoutError(err: unknown, timeoutMs: number, vm: VmPaths): unknown {
+  if (err instanceof HarnessError && err.code === 'BOOT_TIMEOUT') {
+    return new HarnessError('BOOT_TIMEOUT', `The guest did not become ready within ${timeoutMs} ms: ${err.message}. The guest console is in ${vm.serialLog}; its last lines:\n${tail(vm.serialLog)}`, {
+      fix: `read ${vm.serialLog} for where the boot stopped; raise bootTimeoutMs if the host is slow (TCG)`,
+      logs: { qemu: vm.qemuLog, serial: vm.serialLog },
+      cause: err,
+    })
+  }
+  return err
+}
