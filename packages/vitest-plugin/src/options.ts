@@ -1,10 +1,18 @@
 import { HarnessError, SandboxOptions } from '@stereos/harness'
 import { z } from 'zod'
 
+/** Environment variable names as POSIX shells and agentd's env tables accept them. */
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/
+/** One line, no NUL: values travel through jcards and tmux `-e` flags on stereOS, where a newline splits them. */
+const EnvValue = z.string().refine((v) => !/[\n\r\0]/.test(v), 'must be one line without NUL (a newline would split it in the guest: pass multi-line data as a file)')
+
+/** 64 MiB: a log or a screenshot fits; a runaway file does not become host memory. */
+export const DEFAULT_ATTACHMENT_MAX_BYTES = 64 * 1024 ** 2
+
 /**
  * Options of `stereos(options)` and `describe.sandbox(name, options)`: every Sandbox option
- * (mixtape, arch, resources, network, secrets, shared, bootstrap, timeouts, keepOnFailure) plus
- * how test files are isolated. One zod schema is the source of the types.
+ * (mixtape, arch, resources, network, secrets, shared, timeouts, keepOnFailure) plus how test
+ * files are isolated and what reaches the guest. One zod schema is the source of the types.
  */
 export const StereosOptions = SandboxOptions.extend({
   /**
@@ -12,6 +20,22 @@ export const StereosOptions = SandboxOptions.extend({
    * `vm`: each test file gets a fresh VM (slower; nothing carries over between files).
    */
   isolation: z.enum(['process', 'vm']).default('process'),
+  /**
+   * The pool lays out the project view as root in the guest, so its agent starts over SSH as
+   * admin with sudo (every stereOS mixtape allows it); `agentd` agents run as `agent` and cannot.
+   */
+  bootstrap: z.enum(['ssh', 'agentd']).default('ssh'),
+  /** Variables the guest test processes get on top of Vitest's own and `test.env`; nothing else of the host's environment reaches the guest. */
+  env: z
+    .record(z.string(), EnvValue)
+    .superRefine((env, ctx) => {
+      for (const key of Object.keys(env)) {
+        if (!ENV_NAME.test(key)) ctx.addIssue({ code: 'custom', path: [key], message: 'must be a variable name (letters, digits, _; not starting with a digit)' })
+      }
+    })
+    .default({}),
+  /** Files tests attach inside the guest are read from the guest, up to this many bytes each. */
+  attachmentMaxBytes: z.int().positive().default(DEFAULT_ATTACHMENT_MAX_BYTES),
 })
 export type StereosOptionsInput = z.input<typeof StereosOptions>
 export type ResolvedStereosOptions = z.output<typeof StereosOptions>

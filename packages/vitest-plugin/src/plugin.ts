@@ -1,16 +1,34 @@
+import { realpathSync } from 'node:fs'
+import { dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { log } from '@stereos/harness'
+import { log, Sandbox, type SandboxOptionsInput } from '@stereos/harness'
 import type { Plugin } from 'vite'
 import type { PoolOptions, PoolRunnerInitializer, TestProject, VitestPluginContext } from 'vitest/node'
 import { parseStereosOptions, type StereosOptionsInput } from './options.js'
 import { PoolContext } from './pool/context.js'
-import { VmLeasePool } from './pool/lease-pool.js'
+import { VmLeasePool, type BootVm } from './pool/lease-pool.js'
 import { StereosPoolWorker } from './pool/pool-worker.js'
-import { shareRoot } from './pool/share-root.js'
+import { hostIdentity, mountView, viewRoots, viewShares, type ViewPlan } from './pool/view.js'
 import { checkVitestVersion } from './version.js'
 
 export const POOL_NAME = 'stereos'
 const SNAPSHOT_ENVIRONMENT = fileURLToPath(new URL('./guest/snapshot-environment.js', import.meta.url))
+const PLUGIN_DIR = dirname(fileURLToPath(import.meta.url))
+
+/** A pool VM: booted with the project view's shares, then the view laid out inside it. */
+function bootWithView(view: ViewPlan): BootVm {
+  return async (options: SandboxOptionsInput) => {
+    const own = options.shared ?? []
+    const sandbox = await Sandbox.boot({ ...options, shared: [...own, ...viewShares(view)] }, { log })
+    try {
+      await mountView(sandbox, view, own.length, hostIdentity())
+    } catch (err) {
+      await sandbox.shutdown({ timeoutMs: 3_000 }).catch(() => undefined)
+      throw err
+    }
+    return sandbox
+  }
+}
 
 /** The pool runner for one project: VMs sized to its maxWorkers, closed when Vitest closes. */
 export function stereosPool(project: TestProject, options: StereosOptionsInput = {}): PoolRunnerInitializer {
@@ -18,16 +36,21 @@ export function stereosPool(project: TestProject, options: StereosOptionsInput =
   parseStereosOptions(options, 'stereos')
   // Vitest 4 may leave a project's maxWorkers unset (resolved at scheduling); 5 always sets it.
   const maxWorkers = Math.max(1, Number(project.config.maxWorkers) || Number(project.vitest.config.maxWorkers) || 1)
-  const pool = new VmLeasePool(maxWorkers, { log })
   let context: PoolContext | undefined
+  let pool: VmLeasePool | undefined
   project.vitest.onClose(async () => {
-    await pool.close()
+    await pool?.close()
     context?.dispose()
   })
   return {
     name: POOL_NAME,
     createPoolWorker(poolOptions: PoolOptions) {
-      context ??= new PoolContext(pool, options as Record<string, unknown>, shareRoot(poolOptions.project.config.root, poolOptions.distPath))
+      if (!context) {
+        const root = poolOptions.project.config.root
+        const view: ViewPlan = { roots: viewRoots(root, poolOptions.distPath, PLUGIN_DIR) }
+        pool = new VmLeasePool(maxWorkers, bootWithView(view), log)
+        context = new PoolContext(pool, options as Record<string, unknown>, view, realpathSync(root))
+      }
       return new StereosPoolWorker(poolOptions, context)
     },
   }
@@ -52,7 +75,7 @@ export function stereos(options: StereosOptionsInput = {}): Plugin {
         p.config.poolRunner = stereosPool(p, options)
         // The pool answers `fetch` inline; a host tmp path would not exist in the guest.
         ;(p.config as { fsModuleCache?: boolean }).fsModuleCache = false
-        // Snapshot writes go through the host: the project is read-only in the guest.
+        // Snapshot files written in the guest also go to the host, through the pool's checks.
         p.config.snapshotEnvironment ??= SNAPSHOT_ENVIRONMENT
       }
     },

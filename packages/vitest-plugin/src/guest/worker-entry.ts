@@ -1,9 +1,13 @@
 /**
- * Runs inside the VM, one process per PoolWorker: Vitest's real worker (`vitest/worker` from
- * the host's `distPath`, at the same path through the read-only share), talking to the host
- * pool over fd 3, the agent's ipc channel, in length-prefixed v8 messages.
+ * Runs inside the VM, one process per PoolWorker: Vitest's real worker (`vitest/worker` from the
+ * host's `distPath`, at the same path in the project view), talking to the host pool over fd 3,
+ * the agent's ipc channel, in length-prefixed v8 messages.
  *
- *   node worker-entry.js <distPath>
+ *   STEREOS_WORKER='{"dist":"<vitest distPath>","uid":N,"gid":N}' node worker-entry.js
+ *
+ * The agent starts it as root; it drops to the host user's uid/gid before anything else, so the
+ * project view's files belong to the tests as they do on the host. Its argv is what the forks
+ * pool's worker has (`node <entry>`): code that reads process.argv.slice(2) sees nothing extra.
  */
 import { Socket } from 'node:net'
 import { join } from 'node:path'
@@ -13,8 +17,20 @@ import { HOST_FS_GLOBAL, HOST_FS_TAG, isHostFsReply, type HostFs, type HostFsOp 
 
 type Listener = (message: unknown) => void
 
-const distPath = process.argv[2]
-if (!distPath) throw new Error('usage: worker-entry.js <vitest distPath>')
+interface WorkerConfig {
+  dist: string
+  uid: number
+  gid: number
+}
+
+const config = JSON.parse(process.env.STEREOS_WORKER ?? 'null') as WorkerConfig | null
+if (!config?.dist) throw new Error('worker-entry.js: STEREOS_WORKER is not set (the stereos pool starts this file)')
+delete process.env.STEREOS_WORKER
+if (process.getuid?.() === 0 && config.uid !== 0) {
+  process.setgroups?.([config.gid])
+  process.setgid?.(config.gid)
+  process.setuid?.(config.uid)
+}
 
 interface WorkerModule {
   init(options: Record<string, unknown>): void
@@ -22,7 +38,7 @@ interface WorkerModule {
   setupEnvironment(context: unknown): Promise<() => Promise<void>>
 }
 
-const worker = (await import(pathToFileURL(join(distPath, 'worker.js')).href)) as WorkerModule
+const worker = (await import(pathToFileURL(join(config.dist, 'worker.js')).href)) as WorkerModule
 // Opened after the import: frames wait in the socket until init() can take them.
 const channel = new Socket({ fd: 3, readable: true, writable: true })
 const decoder = new V8Decoder()

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -5,10 +6,18 @@ import type { SandboxOptionsInput } from '@stereos/harness'
 import { parseStereosOptions, type ResolvedStereosOptions } from '../options.js'
 import { sandboxOptionsInFile } from './file-options.js'
 import type { Lease, VmLeasePool } from './lease-pool.js'
+import type { ViewPlan } from './view.js'
+
+/** How a file's VM is booted and what its guest processes get. */
+export interface FilePlan {
+  key: string
+  boot: SandboxOptionsInput
+  options: ResolvedStereosOptions
+}
 
 /**
- * What every PoolWorker of one project shares: the project's options, the VM pool, and how a
- * test file's describe.sandbox options turn into the VM it runs in.
+ * What every PoolWorker of one project shares: the project's options, the VM pool, the project
+ * view, and how a test file's describe.sandbox options turn into the VM it runs in.
  */
 export class PoolContext {
   private guestFiles: string | undefined
@@ -16,26 +25,28 @@ export class PoolContext {
   constructor(
     readonly pool: VmLeasePool,
     private readonly projectOptions: Record<string, unknown>,
-    /** Host dir shared read-only at the same guest path (project, Vitest, this plugin). */
-    readonly sharedDir: string,
+    /** The host dirs the guest sees at the same paths (project, Vitest, this plugin). */
+    readonly view: ViewPlan,
+    /** The project's root, a real path: file snapshots are written back only under it. */
+    readonly projectRoot: string,
   ) {}
 
   /** Options for these files: the project's, overridden by literal describe.sandbox options in the first file. */
-  resolve(files: string[]): ResolvedStereosOptions {
+  plan(files: string[]): FilePlan {
     const [file] = files
     const inFile = file ? sandboxOptionsInFile(file) : []
-    const merged = Object.assign({}, this.projectOptions, ...inFile) as Record<string, unknown>
-    return parseStereosOptions(merged, file && inFile.length ? `describe.sandbox options in ${file}` : 'stereos')
+    const merged = Object.assign({}, this.projectOptions, ...inFile.map((f) => f.options)) as Record<string, unknown>
+    const options = parseStereosOptions(merged, file && inFile.length ? `describe.sandbox options in ${file}:${inFile[0]?.line}` : 'stereos')
+    const { isolation, env, attachmentMaxBytes, ...sandbox } = options
+    const boot: SandboxOptionsInput = { ...sandbox, shared: [...sandbox.shared] }
+    // The key covers everything the VM was booted with; secrets are hashed in, never shown.
+    const key = createHash('sha256').update(JSON.stringify({ isolation, boot })).digest('hex')
+    return { key, boot, options }
   }
 
-  /** A VM for these files; the key includes isolation, so a 'vm' file never takes a VM another file used. */
-  async lease(files: string[]): Promise<{ lease: Lease; isolation: ResolvedStereosOptions['isolation'] }> {
-    const { isolation, ...sandbox } = this.resolve(files)
-    const boot: SandboxOptionsInput = {
-      ...sandbox,
-      shared: [...sandbox.shared, { host: this.sharedDir, guest: this.sharedDir, readonly: true }],
-    }
-    return { lease: await this.pool.lease(JSON.stringify({ isolation, boot }), boot), isolation }
+  /** A VM for this plan; the key includes isolation, so a 'vm' file never takes a VM another file used. */
+  lease(plan: FilePlan): Promise<Lease> {
+    return this.pool.lease(plan.key, plan.boot)
   }
 
   /** Host copies of files tests attached inside the guest (Vitest copies them on from here). */

@@ -1,4 +1,4 @@
-import { Sandbox, type BootHooks, type SandboxOptionsInput } from '@stereos/harness'
+import { isHarnessError, type Sandbox, type SandboxOptionsInput } from '@stereos/harness'
 
 /** A VM lent to one PoolWorker at a time. */
 export interface Lease {
@@ -9,9 +9,17 @@ export interface Lease {
   files: number
 }
 
+/** Boots a ready VM (the pool's: Sandbox.boot plus the project view); injected so tests need no QEMU. */
+export type BootVm = (options: SandboxOptionsInput) => Promise<Sandbox>
+
 interface Slot {
   lease: Lease
   busy: boolean
+}
+
+/** Boot failures worth one more try: the guest died or stalled (e.g. a TCG timer panic under load), not bad input. */
+function transient(err: unknown): boolean {
+  return isHarnessError(err, 'QEMU_EXITED') || isHarnessError(err, 'BOOT_TIMEOUT') || isHarnessError(err, 'AGENT_UNREACHABLE') || isHarnessError(err, 'CONTROL_PLANE')
 }
 
 /**
@@ -30,7 +38,8 @@ export class VmLeasePool {
 
   constructor(
     private readonly max: number,
-    private readonly hooks: BootHooks = {},
+    private readonly bootVm: BootVm,
+    private readonly log: (line: string) => void = () => undefined,
   ) {}
 
   async lease(key: string, options: SandboxOptionsInput): Promise<Lease> {
@@ -75,7 +84,7 @@ export class VmLeasePool {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    if (this.boots) this.hooks.log?.(`${this.files} test file(s) ran in ${this.boots} VM boot(s)`)
+    if (this.boots) this.log(`${this.files} test file(s) ran in ${this.boots} VM boot(s)`)
     await Promise.allSettled([...this.booting])
     const all = [...this.slots]
     this.slots.clear()
@@ -84,9 +93,21 @@ export class VmLeasePool {
     for (const wake of this.waiters.splice(0)) wake()
   }
 
-  private async boot(key: string, options: SandboxOptionsInput): Promise<Lease> {
+  /** Boot, and once more when the guest died or stalled on the way (one log line); bad input fails at once. */
+  private async bootOnce(options: SandboxOptionsInput): Promise<Sandbox> {
     this.boots++
-    const booting = Sandbox.boot(options, this.hooks)
+    try {
+      return await this.bootVm(options)
+    } catch (err) {
+      if (!transient(err) || this.closed) throw err
+      this.log(`a VM boot failed (${(err as Error).message.split('\n')[0]}); booting once more`)
+      this.boots++
+      return await this.bootVm(options)
+    }
+  }
+
+  private async boot(key: string, options: SandboxOptionsInput): Promise<Lease> {
+    const booting = this.bootOnce(options)
     this.booting.add(booting)
     try {
       const sandbox = await booting

@@ -1,0 +1,134 @@
+import { realpathSync } from 'node:fs'
+import { homedir } from 'node:os'
+import { dirname, parse, sep } from 'node:path'
+import { HarnessError, type Sandbox } from '@stereos/harness'
+
+/**
+ * The guest's view of the project: each view root is a host directory shared read-only over 9p
+ * (QEMU `readonly=on`: not even guest root can write through it), remounted page-cached in the
+ * guest, and laid under an overlay at the host's absolute path. Reads are served from the guest's
+ * page cache after the first time; writes land in the overlay's upper dir on the VM's disk and
+ * are discarded with the VM. Nothing the guest writes reaches the host this way.
+ */
+export interface ViewPlan {
+  /** Host directories (real paths, none inside another), shown at the same paths in the guest. */
+  roots: string[]
+}
+
+/** Guest paths a view root must not shadow: the guest's own system (and stereosd refuses them). */
+const GUEST_SYSTEM = ['/nix', '/etc', '/bin', '/sbin', '/lib', '/lib64', '/usr', '/boot', '/dev', '/proc', '/sys', '/run', '/opt/stereos-harness']
+
+/** Where stereosd first mounts each share (it mounts every share it is given, without caching). */
+export const STAGING = '/mnt/stereos-view'
+
+function commonAncestor(paths: string[]): string {
+  const split = paths.map((p) => p.split(sep))
+  const first = split[0] ?? []
+  let n = 0
+  while (n < first.length && split.every((parts) => parts[n] === first[n])) n++
+  return first.slice(0, n).join(sep) || sep
+}
+
+/** The `node_modules` directory a package lives in (its package manager's root for it). */
+function nodeModulesOf(path: string): string {
+  const at = path.lastIndexOf(`${sep}node_modules${sep}`)
+  return at === -1 ? dirname(path) : path.slice(0, at + `${sep}node_modules`.length)
+}
+
+/** A directory that holds the user's own files beyond the project: never shared whole. */
+function tooBroad(dir: string, home: string): boolean {
+  return dir === parse(dir).root || dir === home || home.startsWith(`${dir}${sep}`)
+}
+
+/**
+ * What the guest must see: the project root, the Vitest the host runs (the guest imports it
+ * from `distPath`: a second copy breaks "current suite" tracking) and this plugin (the guest
+ * entry). Normally one root, the directory holding all three (a repo or workspace). When that
+ * would be the home directory or `/` (Vitest installed globally, e.g. under nvm), the project
+ * and the `node_modules` dirs holding Vitest and the plugin are shared separately instead:
+ * `~/.ssh` and the rest of home never reach the guest.
+ */
+export function viewRoots(projectRoot: string, distPath: string, pluginDir: string, home = homedir()): string[] {
+  const [project, vitest, plugin] = [projectRoot, distPath, pluginDir].map((p) => realpathSync(p)) as [string, string, string]
+  const whole = commonAncestor([project, vitest, plugin])
+  const roots = tooBroad(whole, home) ? [project, nodeModulesOf(vitest), nodeModulesOf(plugin)] : [whole]
+  const unique = [...new Set(roots)].sort()
+  const minimal = unique.filter((root) => !unique.some((other) => other !== root && root.startsWith(`${other}${sep}`)))
+  for (const root of minimal) {
+    if (tooBroad(root, home)) {
+      throw new HarnessError('INVALID_OPTIONS', `the stereos pool would have to share ${root} with the guest to show it the project (${project}) and Vitest (${vitest})`, {
+        fix: 'install vitest and @stereos/vitest-plugin in the project (or its workspace) rather than globally, and keep the project out of the home directory root',
+      })
+    }
+    const system = GUEST_SYSTEM.find((s) => root === s || root.startsWith(`${s}/`))
+    if (system) {
+      throw new HarnessError('INVALID_OPTIONS', `the project's files live under ${system} (${root}), which is part of the guest's own system`, {
+        fix: 'move the project elsewhere (e.g. under /home, /srv or /work)',
+      })
+    }
+  }
+  return minimal
+}
+
+/** The shares a view needs, as Sandbox `shared` entries (staged by stereosd, remounted by mountView). */
+export function viewShares(plan: ViewPlan): { host: string; guest: string; readonly: true }[] {
+  return plan.roots.map((root, i) => ({ host: root, guest: `${STAGING}/${i}`, readonly: true }))
+}
+
+/**
+ * Runs as root in the guest: for each share, replace stereosd's uncached mount by a page-cached
+ * one (9p `cache=loose`: the host side is read-only and the view lives as long as the VM) and put
+ * an overlay with a disk-backed upper dir at the host path. Also makes a home for the host's uid.
+ * Arguments: uid gid, then (tag staging target) per root.
+ */
+const MOUNT_SCRIPT = `set -eu
+V=/var/lib/stereos-harness/view
+uid=$1 gid=$2
+shift 2
+mkdir -p "$V/home"
+chown "$uid:$gid" "$V/home"
+i=0
+while [ $# -ge 3 ]; do
+  tag=$1 staging=$2 target=$3
+  shift 3
+  umount "$staging" 2>/dev/null || true
+  mkdir -p "$V/$i/lower" "$V/$i/upper" "$V/$i/work" "$target"
+  mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 "$tag" "$V/$i/lower"
+  mount -t overlay stereos-view -o "lowerdir=$V/$i/lower,upperdir=$V/$i/upper,workdir=$V/$i/work" "$target"
+  i=$((i + 1))
+done
+`
+
+/** The guest HOME of test processes (owned by the host's uid, on the VM's disk). */
+export const GUEST_HOME = '/var/lib/stereos-harness/view/home'
+
+export interface Identity {
+  uid: number
+  gid: number
+}
+
+/** The host user the guest's test processes run as: files in the view then belong to them as on the host. */
+export function hostIdentity(): Identity {
+  return { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
+}
+
+/**
+ * Lay out the view in a freshly booted VM. `firstTag` is the 9p tag of the first view share
+ * (`share<i>`, i = its index in the sandbox's `shared`).
+ */
+export async function mountView(sandbox: Sandbox, plan: ViewPlan, firstShare: number, who: Identity): Promise<void> {
+  const agent = await sandbox.agent()
+  if (!agent.info.root) {
+    throw new HarnessError('INVALID_OPTIONS', `the stereos pool needs the guest agent to run as root to lay out the project view, but it runs as ${agent.info.user}`, {
+      fix: "leave `bootstrap` unset (the pool uses 'ssh': admin's passwordless sudo, as on every stereOS mixtape) or use a mixtape whose admin user has sudo",
+    })
+  }
+  const args = [String(who.uid), String(who.gid), ...plan.roots.flatMap((root, i) => [`share${firstShare + i}`, `${STAGING}/${i}`, root])]
+  const result = await sandbox.exec('sh', ['-c', MOUNT_SCRIPT, 'stereos-view', ...args], { user: 'root' })
+  if (result.exitCode !== 0) {
+    throw new HarnessError('AGENT', `laying out the project view in VM ${sandbox.info.id} failed (exit ${result.exitCode}): ${result.stderr.trim() || result.stdout.trim()}`, {
+      fix: `the guest needs 9p and overlay filesystems (stereOS has both); see ${sandbox.logs.serial}`,
+      logs: { serial: sandbox.logs.serial, qemu: sandbox.logs.qemu },
+    })
+  }
+}
