@@ -1,10 +1,16 @@
 import { describe as vitestDescribe, type SuiteAPI, type SuiteCollector, type SuiteFactory } from 'vitest'
 import type { SuiteSandboxOptions } from './options.js'
 
+/**
+ * What `meta.stereos` of a sandboxed suite carries into reports (JSON, blob, HTML): the options,
+ * with the names of secrets and env variables but never their values.
+ */
+export type SandboxMeta = Omit<SuiteSandboxOptions, 'secrets' | 'env'> & { sandbox: true; secrets?: string[]; env?: string[] }
+
 declare module 'vitest' {
   interface TaskMeta {
     /** Set by describe.sandbox: the suite runs in a stereOS VM with these options. */
-    stereos?: SuiteSandboxOptions & { sandbox: true }
+    stereos?: SandboxMeta
   }
 }
 
@@ -20,10 +26,21 @@ export function inSandbox(): boolean {
 
 const SKIP_REASON = 'describe.sandbox suites run only in a stereOS VM: run with `vitest --pool=stereos` and the stereos() plugin in the Vitest config'
 
+/** Reports keep what was asked for, not the values: a secret in `meta` would land in every JSON and blob report. */
+export function sandboxMeta(options: SuiteSandboxOptions): SandboxMeta {
+  const { secrets, env, ...rest } = options
+  return {
+    ...rest,
+    ...(secrets ? { secrets: Object.keys(secrets).sort() } : {}),
+    ...(env ? { env: Object.keys(env).sort() } : {}),
+    sandbox: true,
+  }
+}
+
 const sandbox: SandboxSuiteFn = (name: string, optionsOrFn?: SuiteSandboxOptions | SuiteFactory, maybeFn?: SuiteFactory) => {
   const options = typeof optionsOrFn === 'function' ? {} : (optionsOrFn ?? {})
   const fn = typeof optionsOrFn === 'function' ? optionsOrFn : maybeFn
-  const meta = { stereos: { ...options, sandbox: true as const } }
+  const meta = { stereos: sandboxMeta(options) }
   if (inSandbox()) return vitestDescribe(name, { meta }, fn)
   // Under any other pool the suite and its tests stay visible, skipped, with the reason in the name.
   return vitestDescribe.skip(`${name} (skipped: ${SKIP_REASON})`, { meta }, fn)

@@ -1,11 +1,13 @@
 /**
- * Writes the guest cannot make itself: the project is shared read-only, so snapshot files are
- * written by the host pool on the guest's behalf. Messages ride the worker's ipc stream beside
- * Vitest's own and never reach Vitest.
+ * The one way the guest changes host files: snapshot files Vitest resolved for the running test
+ * file and `toMatchFileSnapshot` targets, written by the host pool when Vitest's snapshot state
+ * decides to write them (the guest also writes its own copy into its project view). Messages ride
+ * the worker's ipc stream beside Vitest's own and never reach Vitest. The host checks every
+ * request (pool/host-writes.ts); the guest is not trusted to ask only for these.
  */
 export const HOST_FS_TAG = '__stereos_host_fs__'
 
-export type HostFsOp = { op: 'write'; path: string; data: string } | { op: 'mkdir'; path: string } | { op: 'remove'; path: string }
+export type HostFsOp = { op: 'write'; path: string; data: string } | { op: 'remove'; path: string }
 
 export interface HostFsRequest {
   [HOST_FS_TAG]: 'request'

@@ -1,7 +1,8 @@
 /**
- * Vitest's Node snapshot environment, with writes sent to the host (the project share is
- * read-only in the guest). Reads stay local: the share shows the host's files as they are.
- * The stereos plugin sets `snapshotEnvironment` to this module for its projects.
+ * Vitest's Node snapshot environment, writing twice: into the guest's project view (so the rest
+ * of the file reads what it wrote, as under forks) and, through the pool, to the host's file
+ * (so `-u` and new snapshots persist). The host refuses anything that is not a snapshot file of
+ * this run. The stereos plugin sets `snapshotEnvironment` to this module for its projects.
  */
 import { VitestSnapshotEnvironment } from 'vitest/runtime'
 import { HOST_FS_GLOBAL, type HostFs } from './host-fs.js'
@@ -13,15 +14,13 @@ function host(): HostFs {
 }
 
 class StereosSnapshotEnvironment extends VitestSnapshotEnvironment {
-  override async prepareDirectory(dirPath: string): Promise<void> {
-    await host().call({ op: 'mkdir', path: dirPath })
-  }
-
   override async saveSnapshotFile(filepath: string, snapshot: string): Promise<void> {
+    await super.saveSnapshotFile(filepath, snapshot)
     await host().call({ op: 'write', path: filepath, data: snapshot })
   }
 
   override async removeSnapshotFile(filepath: string): Promise<void> {
+    await super.removeSnapshotFile(filepath)
     await host().call({ op: 'remove', path: filepath })
   }
 }

@@ -23,15 +23,15 @@ interface Attachment {
 }
 
 /**
- * The attachments of an `onTaskArtifactRecord(testId, artifact)` call whose `path` the host
- * cannot read: Vitest copies attachments on the host, so a file the test made inside the guest
- * must be fetched from the guest first.
+ * The file attachments of an `onTaskArtifactRecord(testId, artifact)` call. Vitest copies an
+ * attachment's `path` on the host, so a path from the guest would attach whatever host file has
+ * that name: the pool reads every one from the guest instead and points it at that copy.
  */
-export function guestOnlyAttachments(frame: unknown, hostCanRead: (path: string) => boolean): Attachment[] {
+export function pathAttachments(frame: unknown): Attachment[] {
   if (!isCall(frame, 'onTaskArtifactRecord')) return []
   const artifact = frame.a[1] as { annotation?: { attachment?: Attachment }; attachments?: Attachment[] } | undefined
-  const all = [artifact?.annotation?.attachment, ...(artifact?.attachments ?? [])]
-  return all.filter((a): a is Attachment => typeof a?.path === 'string' && !hostCanRead(a.path))
+  const all = [artifact?.annotation?.attachment, ...(Array.isArray(artifact?.attachments) ? artifact.attachments : [])]
+  return all.filter((a): a is Attachment => typeof a?.path === 'string')
 }
 
 /**

@@ -1,20 +1,31 @@
 import { EventEmitter } from 'node:events'
-import { existsSync } from 'node:fs'
 import { isAbsolute, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { HarnessError, tail, type GuestProcess } from '@stereos/harness'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
 import type { PoolOptions, PoolWorker, WorkerRequest } from 'vitest/node'
-import { failedTestsIn, guestOnlyAttachments, localizeAttachment, vmLogAnnotations } from './artifacts.js'
-import { isHostFsRequest } from '../guest/host-fs.js'
-import { serveHostFs } from './host-fs.js'
+import { HOST_FS_TAG, isHostFsRequest, type HostFsReply } from '../guest/host-fs.js'
+import { failedTestsIn, localizeAttachment, pathAttachments, vmLogAnnotations } from './artifacts.js'
+import { CONFINED_METHODS, outsideView } from './confine.js'
+import type { FilePlan, PoolContext } from './context.js'
+import { guestEnv } from './guest-env.js'
+import { serveHostWrite, type UpdateMode, type WritePolicy } from './host-writes.js'
 import type { Lease } from './lease-pool.js'
-import type { ResolvedStereosOptions } from '../options.js'
-import type { PoolContext } from './context.js'
+import { GUEST_HOME, hostIdentity } from './view.js'
 
 const GUEST_ENTRY = fileURLToPath(new URL('../guest/worker-entry.js', import.meta.url))
 
 type Request = WorkerRequest & { type: string; context?: { files?: { filepath: string }[] } }
+
+/** A birpc frame: calls `{ t: 'q', m, a, i? }`, replies `{ t: 's', i, r?, e? }`. */
+interface Frame {
+  t?: string
+  m?: string
+  a?: unknown[]
+  i?: string
+  r?: unknown
+  e?: unknown
+}
 
 function isRequest(message: unknown): message is Request {
   return typeof message === 'object' && message !== null && (message as { __vitest_worker_request__?: boolean }).__vitest_worker_request__ === true
@@ -24,45 +35,59 @@ function isResponse(message: unknown, type: string): message is { type: string; 
   return typeof message === 'object' && message !== null && (message as { __vitest_worker_response__?: boolean }).__vitest_worker_response__ === true && (message as { type?: string }).type === type
 }
 
-/**
- * Host variables that describe the host machine, not the test run: the guest has its own.
- * Everything else (Vitest's, the config's `env`, what the user set for the run) goes through,
- * as it does for the forks pool.
- */
-const HOST_ONLY = /^(PATH|HOME|USER|LOGNAME|SHELL|PWD|OLDPWD|TMPDIR|TEMP|TMP|HOSTNAME|MAIL|NODE_OPTIONS|NODE_PATH|INIT_CWD|LD_.*|XDG_.*|SSH_.*|DBUS_.*|DISPLAY|WAYLAND_.*|npm_.*|NVM_.*|STEREOS_.*)$/
+const response = (type: 'started' | 'stopped') => ({ __vitest_worker_response__: true, type })
 
-export function guestEnv(env: Partial<NodeJS.ProcessEnv>): Record<string, string> {
-  const out: Record<string, string> = {}
-  for (const [key, value] of Object.entries(env)) if (value !== undefined && !HOST_ONLY.test(key)) out[key] = value
-  return out
-}
+/**
+ * Where one PoolWorker is. Vitest drives it start → run… → stop; the VM is only chosen at the
+ * first `run` (its file's describe.sandbox options pick the VM), so `start` is answered here.
+ * - idle: no guest process yet;
+ * - launching: leasing a VM and spawning the guest process; frames from Vitest queue behind it;
+ * - running: frames flow both ways;
+ * - dead: the guest process or its VM died; Vitest got one error and nothing is sent on;
+ * - stopped: stop() ran; the VM went back to the pool (or was discarded).
+ */
+type State =
+  | { kind: 'idle' }
+  | { kind: 'launching'; launched: Promise<void> }
+  | { kind: 'running'; lease: Lease; child: GuestProcess }
+  | { kind: 'dead'; lease: Lease | undefined }
+  | { kind: 'stopped' }
 
 /**
  * One Vitest PoolWorker: a fresh guest Node process running Vitest's worker, in a VM leased
- * from the pool. The VM is chosen when the first `run` arrives (it names the file, whose
- * describe.sandbox options pick the VM), so `start` is answered here and replayed to the guest.
+ * from the pool, with every frame between them checked on the way: module fetches confined to
+ * the project view, attachments read from the guest, writes to the host only through the
+ * snapshot channel, VM logs added to failed tests.
  */
 export class StereosPoolWorker implements PoolWorker {
   readonly name = 'stereos'
   private readonly events = new EventEmitter()
-  private startRequest: Request | undefined
+  private state: State = { kind: 'idle' }
   private lease: Lease | undefined
-  private isolation: ResolvedStereosOptions['isolation'] = 'process'
-  private child: GuestProcess | undefined
-  private launching: Promise<void> | undefined
+  private plan: FilePlan | undefined
+  private startRequest: Request | undefined
+  /** Frames to the guest, in order, each after the launch. */
   private outbound: Promise<void> = Promise.resolve()
+  /** Frames from the guest, in order (some wait for the host: attachments, annotations). */
   private inbound: Promise<void> = Promise.resolve()
-  private stopping = false
-  private dead = false
-  /** Vitest asked the guest to stop and has not had its `stopped` yet. */
+  /** Vitest sent `stop` and has not had `stopped` yet. */
   private stopPending = false
+  /** stop() began: the guest going away now is expected. */
+  private stopping = false
+  /** Guest calls whose replies the pool checks, by birpc id → method. */
+  private readonly watched = new Map<string, string>()
+  /** This pool's own calls to Vitest, by birpc id; their replies never reach the guest. */
+  private readonly ownCalls = new Map<string, () => void>()
   private nextCall = 0
-  private readonly calls = new Map<string, () => void>()
+  private readonly writes: WritePolicy
 
   constructor(
     private readonly options: PoolOptions,
     private readonly ctx: PoolContext,
-  ) {}
+  ) {
+    const config = options.project.config as { root: string; snapshotOptions?: { updateSnapshot?: UpdateMode } }
+    this.writes = { projectRoot: ctx.projectRoot, update: config.snapshotOptions?.updateSnapshot ?? 'new', snapshotFiles: new Set() }
+  }
 
   on(event: string, callback: (...args: any[]) => void): void {
     this.events.on(event, callback)
@@ -77,72 +102,89 @@ export class StereosPoolWorker implements PoolWorker {
   }
 
   async start(): Promise<void> {
-    // The VM is picked on the first `run`; see the class comment.
+    // The VM is picked on the first `run`; see State.
   }
 
   send(message: WorkerRequest): void {
     const m = message as unknown
     if (isRequest(m) && m.type === 'start') {
       this.startRequest = m
-      setImmediate(() => this.events.emit('message', { __vitest_worker_response__: true, type: 'started' }))
+      setImmediate(() => this.events.emit('message', response('started')))
       return
     }
-    // Nothing in the guest can answer `stop` when the process or its VM is gone (or going:
-    // Vitest 4 may close the pool, and so the VMs, before it stops its workers).
-    if (isRequest(m) && m.type === 'stop' && ((!this.child && !this.launching) || this.dead || this.ctx.pool.closing)) {
-      setImmediate(() => this.events.emit('message', { __vitest_worker_response__: true, type: 'stopped' }))
+    // Nothing in the guest can answer `stop` when there is no process (or it is going: Vitest 4
+    // may close the pool, and so the VMs, before it stops its workers).
+    if (isRequest(m) && m.type === 'stop' && (this.state.kind === 'idle' || this.state.kind === 'dead' || this.ctx.pool.closing)) {
+      setImmediate(() => this.events.emit('message', response('stopped')))
       return
     }
-    // Replies to the artifact calls this pool made itself never reach the guest.
-    const reply = m as { t?: string; i?: string }
-    if (reply.t === 's' && typeof reply.i === 'string' && this.calls.has(reply.i)) {
-      this.calls.get(reply.i)?.()
-      this.calls.delete(reply.i)
-      return
+    const frame = m as Frame
+    if (frame.t === 's' && typeof frame.i === 'string') {
+      const own = this.ownCalls.get(frame.i)
+      if (own) {
+        this.ownCalls.delete(frame.i)
+        own()
+        return
+      }
+      this.checkReply(frame)
     }
     if (isRequest(m) && m.type === 'stop') this.stopPending = true
-    if (isRequest(m) && (m.type === 'run' || m.type === 'collect') && !this.launching) {
+    if (isRequest(m) && (m.type === 'run' || m.type === 'collect') && this.state.kind === 'idle') {
       const files = (m.context?.files ?? []).map((f) => f.filepath)
-      this.launching = this.launch(files)
+      const launched = this.launch(files)
+      this.state = { kind: 'launching', launched }
     }
+    const launched = this.state.kind === 'launching' ? this.state.launched : undefined
     this.outbound = this.outbound
-      .then(() => this.launching)
+      .then(() => launched)
       .then(() => {
-        this.child?.ipc?.write(encodeV8(m))
+        if (this.state.kind === 'running') this.state.child.ipc?.write(encodeV8(m))
       })
       .catch((err: unknown) => this.fail(err))
   }
 
   async stop(): Promise<void> {
     this.stopping = true
-    await this.launching?.catch(() => undefined)
-    const { child, lease } = this
+    if (this.state.kind === 'launching') await this.state.launched.catch(() => undefined)
+    const lease = this.lease
     let hung = false
-    if (child) {
+    if (this.state.kind === 'running') {
+      const { child } = this.state
       const exited = await Promise.race([child.exited.then(() => true, () => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000).unref())])
       if (!exited) {
         hung = true
         await child.kill('SIGKILL').catch(() => undefined)
       }
     }
+    const dead = this.state.kind === 'dead'
+    this.state = { kind: 'stopped' }
     // A guest process that had to be killed may have left the VM in any state: replace it.
-    if (lease) await this.ctx.pool.release(lease, hung || this.dead || !lease.sandbox.running || this.isolation === 'vm')
+    if (lease) await this.ctx.pool.release(lease, hung || dead || !lease.sandbox.running || this.plan?.options.isolation === 'vm')
   }
 
   private async launch(files: string[]): Promise<void> {
-    const { lease, isolation } = await this.ctx.lease(files)
+    const plan = this.ctx.plan(files)
+    this.plan = plan
+    const lease = await this.ctx.lease(plan)
     this.lease = lease
-    this.isolation = isolation
     lease.files += files.length
     this.ctx.pool.files += files.length
     const agent = await lease.sandbox.agent()
     const { project, distPath, execArgv, env } = this.options
-    const child = await lease.sandbox.spawn(agent.info.execPath, [...execArgv, GUEST_ENTRY, distPath], {
+    const who = hostIdentity()
+    const child = await lease.sandbox.spawn(agent.info.execPath, [...execArgv, GUEST_ENTRY], {
       ipc: true,
+      user: 'root',
       cwd: project.config.root,
-      env: { ...guestEnv(env), STEREOS_SANDBOX: '1', STEREOS_VM_ID: lease.sandbox.info.id },
+      env: {
+        ...guestEnv(env, project.config.env ?? {}, plan.options.env),
+        HOME: GUEST_HOME,
+        STEREOS_SANDBOX: '1',
+        STEREOS_VM_ID: lease.sandbox.info.id,
+        STEREOS_WORKER: JSON.stringify({ dist: distPath, uid: who.uid, gid: who.gid }),
+      },
     })
-    this.child = child
+    this.state = { kind: 'running', lease, child }
     child.stdout.pipe(project.vitest.logger.outputStream, { end: false })
     child.stderr.pipe(project.vitest.logger.errorStream, { end: false })
     const decoder = new V8Decoder()
@@ -161,7 +203,7 @@ export class StereosPoolWorker implements PoolWorker {
       // The process went before answering `stop`: answer it, or Vitest waits 60 s for nothing.
       if (this.stopPending) {
         this.stopPending = false
-        this.events.emit('message', { __vitest_worker_response__: true, type: 'stopped' })
+        this.events.emit('message', response('stopped'))
       }
       if (!this.stopping) this.died(why)
     }
@@ -175,6 +217,29 @@ export class StereosPoolWorker implements PoolWorker {
     if (this.startRequest) child.ipc?.write(encodeV8(this.startRequest))
   }
 
+  /** To the guest, unless it is gone. */
+  private toGuest(message: unknown): void {
+    if (this.state.kind === 'running') this.state.child.ipc?.write(encodeV8(message))
+  }
+
+  /** A reply from Vitest to a guest call the pool watches: confine module files, learn snapshot paths. */
+  private checkReply(frame: Frame): void {
+    const method = this.watched.get(frame.i as string)
+    if (!method) return
+    this.watched.delete(frame.i as string)
+    if (method === 'resolveSnapshotPath') {
+      if (typeof frame.r === 'string') this.writes.snapshotFiles.add(resolve(frame.r))
+      return
+    }
+    const outside = frame.e === undefined ? outsideView(frame.r, this.ctx.view.roots) : undefined
+    if (outside) {
+      delete frame.r
+      frame.e = new HarnessError('INVALID_OPTIONS', `stereos: ${outside} is outside the project view, so the guest may not import it (${method})`, {
+        fix: `the guest sees only ${this.ctx.view.roots.join(', ')}; move the file into the project, or import it from a package installed there`,
+      })
+    }
+  }
+
   private async receive(message: unknown): Promise<void> {
     // The guest answers the replayed `start`; Vitest already has its answer.
     if (isResponse(message, 'stopped')) this.stopPending = false
@@ -183,40 +248,62 @@ export class StereosPoolWorker implements PoolWorker {
       return
     }
     if (isHostFsRequest(message)) {
-      this.child?.ipc?.write(encodeV8(await serveHostFs(message, this.ctx.sharedDir)))
+      const reply: HostFsReply = { [HOST_FS_TAG]: 'reply', id: message.id }
+      try {
+        await serveHostWrite(message.request, this.writes)
+      } catch (err) {
+        reply.error = (err as Error).message
+      }
+      this.toGuest(reply)
       return
     }
+    const frame = message as Frame
+    if (frame.t === 'q' && typeof frame.i === 'string' && typeof frame.m === 'string' && (CONFINED_METHODS.has(frame.m) || frame.m === 'resolveSnapshotPath')) {
+      this.watched.set(frame.i, frame.m)
+    }
     if (this.lease) {
-      const root = this.options.project.config.root
-      const guestPath = (path: string) => (isAbsolute(path) ? path : resolve(root, path))
-      for (const attachment of guestOnlyAttachments(message, (path) => existsSync(guestPath(path)))) {
-        const bytes = await this.lease.sandbox.readFile(guestPath(attachment.path as string))
-        localizeAttachment(attachment, bytes, this.ctx.guestFilesDir())
+      try {
+        await this.readAttachments(message, this.lease)
+      } catch (err) {
+        // The test's annotate()/recordArtifact() rejects with the reason; Vitest never sees the call.
+        if (typeof frame.i === 'string') this.toGuest({ t: 's', i: frame.i, e: err })
+        return
+      }
+      const failed = failedTestsIn(message)
+      if (failed.length) {
+        const annotations = vmLogAnnotations(this.lease.sandbox)
+        // One at a time: reporters list annotations in the order they were recorded.
+        for (const id of failed) for (const annotation of annotations) await this.call('onTaskArtifactRecord', [id, annotation])
       }
     }
-    const failed = failedTestsIn(message)
-    if (failed.length && this.lease) {
-      const annotations = vmLogAnnotations(this.lease.sandbox)
-      // One at a time: reporters list annotations in the order they were recorded.
-      for (const id of failed) for (const annotation of annotations) await this.call('onTaskArtifactRecord', [id, annotation])
-    }
     this.events.emit('message', message)
+  }
+
+  /** Attachments name guest files: read them from the guest (bounded), hand Vitest host copies. */
+  private async readAttachments(message: unknown, lease: Lease): Promise<void> {
+    const root = this.options.project.config.root
+    const maxBytes = this.plan?.options.attachmentMaxBytes
+    for (const attachment of pathAttachments(message)) {
+      const guestPath = isAbsolute(attachment.path as string) ? (attachment.path as string) : resolve(root, attachment.path as string)
+      const bytes = await lease.sandbox.readFile(guestPath, maxBytes === undefined ? {} : { maxBytes })
+      localizeAttachment(attachment, bytes, this.ctx.guestFilesDir())
+    }
   }
 
   /** A birpc call from this pool to Vitest, answered through send() (and not forwarded). */
   private call(method: string, args: unknown[]): Promise<void> {
     const i = `stereos-${++this.nextCall}`
     return new Promise<void>((resolve) => {
-      this.calls.set(i, resolve)
+      this.ownCalls.set(i, resolve)
       this.events.emit('message', { t: 'q', m: method, a: args, i })
     })
   }
 
   private died(why: string): void {
     // The pool shutting its VMs down at the end of the run is not a death.
-    if (this.dead || this.stopping || this.ctx.pool.closing) return
-    this.dead = true
+    if (this.state.kind === 'dead' || this.stopping || this.ctx.pool.closing) return
     const lease = this.lease
+    this.state = { kind: 'dead', lease }
     // A killed VM usually shows first as a lost connection: give QEMU's exit a moment to be
     // seen, so the error names the real cause.
     const settle = lease ? Promise.race([lease.sandbox.exited.then(() => undefined), new Promise<void>((r) => setTimeout(r, 2000).unref())]) : Promise.resolve()

@@ -1,0 +1,102 @@
+import { constants, lstatSync, mkdirSync } from 'node:fs'
+import { open, rm } from 'node:fs/promises'
+import { isAbsolute, relative, resolve, sep } from 'node:path'
+import { HarnessError } from '@stereos/harness'
+import type { HostFsOp } from '../guest/host-fs.js'
+
+/** Vitest's `snapshotOptions.updateSnapshot`: `all` with -u, `new` locally, `none` in CI. */
+export type UpdateMode = 'all' | 'new' | 'none'
+
+/**
+ * What one guest worker may write on the host. `snapshotFiles` grows as the worker asks Vitest
+ * to resolve its test files' snapshot paths (the pool watches those RPC replies), so a `.snap`
+ * is writable only when Vitest itself named it for this run.
+ */
+export interface WritePolicy {
+  /** The project root (a real path): file snapshots (`toMatchFileSnapshot`) must be under it. */
+  projectRoot: string
+  update: UpdateMode
+  snapshotFiles: Set<string>
+}
+
+function refuse(path: string, why: string): never {
+  throw new HarnessError('INVALID_OPTIONS', `stereos: the guest may not write ${path} on the host: ${why}`, {
+    fix: 'only snapshot files of the running test file (and toMatchFileSnapshot targets inside the project) are written back, and only when Vitest updates snapshots (-u, or new snapshots outside CI)',
+  })
+}
+
+/** Parts of the project no snapshot lives in: package installs and dot-dirs (.git hooks, editor and CI config). */
+function forbiddenPart(rel: string): string | undefined {
+  return rel.split(sep).find((part) => part === 'node_modules' || part.startsWith('.'))
+}
+
+function exists(path: string): boolean {
+  try {
+    lstatSync(path)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Create the missing directories between `root` and `dir`, refusing any existing component that
+ * is a symlink or not a directory: nothing may lead the write out of the tree.
+ */
+function safeParents(root: string, dir: string, path: string): void {
+  let at = root
+  for (const part of relative(root, dir).split(sep).filter(Boolean)) {
+    at = resolve(at, part)
+    let stat
+    try {
+      stat = lstatSync(at)
+    } catch {
+      mkdirSync(at)
+      continue
+    }
+    if (stat.isSymbolicLink()) refuse(path, `${at} is a symbolic link`)
+    if (!stat.isDirectory()) refuse(path, `${at} is not a directory`)
+  }
+}
+
+/** Carry out one checked write or removal; throws a HarnessError naming the path when refused. */
+export async function serveHostWrite(request: HostFsOp, policy: WritePolicy): Promise<void> {
+  if (typeof request.path !== 'string' || !isAbsolute(request.path)) refuse(String(request.path), 'not an absolute path')
+  const path = resolve(request.path)
+  const root = policy.projectRoot
+  const rel = relative(root, path)
+  if (rel === '' || rel.startsWith(`..${sep}`) || rel === '..' || isAbsolute(rel)) refuse(path, `it is outside the project (${root})`)
+  const snap = policy.snapshotFiles.has(path)
+  const part = forbiddenPart(rel)
+  if (part && !snap) refuse(path, `no snapshot is written under ${part}`)
+  if (policy.update === 'none') refuse(path, 'this run does not update snapshots (CI without -u)')
+  const existed = exists(path)
+  if (request.op === 'remove') {
+    if (!snap) refuse(path, 'only snapshot files Vitest resolved for this test file are removed')
+    if (policy.update !== 'all') refuse(path, 'obsolete snapshots are removed only with -u')
+    const stat = existed ? lstatSync(path) : undefined
+    if (stat && !stat.isFile()) refuse(path, 'it is not a regular file')
+    safeParents(root, resolve(path, '..'), path)
+    await rm(path, { force: true })
+    return
+  }
+  // A file snapshot that exists is overwritten only with -u; a `.snap` gains new entries in `new` mode too.
+  if (!snap && existed && policy.update !== 'all') refuse(path, 'it exists, and file snapshots are overwritten only with -u')
+  if (typeof request.data !== 'string') refuse(path, 'no text to write')
+  safeParents(root, resolve(path, '..'), path)
+  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW | (existed ? constants.O_TRUNC : constants.O_EXCL)
+  let handle
+  try {
+    handle = await open(path, flags, 0o644)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    refuse(path, code === 'ELOOP' ? 'it is a symbolic link' : code === 'EEXIST' ? 'it appeared meanwhile' : (err as Error).message)
+  }
+  try {
+    const stat = await handle.stat()
+    if (!stat.isFile()) refuse(path, 'it is not a regular file')
+    await handle.writeFile(request.data, 'utf8')
+  } finally {
+    await handle.close()
+  }
+}
