@@ -100,3 +100,35 @@ export async function serveHostWrite(request: HostFsOp, policy: WritePolicy): Pr
     await handle.close()
   }
 }
+
+/** Coverage JSON is large for big projects, but bounded: a runaway file must not become host memory. */
+const COVERAGE_MAX_BYTES = 512 * 1024 ** 2
+
+/**
+ * Vitest's coverage providers (v8 and istanbul) write each worker's results to
+ * `<reportsDirectory>/.tmp/coverage-<uuid>.json` and send only the file name; in the guest that
+ * file lands in the VM's view. The pool copies it to the same path on the host before Vitest
+ * reads it, and nothing else: the name must be one the providers make, in the provider's own
+ * directory, created new and without following links.
+ */
+export async function copyCoverageFile(path: unknown, coverageDir: string | undefined, read: (path: string, maxBytes: number) => Promise<Buffer>): Promise<void> {
+  if (typeof path !== 'string' || !coverageDir) refuse(String(path), 'coverage results go only to the coverage provider\'s own directory')
+  const file = resolve(path)
+  if (resolve(file, '..') !== resolve(coverageDir) || !/^coverage-[0-9a-f-]{36}\.json$/.test(file.slice(resolve(coverageDir).length + 1))) {
+    refuse(file, `coverage results go only to ${coverageDir}/coverage-<uuid>.json`)
+  }
+  const dir = lstatSync(coverageDir, { throwIfNoEntry: false })
+  if (!dir?.isDirectory()) refuse(file, `${coverageDir} is not a directory`)
+  const bytes = await read(file, COVERAGE_MAX_BYTES)
+  let handle
+  try {
+    handle = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644)
+  } catch (err) {
+    refuse(file, (err as Error).message)
+  }
+  try {
+    await handle.writeFile(bytes)
+  } finally {
+    await handle.close()
+  }
+}

@@ -9,7 +9,7 @@ import { failedTestsIn, localizeAttachment, pathAttachments, vmLogAnnotations } 
 import { CONFINED_METHODS, outsideView } from './confine.js'
 import type { FilePlan, PoolContext } from './context.js'
 import { guestEnv } from './guest-env.js'
-import { serveHostWrite, type UpdateMode, type WritePolicy } from './host-writes.js'
+import { copyCoverageFile, serveHostWrite, type UpdateMode, type WritePolicy } from './host-writes.js'
 import type { Lease } from './lease-pool.js'
 import { GUEST_HOME, hostIdentity } from './view.js'
 
@@ -269,6 +269,7 @@ export class StereosPoolWorker implements PoolWorker {
         if (typeof frame.i === 'string') this.toGuest({ t: 's', i: frame.i, e: err })
         return
       }
+      if (frame.t === 'q' && frame.m === 'onAfterSuiteRun') await this.shipCoverage(frame, this.lease)
       const failed = failedTestsIn(message)
       if (failed.length) {
         const annotations = vmLogAnnotations(this.lease.sandbox)
@@ -285,9 +286,21 @@ export class StereosPoolWorker implements PoolWorker {
     const maxBytes = this.plan?.options.attachmentMaxBytes
     for (const attachment of pathAttachments(message)) {
       const guestPath = isAbsolute(attachment.path as string) ? (attachment.path as string) : resolve(root, attachment.path as string)
-      const bytes = await lease.sandbox.readFile(guestPath, maxBytes === undefined ? {} : { maxBytes })
+      const bytes = await lease.sandbox.readFile(guestPath, maxBytes === undefined ? {} : { maxBytes }).catch((err: unknown) => {
+        throw new HarnessError('AGENT', `stereos: cannot attach ${guestPath}: ${(err as Error).message.split('\n')[0]}`, {
+          fix: `attachments are read from the guest (the host's files of the same name are never used), up to attachmentMaxBytes (${maxBytes} bytes) of the stereos() options`,
+        })
+      })
       localizeAttachment(attachment, bytes, this.ctx.guestFilesDir())
     }
+  }
+
+  /** The coverage results file the guest worker names: copied from the guest to the same host path first. */
+  private async shipCoverage(frame: Frame, lease: Lease): Promise<void> {
+    const [meta] = (frame.a ?? []) as [{ coverage?: unknown } | undefined]
+    if (typeof meta?.coverage !== 'string') return
+    const provider = (this.options.project.vitest as { coverageProvider?: { coverageFilesDirectory?: string } | null }).coverageProvider
+    await copyCoverageFile(meta.coverage, provider?.coverageFilesDirectory, (path, maxBytes) => lease.sandbox.readFile(path, { maxBytes }))
   }
 
   /** A birpc call from this pool to Vitest, answered through send() (and not forwarded). */
