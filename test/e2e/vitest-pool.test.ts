@@ -17,7 +17,7 @@ interface JsonReport {
   testResults: { name: string; status: string; assertionResults: { fullName: string; status: string; meta: Record<string, unknown> }[] }[]
 }
 
-/** A copy of an example project inside the repo (the guest sees the repo through one read-only share). */
+/** A copy of an example project inside the repo (the guest sees the repo through the project view). */
 function projectCopy(name: string): string {
   const dir = join(repoRoot, 'fixtures', 'projects', `.run-${name}-${process.pid}-${Date.now()}`)
   cpSync(join(repoRoot, 'fixtures', 'projects', name), dir, { recursive: true })
@@ -84,7 +84,7 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
     expect(html).toMatch(/VM vm-\S+ serial console/)
     const copied = readdirSync(join(dir, '.vitest', 'attachments')).map((f) => readFileSync(join(dir, '.vitest', 'attachments', f), 'utf8'))
     expect(copied.some((text) => text.includes('stereosd:'))).toBe(true)
-    // Snapshots were created on the host through the pool (the guest's share is read-only).
+    // Snapshots were created on the host through the pool's snapshot channel (guest writes stay in the VM).
     const snap = readFileSync(join(dir, 'tests', '__snapshots__', 'snapshot.test.ts.snap'), 'utf8')
     expect(snap).toContain('"value": "first"')
 
@@ -176,7 +176,7 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
     expect(output).toMatch(/RUN\s+v4\.1\.\d+/)
     const report = JSON.parse(readFileSync(json, 'utf8')) as JsonReport
     expect({ passed: report.numPassedTests, failed: report.numFailedTests }).toEqual({ passed: 2, failed: 1 })
-    expect(output).toMatch(/stdout \| guest\.test\.ts(:\d+)? > Vitest 4\.1 in a stereOS VM > runs in the guest as agent\s+hello from Vitest 4 in the guest/)
+    expect(output).toMatch(/stdout \| guest\.test\.ts(:\d+)? > Vitest 4\.1 in a stereOS VM > runs in the guest\s+hello from Vitest 4 in the guest/)
     expect(output).toMatch(/Snapshots\s+1 written/)
     expect(output).toMatch(/❯ stereos\s+↳ VM vm-\S+ serial console/)
     expect(output).not.toMatch(/Timeout terminating stereos worker/)
