@@ -5,6 +5,7 @@ import { parseSandboxOptions, type Arch, type ResolvedSandboxOptions } from '../
 import { provision, type ProvisionPlan } from '../control/provision.js'
 import type { StereosdClient } from '../control/client.js'
 import { waitReady } from '../control/ready.js'
+import { traced } from '../control/traced-transport.js'
 import type { Transport } from '../control/transport.js'
 import { loadVsock, type LoadVsock } from '../control/vsock-module.js'
 import { HarnessError } from '../errors.js'
@@ -82,14 +83,15 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     // Our copy of the vhost fd lives as long as QEMU does (see VsockPlane.release).
     if (plane.kind === 'vsock') void qemu.process.exited.then(() => plane.release())
 
-    const ready = await timeline.phase('stereosd', () => awaitStereosd(plane.transport, qemu, options.bootTimeoutMs, vm), 'stereosd-ready')
+    const control = traced(plane.transport, 'control')
+    const ready = await timeline.phase('stereosd', () => awaitStereosd(control, qemu, options.bootTimeoutMs, vm), 'stereosd-ready')
     rollback.defer('stereosd connection', () => ready.close())
 
     await timeline.phase('provision', () => provision(ready, provisionPlan(options, guest, agentShare !== undefined)), 'provisioned')
 
     let agent: GuestAgent | undefined
     if (agentShare && net.agent) {
-      const endpoint = net.agent
+      const endpoint = traced(net.agent, 'wire')
       const bootstrap: AgentBootstrap =
         options.bootstrap === 'ssh' ? { kind: 'ssh', ssh: { transport: net.ssh, user: 'admin', keyPath: guest.key.privateKeyPath } } : { kind: 'agentd', jcard: guest.baseJcard }
       agent = await timeline.phase(
@@ -117,7 +119,7 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
       logs: logsOf(vm),
       ssh: sshAccess(net, guest.key),
       control: ready,
-      transport: plane.transport,
+      transport: control,
       agent,
       qemu: qemu.process,
       qmp: () => qemu.qmp,
