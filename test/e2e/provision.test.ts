@@ -56,7 +56,8 @@ describe('x86_64 fixture: boot, provision, observe from the guest, shut down', (
     if (info.accel === 'tcg') expect(info.accelNote).toMatch(/KVM unusable|TCG requested/)
     expect(info.transport).toMatchObject({ kind: 'tcp', host: '127.0.0.1' })
     expect(info.ports.ssh).toBeGreaterThan(0)
-    expect(info.timeline.map((e) => e.phase)).toEqual(['mixtape-resolved', 'disk-ready', 'qemu-started', 'stereosd-ready', 'provisioned'])
+    // ssh-ready: boot resolved only once SSH with the per-VM key worked (sandbox.ssh is usable).
+    expect(info.timeline.map((e) => e.phase)).toEqual(['mixtape-resolved', 'disk-ready', 'qemu-started', 'stereosd-ready', 'provisioned', 'ssh-ready'])
     expect(existsSync(sandbox.logs.serial)).toBe(true)
     expect(processExists(info.pid)).toBe(true)
   })

@@ -70,7 +70,7 @@ export const SandboxOptions = z.strictObject({
    * as admin (stock mixtapes without `agent`); `none` boots without an agent.
    */
   bootstrap: z.enum(['agentd', 'ssh', 'none']).default('agentd'),
-  /** Milliseconds from provisioning until the guest agent must answer. */
+  /** Milliseconds from provisioning until the guest agent (and sshd, where SSH is forwarded) must answer. */
   agentTimeoutMs: z.int().positive().default(60_000),
   /** Milliseconds from QEMU start until stereosd must report ready. */
   bootTimeoutMs: z.int().positive().default(120_000),

@@ -25,6 +25,7 @@ import type { SandboxParts } from './parts.js'
 import { bootTimeoutError, kernelBoot, killQemu, qemuSpecFor, startQemu, type RunningQemu } from './qemu-start.js'
 import { Rollback } from './rollback.js'
 import { prepareRuntimeDir } from './runtime-dir.js'
+import { waitForSsh } from './ssh-bootstrap.js'
 import { writeSshKey, type SshKeyPair } from './ssh-key.js'
 import { Timeline } from './timeline.js'
 
@@ -103,6 +104,14 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
       rollback.defer('agent connection', () => started.client.close())
     }
 
+    // sandbox.ssh must work once boot resolves: sshd may come up after stereosd (the fixture
+    // starts it later), and the key arrived only with provisioning. The ssh bootstrap proved it.
+    const ssh = sshAccess(net, guest.key)
+    if (ssh && options.bootstrap !== 'ssh') {
+      const target = { transport: net.ssh, user: ssh.user, keyPath: ssh.keyPath }
+      await timeline.phase('ssh', () => waitForSsh(target, Date.now() + options.agentTimeoutMs, logsOf(vm), qemu.died), 'ssh-ready')
+    }
+
     return {
       info: {
         id: vm.id,
@@ -117,7 +126,7 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
         timeline: timeline.entries,
       },
       logs: logsOf(vm),
-      ssh: sshAccess(net, guest.key),
+      ssh,
       control: ready,
       transport: control,
       agent,
