@@ -88,7 +88,7 @@ describe('fixture stereosd speaks the stereosd protocol', () => {
     await replay(transcript)
     await expect(sandbox.exited).resolves.toMatchObject({ code: 0 })
     // As a real stereosd with --poweroff signal-init (§1.6a): SIGTERM to PID 1, whose rcK powers off.
-    expect(readFileSync(sandbox.logs.serial, 'utf8')).toMatch(/stereosd: shutdown: SIGTERM to PID 1[^]*reboot: Power down/)
+    expect(readFileSync(sandbox.logs.serial, 'utf8')).toMatch(/stereosd: shutdown: SIGTERM to PID 1[\s\S]*reboot: Power down/)
     const report = await sandbox.shutdown()
     expect(report.stoppedBy).toBe('already-exited')
     expect(vmDirs(runtime)).toEqual([])
