@@ -18,7 +18,7 @@ export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 /** A token answer is a JSON object with a token of a few KiB. */
 export const MAX_TOKEN_BYTES = 256 * 1024
 /** Error bodies only feed a message: the first bytes are enough. */
-export const MAX_ERROR_TEXT_BYTES = 8 * 1024
+const MAX_ERROR_TEXT_BYTES = 8 * 1024
 
 type Outcome = 'ended' | 'too-large' | 'timed-out'
 
