@@ -27,6 +27,12 @@ export const Forward = z.strictObject({
 })
 
 export const Network = z.strictObject({
+  /**
+   * `nat`: the guest reaches the host and the outside through QEMU user networking. `none`: the
+   * guest reaches nothing; with vsock it has no NIC at all (as mb), without vsock it gets QEMU
+   * user networking with restrict=on, which drops everything the guest sends out while the
+   * host's 127.0.0.1 forwards (control plane, agent, SSH, `forwards`) keep working.
+   */
   mode: z.enum(['nat', 'none']).default('nat'),
   forwards: z.array(Forward).default([]),
 })

@@ -63,7 +63,6 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     const plane = await timeline.phase('control plane', () => chooseControlPlane(options.controlPlane, { log, load }))
     // Without a QEMU nobody else holds the CID; with one, QEMU is killed first (undo is LIFO).
     if (plane.kind === 'vsock') rollback.defer('vsock CID', () => plane.release())
-    if (options.network.mode === 'none' && plane.kind === 'tcp') throw noNetworkError(plane.reason)
 
     const vm = createVmDir(runtimeDir)
     rollback.defer('VM dir', (failure) => (options.keepOnFailure ? markKept(vm.dir, `boot failed: ${firstLine(failure)}`) : rmSync(vm.disk, { force: true })))
@@ -146,7 +145,6 @@ function resolveOptions(input: unknown): { options: ResolvedSandboxOptions; arch
     throw new HarnessError('HOST', `This host's architecture (${process.arch}) has no matching guest architecture`, { fix: "set arch: 'x86_64' or 'aarch64' to emulate one" })
   }
   checkShares(options)
-  if (options.network.mode === 'none' && options.controlPlane === 'tcp') throw noNetworkError("controlPlane is 'tcp'")
   return { options, arch }
 }
 
@@ -157,12 +155,6 @@ function checkShares(options: ResolvedSandboxOptions): void {
       throw new HarnessError('INVALID_OPTIONS', `options.shared.${i}.host: ${host} is not a directory`, { fix: 'create the directory or correct the path' })
     }
     share.host = host
-  })
-}
-
-function noNetworkError(why: string): HarnessError {
-  return new HarnessError('INVALID_OPTIONS', `options.network.mode: 'none' leaves the control plane no path: it needs vsock, and ${why}`, {
-    fix: "use network.mode 'nat' (the default), or enable /dev/vhost-vsock on this host (see `stereos-harness doctor`)",
   })
 }
 
