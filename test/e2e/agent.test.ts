@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { AgentClient, Sandbox, TcpTransport, type HarnessError } from '@stereos/harness'
+import { AgentClient, Sandbox, TcpTransport, UnixTransport, type HarnessError } from '@stereos/harness'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { runtimeDir } from './support.js'
 
@@ -81,7 +81,8 @@ describe('guest agent, agentd bootstrap (x86_64)', () => {
   })
 
   test('a connection with a wrong token is refused', async () => {
-    const transport = new TcpTransport('127.0.0.1', sandbox.info.ports.agent!)
+    const { sockets, ports } = sandbox.info
+    const transport = sockets.agent ? new UnixTransport(sockets.agent, 1025) : new TcpTransport('127.0.0.1', ports.agent!)
     await expect(AgentClient.connect(transport, '0'.repeat(64))).rejects.toMatchObject({ code: 'AGENT_AUTH' })
     expect((await sandbox.exec('true')).exitCode).toBe(0)
   })

@@ -15,12 +15,12 @@ const isShutdown = (t: Transcript) => t.steps.some((s) => s.request.includes('"s
 describe('fixture stereosd speaks the stereosd protocol', () => {
   const runtime = runtimeDir()
   let sandbox: Sandbox
-  let port: number
+  let port: number | string
 
   beforeAll(async () => {
     // Raw lines over TCP: keep the TCP control plane even where the host has vhost-vsock.
     sandbox = await Sandbox.boot({ arch: 'x86_64', runtimeDir: runtime, controlPlane: 'tcp', bootstrap: 'none' })
-    port = sandbox.info.ports.control!
+    port = sandbox.info.sockets.control ?? sandbox.info.ports.control!
   })
   afterAll(async () => {
     await sandbox?.shutdown({ timeoutMs: 10_000 })

@@ -62,9 +62,11 @@ export class RawConnection {
     socket.on('error', () => undefined)
   }
 
-  static open(port: number): Promise<RawConnection> {
+  /** A 127.0.0.1 port, or a unix socket path (QEMU in a private network namespace). */
+  static open(target: number | string): Promise<RawConnection> {
     return new Promise((resolve, reject) => {
-      const socket = connect({ host: '127.0.0.1', port }, () => resolve(new RawConnection(socket)))
+      const where = typeof target === 'number' ? { host: '127.0.0.1', port: target } : { path: target }
+      const socket = connect(where, () => resolve(new RawConnection(socket)))
       socket.once('error', reject)
     })
   }

@@ -12,9 +12,12 @@ import { HarnessError } from '../errors.js'
 import { hostArch } from '../host/arch.js'
 import { debug, log as stderrLog, type LogSink } from '../log.js'
 import { resolveMixtape } from '../mixtape/resolve.js'
-import { chooseControlPlane, planeInfo } from '../vmm/control-plane.js'
+import { chooseControlPlane } from '../vmm/control-plane.js'
 import { createOverlay } from '../vmm/disk.js'
-import { planNetwork, type NetworkPlan } from '../vmm/network-plan.js'
+import { planNetwork } from '../vmm/network-plan.js'
+import { attachNetns } from '../vmm/netns-attach.js'
+import { chooseForwardScope } from '../vmm/private-network.js'
+import { sshAccess } from '../vmm/ssh-access.js'
 import { PROFILES } from '../vmm/profile.js'
 import { requireQemu } from '../vmm/qemu-process.js'
 import { createVmDir, markKept, type VmPaths } from '../vmm/vm-dir.js'
@@ -68,22 +71,29 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     rollback.defer('VM dir', (failure) => (options.keepOnFailure ? markKept(vm.dir, `boot failed: ${firstLine(failure)}`) : rmSync(vm.disk, { force: true })))
     await timeline.phase('disk', () => createOverlay(mixtape.disk, vm.disk, options.resources.disk), 'disk-ready')
 
-    const net = await planNetwork({ plane, mode: options.network.mode, forwards: options.network.forwards, agent: agentShare !== undefined, load })
+    // QEMU in a private network namespace where possible: its forwards then reach only this user.
+    const nic = !(plane.kind === 'vsock' && options.network.mode === 'none')
+    const scope = await chooseForwardScope({ nic, udpForwards: options.network.forwards.some((f) => f.proto === 'udp') }, { log })
+    const net = await planNetwork({ plane, mode: options.network.mode, forwards: options.network.forwards, agent: agentShare !== undefined, load, scope, vmDir: vm.dir })
     const guest = guestCredentials(vm, options)
 
     const qemu = await timeline.phase(
       'qemu',
       () => {
         const spec = qemuSpecFor({ options, arch, accel, boot, vm, network: net.qemu, agentShare })
-        return startQemu(binary, spec, vm, plane.kind === 'vsock' ? [plane.fd] : [])
+        return startQemu(binary, spec, vm, plane.kind === 'vsock' ? [plane.fd] : [], net.netns)
       },
       'qemu-started',
     )
     rollback.defer('QEMU', () => killQemu(qemu))
+    if (net.netns) {
+      const attached = await attachNetns(net.netns, qemu.process.pid, log)
+      void qemu.process.exited.then(() => attached.stop())
+    }
     // Our copy of the vhost fd lives as long as QEMU does (see VsockPlane.release).
     if (plane.kind === 'vsock') void qemu.process.exited.then(() => plane.release())
 
-    const control = traced(plane.transport, 'control')
+    const control = traced(net.control, 'control')
     const ready = await timeline.phase('stereosd', () => awaitStereosd(control, qemu, options.bootTimeoutMs, vm), 'stereosd-ready')
     rollback.defer('stereosd connection', () => ready.close())
 
@@ -105,7 +115,7 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
 
     // sandbox.ssh must work once boot resolves: sshd may come up after stereosd (the fixture
     // starts it later), and the key arrived only with provisioning. The ssh bootstrap proved it.
-    const ssh = sshAccess(net, guest.key)
+    const ssh = sshAccess({ socket: net.sockets.ssh, port: net.ports.ssh }, guest.key.privateKeyPath, vm.id)
     if (ssh && options.bootstrap !== 'ssh') {
       const target = { transport: net.ssh, user: ssh.user, keyPath: ssh.keyPath }
       await timeline.phase('ssh', () => waitForSsh(target, Date.now() + options.agentTimeoutMs, logsOf(vm), qemu.died), 'ssh-ready')
@@ -118,8 +128,9 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
         accel,
         accelNote: note,
         mixtape: { ref: mixtape.ref, dir: mixtape.dir, version: mixtape.version },
-        transport: planeInfo(plane),
+        transport: net.controlInfo,
         ports: net.ports,
+        sockets: net.sockets,
         vmDir: vm.dir,
         pid: qemu.process.pid,
         timeline: timeline.entries,
@@ -202,9 +213,6 @@ function provisionPlan(options: ResolvedSandboxOptions, guest: GuestCredentials,
   }
 }
 
-function sshAccess(net: NetworkPlan, key: SshKeyPair): SandboxParts['ssh'] {
-  return net.ports.ssh === undefined ? undefined : { host: '127.0.0.1', port: net.ports.ssh, user: 'admin', keyPath: key.privateKeyPath }
-}
 
 function logsOf(vm: VmPaths): { qemu: string; serial: string } {
   return { qemu: vm.qemuLog, serial: vm.serialLog }
