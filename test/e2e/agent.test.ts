@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { AgentClient, Sandbox, TcpTransport, type HarnessError } from '@stereos/harness'
+import { AgentClient, Sandbox, TcpTransport, UnixTransport, type HarnessError } from '@stereos/harness'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { runtimeDir } from './support.js'
 
@@ -14,10 +14,11 @@ import { runtimeDir } from './support.js'
 describe('guest agent, agentd bootstrap (x86_64)', () => {
   const runtime = runtimeDir()
   const work = mkdtempSync(join(tmpdir(), 'sh-agent-e2e-'))
+  const logLines: string[] = []
   let sandbox: Sandbox
 
   beforeAll(async () => {
-    sandbox = await Sandbox.boot({ arch: 'x86_64', runtimeDir: runtime })
+    sandbox = await Sandbox.boot({ arch: 'x86_64', runtimeDir: runtime }, { log: (line) => logLines.push(line) })
   })
   afterAll(async () => {
     await sandbox?.shutdown({ timeoutMs: 15_000 })
@@ -80,7 +81,8 @@ describe('guest agent, agentd bootstrap (x86_64)', () => {
   })
 
   test('a connection with a wrong token is refused', async () => {
-    const transport = new TcpTransport('127.0.0.1', sandbox.info.ports.agent!)
+    const { sockets, ports } = sandbox.info
+    const transport = sockets.agent ? new UnixTransport(sockets.agent, 1025) : new TcpTransport('127.0.0.1', ports.agent!)
     await expect(AgentClient.connect(transport, '0'.repeat(64))).rejects.toMatchObject({ code: 'AGENT_AUTH' })
     expect((await sandbox.exec('true')).exitCode).toBe(0)
   })
@@ -94,6 +96,23 @@ describe('guest agent, agentd bootstrap (x86_64)', () => {
     expect(err.fix).toContain(sandbox.logs.serial)
     expect(err.logs.serial).toBe(sandbox.logs.serial)
   })
+
+  test('the lost agent is started again once (agentd gets a changed [[agents]] entry), with a log line; a second loss is an error', async () => {
+    // agentd keeps a native agent whose command died "running": only the harness can bring it back.
+    const before = (await sandbox.exec('sh', ['-c', 'echo $PPID'])).stdout
+    expect(logLines.filter((l) => l.includes('starting it again'))).toHaveLength(1)
+    expect(logLines.find((l) => l.includes('starting it again'))).toMatch(/guest agent stopped answering .*through agentd/)
+    const jcard = await sandbox.exec('cat', ['/etc/stereos/jcard.toml'])
+    expect(jcard.stdout).toContain('STEREOS_HARNESS_AGENT_START = "2"')
+    await sandbox.exec('sh', ['-c', 'kill -9 $PPID; sleep 5']).catch(() => undefined)
+    const again = (await sandbox.exec('true').then(
+      () => undefined,
+      (e: unknown) => e,
+    )) as HarnessError
+    expect(again?.code).toBe('AGENT_UNREACHABLE')
+    expect(logLines.filter((l) => l.includes('starting it again'))).toHaveLength(1)
+    expect(before).toMatch(/^\d+\n$/)
+  }, 120_000)
 })
 
 describe('guest agent, SSH bootstrap on a stock mixtape (no `agent` binary)', () => {

@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { Sandbox } from '@stereos/harness'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { repoRoot, runtimeDir, vmDirs } from './support.js'
-import { matches, RawConnection, type Transcript } from './transcript.js'
+import { matches, RawConnection, requestBytes, type Transcript } from './transcript.js'
 
 const transcripts = (JSON.parse(readFileSync(join(repoRoot, 'test', 'transcripts', 'stereosd.json'), 'utf8')) as Transcript[]).filter((t) => t.fixture !== false)
 const isShutdown = (t: Transcript) => t.steps.some((s) => s.request.includes('"shutdown"'))
@@ -15,12 +15,12 @@ const isShutdown = (t: Transcript) => t.steps.some((s) => s.request.includes('"s
 describe('fixture stereosd speaks the stereosd protocol', () => {
   const runtime = runtimeDir()
   let sandbox: Sandbox
-  let port: number
+  let port: number | string
 
   beforeAll(async () => {
     // Raw lines over TCP: keep the TCP control plane even where the host has vhost-vsock.
     sandbox = await Sandbox.boot({ arch: 'x86_64', runtimeDir: runtime, controlPlane: 'tcp', bootstrap: 'none' })
-    port = sandbox.info.ports.control!
+    port = sandbox.info.sockets.control ?? sandbox.info.ports.control!
   })
   afterAll(async () => {
     await sandbox?.shutdown({ timeoutMs: 10_000 })
@@ -30,7 +30,7 @@ describe('fixture stereosd speaks the stereosd protocol', () => {
     const conn = await RawConnection.open(port)
     try {
       for (const step of transcript.steps) {
-        conn.write(`${step.request}\n`)
+        conn.write(requestBytes(step))
         if (step.reply === null) continue
         const expected = step.expect ?? JSON.parse(step.reply)
         const line = await conn.next(10_000)
@@ -47,10 +47,23 @@ describe('fixture stereosd speaks the stereosd protocol', () => {
     test(transcript.name, () => replay(transcript))
   }
 
-  test('a line over 1 MiB makes stereosd drop that connection only; new connections work', async () => {
+  /** A set_config line of exactly `bytes` bytes, its newline included. */
+  const lineOf = (bytes: number) => {
+    const [head, tail] = ['{"type":"set_config","payload":{"content":"', '"}}\n']
+    return `${head}${'x'.repeat(bytes - head.length - tail.length)}${tail}`
+  }
+
+  test('a line of exactly 1 MiB with its newline is answered (bufio.Scanner\'s limit, §1.6a)', async () => {
+    const conn = await RawConnection.open(port)
+    conn.write(lineOf(1024 * 1024))
+    expect(await conn.next(15_000)).toBe('{"type":"ack","payload":{"reply_to":"set_config","ok":true}}')
+    conn.close()
+  })
+
+  test('a line one byte over 1 MiB makes stereosd drop that connection only; new connections work', async () => {
     const conn = await RawConnection.open(port)
     const other = await RawConnection.open(port)
-    conn.write(`{"type":"set_config","payload":{"content":"${'x'.repeat(1024 * 1024 + 16)}"}}\n`)
+    conn.write(lineOf(1024 * 1024 + 1))
     expect(await conn.next(15_000)).toBeUndefined()
     other.write('{"type":"ping"}\n')
     expect(await other.next(10_000)).toBe('{"type":"pong"}')
@@ -74,6 +87,8 @@ describe('fixture stereosd speaks the stereosd protocol', () => {
     const transcript = transcripts.find(isShutdown)!
     await replay(transcript)
     await expect(sandbox.exited).resolves.toMatchObject({ code: 0 })
+    // As a real stereosd with --poweroff signal-init (§1.6a): SIGTERM to PID 1, whose rcK powers off.
+    expect(readFileSync(sandbox.logs.serial, 'utf8')).toMatch(/stereosd: shutdown: SIGTERM to PID 1[\s\S]*reboot: Power down/)
     const report = await sandbox.shutdown()
     expect(report.stoppedBy).toBe('already-exited')
     expect(vmDirs(runtime)).toEqual([])

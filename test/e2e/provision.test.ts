@@ -54,9 +54,17 @@ describe('x86_64 fixture: boot, provision, observe from the guest, shut down', (
     expect(info.arch).toBe('x86_64')
     expect(['kvm', 'tcg']).toContain(info.accel)
     if (info.accel === 'tcg') expect(info.accelNote).toMatch(/KVM unusable|TCG requested/)
-    expect(info.transport).toMatchObject({ kind: 'tcp', host: '127.0.0.1' })
-    expect(info.ports.ssh).toBeGreaterThan(0)
-    expect(info.timeline.map((e) => e.phase)).toEqual(['mixtape-resolved', 'disk-ready', 'qemu-started', 'stereosd-ready', 'provisioned'])
+    // QEMU in a private network namespace (where the host allows one): unix sockets in the VM dir, no host ports.
+    if (info.transport.kind === 'unix') {
+      expect(info.transport.path).toBe(join(info.vmDir, 'control.sock'))
+      expect(info.sockets.ssh).toBe(join(info.vmDir, 'ssh.sock'))
+      expect(info.ports).toEqual({ ssh: undefined, control: undefined, agent: undefined })
+    } else {
+      expect(info.transport).toMatchObject({ kind: 'tcp', host: '127.0.0.1' })
+      expect(info.ports.ssh).toBeGreaterThan(0)
+    }
+    // ssh-ready: boot resolved only once SSH with the per-VM key worked (sandbox.ssh is usable).
+    expect(info.timeline.map((e) => e.phase)).toEqual(['mixtape-resolved', 'disk-ready', 'qemu-started', 'stereosd-ready', 'provisioned', 'ssh-ready'])
     expect(existsSync(sandbox.logs.serial)).toBe(true)
     expect(processExists(info.pid)).toBe(true)
   })
@@ -85,11 +93,7 @@ describe('x86_64 fixture: boot, provision, observe from the guest, shut down', (
 
   test('inject_ssh_key took effect: ssh as admin with the per-VM key reads back exactly that one key', () => {
     const ssh = sandbox.ssh!
-    const keys = execFileSync(
-      'ssh',
-      ['-i', ssh.keyPath, '-p', String(ssh.port), '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'BatchMode=yes', `${ssh.user}@${ssh.host}`, 'cat .ssh/authorized_keys'],
-      { encoding: 'utf8', timeout: 60_000 },
-    )
+    const keys = execFileSync('ssh', [...ssh.args, 'cat .ssh/authorized_keys'], { encoding: 'utf8', timeout: 60_000 })
     // ssh-keygen -y derives the public key from the private one (newer OpenSSH appends the comment).
     const pub = execFileSync('ssh-keygen', ['-y', '-f', ssh.keyPath], { encoding: 'utf8' }).split(' ').slice(0, 2).join(' ')
     expect(keys).toBe(`${pub}\n`)

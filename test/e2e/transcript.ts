@@ -1,8 +1,12 @@
 import { connect, type Socket } from 'node:net'
 
-export interface Step {
+interface Step {
   request: string
   raw?: boolean
+  /** `request` is the line's bytes in hex. */
+  hex?: boolean
+  /** `request` repeated this many times. */
+  repeat?: number
   reply: string | null
   expect?: unknown
 }
@@ -10,6 +14,12 @@ export interface Transcript {
   name: string
   fixture?: boolean
   steps: Step[]
+}
+
+/** The bytes a step sends, newline included. */
+export function requestBytes(step: Step): Buffer {
+  const text = step.request.repeat(step.repeat ?? 1)
+  return Buffer.concat([step.hex ? Buffer.from(text, 'hex') : Buffer.from(text), Buffer.from('\n')])
 }
 
 /** `expect` patterns: `{"$re": "…"}` matches a string, `{"$int": true}` any integer; else equality. */
@@ -52,9 +62,11 @@ export class RawConnection {
     socket.on('error', () => undefined)
   }
 
-  static open(port: number): Promise<RawConnection> {
+  /** A 127.0.0.1 port, or a unix socket path (QEMU in a private network namespace). */
+  static open(target: number | string): Promise<RawConnection> {
     return new Promise((resolve, reject) => {
-      const socket = connect({ host: '127.0.0.1', port }, () => resolve(new RawConnection(socket)))
+      const where = typeof target === 'number' ? { host: '127.0.0.1', port: target } : { path: target }
+      const socket = connect(where, () => resolve(new RawConnection(socket)))
       socket.once('error', reject)
     })
   }

@@ -1,11 +1,16 @@
 import { spawnSync } from 'node:child_process'
-import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs'
+import { chownSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { Sandbox } from '@stereos/harness'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { probeNetns } from '../../packages/harness/src/vmm/netns.js'
 import { ATTACK_SCRIPT, createSecondUser, secondUserSkipReason, type SecondUser } from '../../packages/harness/test/support/second-user.js'
-import { runtimeDir } from '../e2e/support.js'
+import { fixtureDir, runtimeDir } from '../e2e/support.js'
+
+/** The built harness, imported by the victim's own Node process. */
+const harnessEntry = fileURLToPath(new URL('../../packages/harness/dist/index.js', import.meta.url))
 
 /**
  * Issue 14 item 1: stereosd has no authentication, so whoever reaches its port 1024 can inject
@@ -81,7 +86,9 @@ describe.skipIf(skip)('another local user against a running VM', () => {
 
   test('cannot inject an SSH key: every socket in the VM dir is denied, every QEMU port refused', async () => {
     const { pid, vmDir } = sandbox.info
-    const sockets = readdirSync(vmDir).filter((name) => statSync(join(vmDir, name)).isSocket()).map((name) => join(vmDir, name))
+    const sockets = readdirSync(vmDir)
+      .filter((name) => statSync(join(vmDir, name)).isSocket())
+      .map((name) => join(vmDir, name))
     const ports = listeners(`/proc/${pid}/net`, socketInodes(pid))
     expect(sockets).toContain(join(vmDir, 'control.sock'))
     const attack = user.node(ATTACK_SCRIPT, [JSON.stringify([...sockets, ...ports])], 60_000)
@@ -94,5 +101,72 @@ describe.skipIf(skip)('another local user against a running VM', () => {
     expect(JSON.parse(owner.stdout)[join(vmDir, 'control.sock')]).toMatch(/"reply_to":"inject_ssh_key","ok":true/)
     // The VM still works for its owner.
     expect((await sandbox.exec('sh', ['-c', 'echo ok'])).stdout.trim()).toBe('ok')
+  })
+})
+
+/**
+ * The unprivileged path: a VM booted by a user who is not root (QEMU in a user + network
+ * namespace, capabilities dropped), attacked by a third user.
+ */
+describe.skipIf(skip)("another local user against an unprivileged user's VM", () => {
+  let victim: SecondUser
+  let attacker: SecondUser
+  let booted: ReturnType<SecondUser['spawnNode']> | undefined
+  let info: { vmDir: string; pid: number; transport: { kind: string }; health: string }
+  let home: string
+
+  beforeAll(async () => {
+    victim = createSecondUser()
+    attacker = createSecondUser()
+    home = mkdtempSync(join(tmpdir(), 'sh-victim-'))
+    chownSync(home, victim.uid, victim.gid)
+    // Boots, reports, and shuts down when told to on stdin.
+    booted = victim.spawnNode(
+      `
+      const { Sandbox } = await import(process.argv[1])
+      const sandbox = await Sandbox.boot({ arch: 'x86_64', mixtape: process.argv[2], runtimeDir: process.argv[3], bootstrap: 'none' })
+      const { vmDir, pid, transport } = sandbox.info
+      process.stdout.write(JSON.stringify({ vmDir, pid, transport, health: (await sandbox.control.health()).state }) + '\\n')
+      process.stdin.once('data', async () => { await sandbox.shutdown(); process.exit(0) })
+      `,
+      [harnessEntry, await fixtureDir('x86_64'), join(home, 'runtime')],
+      { HOME: home },
+    )
+    let out = ''
+    let err = ''
+    booted.stderr.on('data', (d: Buffer) => (err += String(d)))
+    info = await new Promise((resolve, reject) => {
+      booted!.stdout.on('data', (d: Buffer) => {
+        out += String(d)
+        if (out.includes('\n')) resolve(JSON.parse(out.split('\n')[0]!))
+      })
+      booted!.once('exit', (code) => reject(new Error(`the victim's boot exited ${code}: ${err}`)))
+    })
+  })
+  afterAll(async () => {
+    if (booted && booted.exitCode === null) {
+      const exited = new Promise((resolve) => booted!.once('exit', resolve))
+      booted.stdin.write('stop\n')
+      await exited
+    }
+    victim?.remove()
+    attacker?.remove()
+    if (home) rmSync(home, { recursive: true, force: true })
+  })
+
+  test('its QEMU runs without capabilities in its own namespaces; a third user is denied every socket and port', () => {
+    expect(info).toMatchObject({ transport: { kind: 'unix' }, health: 'ready' })
+    const status = readFileSync(`/proc/${info.pid}/status`, 'utf8')
+    expect(/CapEff:\s*(\S+)/.exec(status)?.[1]).toBe('0000000000000000')
+    expect(readlinkSync(`/proc/${info.pid}/ns/user`)).not.toBe(readlinkSync('/proc/self/ns/user'))
+    const sockets = readdirSync(info.vmDir)
+      .filter((name) => statSync(join(info.vmDir, name)).isSocket())
+      .map((name) => join(info.vmDir, name))
+    const ports = listeners(`/proc/${info.pid}/net`, socketInodes(info.pid))
+    expect(sockets).toContain(join(info.vmDir, 'control.sock'))
+    expect(ports.length).toBeGreaterThanOrEqual(2)
+    const attack = attacker.node(ATTACK_SCRIPT, [JSON.stringify([...sockets, ...ports])], 60_000)
+    expect(attack.stderr).toBe('')
+    expect(JSON.parse(attack.stdout)).toEqual(Object.fromEntries([...sockets.map((s) => [s, 'denied']), ...ports.map((p) => [String(p), 'refused'])]))
   })
 })

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs'
+import { existsSync, lstatSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { Sandbox } from '@stereos/harness'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
@@ -71,6 +71,7 @@ describe('secrets and the agent token stay out of argv, files, logs and messages
 
   afterAll(async () => {
     await sandbox?.shutdown({ timeoutMs: 15_000 })
+    rmSync(runtime, { recursive: true, force: true })
   })
 
   test('the guest did get the secrets and a token (so the searches below look for real values)', async () => {

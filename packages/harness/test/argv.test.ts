@@ -44,6 +44,11 @@ describe('QEMU argv', () => {
     expect(after(argv, '-netdev')[0]).not.toContain(':1024')
   })
 
+  test('restricted user networking: restrict=on before the forwards', () => {
+    const argv = buildQemuArgv(qemuSpec({ network: { mode: 'user', restrict: true, forwards: [{ host: 4444, guest: 1024, proto: 'tcp' }] } }))
+    expect(after(argv, '-netdev')).toEqual(['user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:4444-:1024'])
+  })
+
   test('network none gives the guest no NIC', () => {
     const argv = buildQemuArgv(qemuSpec({ network: { mode: 'none' } }))
     expect(after(argv, '-nic')).toEqual(['none'])

@@ -9,7 +9,7 @@ interface Step {
   request: string
   raw?: boolean
   reply: string | null
-  client?: { ok: true } | { error: string; message: string }
+  client?: { ok: true } | { error: 'REQUEST_REJECTED' } | { error: 'PROTOCOL'; message: string }
 }
 interface Transcript {
   name: string
@@ -40,8 +40,13 @@ describe('host client against the golden stereosd transcripts', () => {
         const request = JSON.parse(step.request) as { type: HostRequestType; payload?: unknown }
         const reply = client.request(request.type, request.payload as HostRequests[HostRequestType], { timeoutMs: 2_000 })
         const expected = step.client!
+        // What stereosd answered: the reply's last line (a lifecycle push before it is skipped).
+        const answer = () => JSON.parse(step.reply!.split('\n').at(-1)!) as { payload?: { error?: string } }
         if ('ok' in expected) {
-          await expect(reply).resolves.toBeDefined()
+          await expect(reply).resolves.toEqual(answer())
+        } else if (expected.error === 'REQUEST_REJECTED') {
+          const guestError = answer().payload!.error!
+          await expect(reply).rejects.toMatchObject({ code: 'REQUEST_REJECTED', request: request.type, guestError, message: `stereosd rejected ${request.type}: ${guestError}` })
         } else {
           await expect(reply).rejects.toMatchObject({ code: expected.error, message: expect.stringMatching(new RegExp(expected.message)) })
         }

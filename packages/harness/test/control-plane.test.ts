@@ -5,7 +5,6 @@ import { buildQemuArgv } from '../src/vmm/argv.js'
 import { chooseControlPlane, planeInfo, type ControlPlane } from '../src/vmm/control-plane.js'
 import { planNetwork } from '../src/vmm/network-plan.js'
 import { VsockTransport } from '../src/control/vsock-transport.js'
-import { bootSandbox } from '../src/sandbox/boot.js'
 import { vsockCheck } from '../src/host/doctor.js'
 import { fakeVsock } from './support/fake-vsock.js'
 import { after, qemuSpec } from './support/qemu-spec.js'
@@ -105,14 +104,6 @@ describe('control plane choice', () => {
   test("controlPlane 'tcp' never loads the addon", async () => {
     const plane = await chooseControlPlane('tcp', { load: () => Promise.reject(new Error('must not load')), noted: { done: false } })
     expect(plane.kind).toBe('tcp')
-  })
-
-  test("network.mode 'none' with the TCP control plane is refused with a clear error", async () => {
-    const err = await bootSandbox({ network: { mode: 'none' }, controlPlane: 'tcp' }, { log: () => {} }).catch((e: unknown) => e)
-    expect(err).toBeInstanceOf(HarnessError)
-    expect((err as HarnessError).code).toBe('INVALID_OPTIONS')
-    expect((err as HarnessError).message).toContain("network.mode: 'none'")
-    expect((err as HarnessError).message).toContain('vsock')
   })
 
   test('concurrent boots in one process get distinct CIDs, and a released CID is reused', async () => {

@@ -4,7 +4,12 @@ import { netnsCheck } from '../src/host/doctor.js'
 import { createSecondUser, secondUserSkipReason, type SecondUser } from './support/second-user.js'
 
 test('without a private namespace, doctor says plainly that every local user can reach the VM, and the fix', () => {
-  const check = netnsCheck({ ok: false, userns: true, reason: '`unshare --user --map-root-user --net` failed: unshare: write failed /proc/self/uid_map: Operation not permitted', fix: 'allow unprivileged user namespaces: …' })
+  const check = netnsCheck({
+    ok: false,
+    userns: true,
+    reason: '`unshare --user --map-root-user --net` failed: unshare: write failed /proc/self/uid_map: Operation not permitted',
+    fix: 'allow unprivileged user namespaces: …',
+  })
   expect(check).toMatchObject({ name: 'private forwards', status: 'warn', fix: 'allow unprivileged user namespaces: …' })
   expect(check.detail).toMatch(/uid_map: Operation not permitted\. .*EVERY local user can connect.*stereosd has no authentication/)
 })
@@ -18,13 +23,20 @@ describe.skipIf(secondUserSkipReason())('doctor as an unprivileged user', () => 
   })
   afterAll(() => user?.remove())
 
-  test('finds the user + network namespace that keeps its VMs\' forwards private', () => {
-    const run = user.node(`
+  test("finds the user + network namespace that keeps its VMs' forwards private", () => {
+    const run = user.node(
+      `
       import { execFileSync } from 'node:child_process'
       const out = execFileSync(process.execPath, [process.argv[1], 'doctor', '--json'], { encoding: 'utf8' })
       process.stdout.write(JSON.stringify(JSON.parse(out).checks.find((c) => c.name === 'private forwards')))
-    `, [cli], 60_000)
+    `,
+      [cli],
+      60_000,
+    )
     expect(run.stderr).toBe('')
-    expect(JSON.parse(run.stdout)).toMatchObject({ status: 'ok', detail: expect.stringMatching(/^a user \+ network namespace per VM \(unprivileged\): .*only by this user/) })
+    expect(JSON.parse(run.stdout)).toMatchObject({
+      status: 'ok',
+      detail: expect.stringMatching(/^a user \+ network namespace per VM \(unprivileged\): .*only by this user/),
+    })
   })
 })

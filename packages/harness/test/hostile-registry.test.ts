@@ -136,6 +136,14 @@ describe('registry bodies are bounded in size and time (#14.4)', () => {
     expect(err.message).toMatch(/the manifest at http:\/\/127\.0\.0\.1:\d+\/v2\/mixtapes\/evil\/manifests\/v1 did not arrive within 600 ms \(\d+ bytes came; .*without end\)/)
   })
 
+  test('a registry that accepts the connection and never answers fails at the time bound, after the retries', async () => {
+    const server = await hostile(() => undefined)
+    const err = await pullError(server.host, { bodyLimits: { timeoutMs: 600 } })
+    expect(isHarnessError(err, 'REGISTRY')).toBe(true)
+    expect(err.message).toContain(`failed after 2 attempt(s): http://${server.host} sent no answer within 600 ms`)
+    expect(server.seen).toHaveLength(2)
+  })
+
   test('an error answer that trickles without end still yields its status within the time bound', async () => {
     const server = await hostile((_req, res) => {
       res.writeHead(403, { 'content-type': 'text/plain' })

@@ -32,6 +32,21 @@ describe('network plan', () => {
     expect(net.ssh.describe()).toBe('tcp 127.0.0.1:4001')
   })
 
+  test("TCP plane with mode 'none': the same forwards, and restrict=on so the guest itself reaches nothing", async () => {
+    const plane = await chooseControlPlane('tcp', { freePort: ports(4000) })
+    const net = await planNetwork({ plane, mode: 'none', forwards: [], agent: true, freePort: ports(4001, 4002) })
+    expect(net.qemu.network).toEqual({
+      mode: 'user',
+      restrict: true,
+      forwards: [
+        { host: 4001, guest: 22, proto: 'tcp' },
+        { host: 4000, guest: 1024, proto: 'tcp' },
+        { host: 4002, guest: AGENT_PORT, proto: 'tcp' },
+      ],
+    })
+    expect(net.ports).toEqual({ ssh: 4001, control: 4000, agent: 4002 })
+  })
+
   test('no agent asked for: no agent port, no agent endpoint', async () => {
     const plane = await chooseControlPlane('tcp', { freePort: ports(4000) })
     const net = await planNetwork({ plane, mode: 'nat', forwards: [], agent: false, freePort: ports(4001) })

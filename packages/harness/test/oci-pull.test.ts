@@ -6,12 +6,12 @@ import { readRecord, RECORD_FILE } from '../src/mixtape/cache.js'
 import { plainProgress } from '../src/mixtape/oci/progress.js'
 import { findCachedMixtape, pullMixtape, type PullOptions } from '../src/mixtape/pull.js'
 import { resolveMixtape } from '../src/mixtape/resolve.js'
-import { mixtapeLayers, publishMixtape, pushImage, pushIndex, sha256, freePort, syntheticMixtape, type Proxy, type Registry, tempDir, registryWithProxy } from './support/registry.js'
+import { mixtapeLayers, publishMixtape, pushImage, pushIndex, sha256, freePort, syntheticMixtape, type Proxy as RegistryProxy, type Registry, tempDir, registryWithProxy } from './support/registry.js'
 
 const FAST_RETRY = { attempts: 3, baseMs: 20, maxMs: 100 }
 
 let registry: Registry
-let proxy: Proxy
+let proxy: RegistryProxy
 registryWithProxy((r, p) => {
   registry = r
   proxy = p
@@ -56,7 +56,7 @@ describe('pull from a real registry (docker-registry 2.8 on 127.0.0.1)', () => {
   })
 
   test('a cached image resolves with no network request at all (counted at the server)', async () => {
-    await publishMixtape(registry.url, 'mixtapes/cached', 'v1')
+    const published = await publishMixtape(registry.url, 'mixtapes/cached', 'v1')
     const base = freshBase()
     const ref = `${proxy.host}/mixtapes/cached:v1`
     await pull(ref, base, { arch: 'x86_64' })
@@ -64,8 +64,14 @@ describe('pull from a real registry (docker-registry 2.8 on 127.0.0.1)', () => {
     process.env.MB_CONFIG_DIR = base
     try {
       const mixtape = await resolveMixtape(ref, { arch: 'x86_64', log: () => undefined })
-      expect(mixtape.dir).toBe(join(base, 'mixtapes', 'cached', 'v1'))
-      expect(mixtape.kernel).toBeDefined()
+      const dir = join(base, 'mixtapes', 'cached', 'v1')
+      expect(mixtape.dir).toBe(dir)
+      // Direct kernel boot from the pulled files, which are the published ones.
+      expect(mixtape.kernel).toEqual({ kernel: join(dir, 'bzImage'), initrd: join(dir, 'initrd'), cmdline: join(dir, 'cmdline') })
+      const files = published.mixtapes.x86_64.files
+      expect(readFileSync(mixtape.kernel!.kernel).equals(files.bzImage)).toBe(true)
+      expect(readFileSync(mixtape.kernel!.initrd).equals(files.initrd)).toBe(true)
+      expect(readFileSync(mixtape.kernel!.cmdline, 'utf8')).toBe(files.cmdline.toString())
     } finally {
       delete process.env.MB_CONFIG_DIR
     }

@@ -24,7 +24,9 @@ export async function bootCommand(args: BootArgs): Promise<number> {
   }
   const out = (line: string) => process.stdout.write(`${line}\n`)
   out(`Booted ${info.mixtape.ref} (${info.mixtape.version ?? 'unversioned'}) for ${info.arch} under ${info.accel.toUpperCase()}${info.accelNote && info.accel === 'tcg' ? ` — ${info.accelNote}` : ''}`)
-  out(`control plane: ${info.transport.kind === 'tcp' ? `tcp 127.0.0.1:${info.transport.port}` : `vsock cid ${info.transport.cid}`}   ssh: ${info.ports.ssh === undefined ? 'none (no network)' : `127.0.0.1:${info.ports.ssh}`}`)
+  const plane = info.transport.kind === 'tcp' ? `tcp 127.0.0.1:${info.transport.port}` : info.transport.kind === 'unix' ? `unix ${info.transport.path}` : `vsock cid ${info.transport.cid}`
+  const ssh = info.sockets.ssh ?? (info.ports.ssh === undefined ? 'none (no network)' : `127.0.0.1:${info.ports.ssh}`)
+  out(`control plane: ${plane}   ssh: ${ssh}`)
   out('boot timeline:')
   for (const entry of info.timeline) out(`  ${String(entry.atMs).padStart(6)} ms  ${entry.phase}`)
   out(`guest health: state=${health.state} uptime=${health.uptime_seconds}s agents=${health.agents?.length ?? 0}`)

@@ -27,6 +27,12 @@ export const Forward = z.strictObject({
 })
 
 export const Network = z.strictObject({
+  /**
+   * `nat`: the guest reaches the host and the outside through QEMU user networking. `none`: the
+   * guest reaches nothing; with vsock it has no NIC at all (as mb), without vsock it gets QEMU
+   * user networking with restrict=on, which drops everything the guest sends out while the
+   * host's 127.0.0.1 forwards (control plane, agent, SSH, `forwards`) keep working.
+   */
   mode: z.enum(['nat', 'none']).default('nat'),
   forwards: z.array(Forward).default([]),
 })
@@ -70,7 +76,7 @@ export const SandboxOptions = z.strictObject({
    * as admin (stock mixtapes without `agent`); `none` boots without an agent.
    */
   bootstrap: z.enum(['agentd', 'ssh', 'none']).default('agentd'),
-  /** Milliseconds from provisioning until the guest agent must answer. */
+  /** Milliseconds from provisioning until the guest agent (and sshd, where SSH is forwarded) must answer. */
   agentTimeoutMs: z.int().positive().default(60_000),
   /** Milliseconds from QEMU start until stereosd must report ready. */
   bootTimeoutMs: z.int().positive().default(120_000),

@@ -109,7 +109,7 @@ export async function vsockCheck(load: LoadVsock = loadVsock): Promise<Check> {
         "they can take over the VM (inject an SSH key, read its secrets); use controlPlane: 'tcp' there (private unix sockets, see the 'private forwards' check)",
     }
   }
-  const detail = `${found.reason}; controlPlane 'auto' uses TCP through a 127.0.0.1 port forward`
+  const detail = `${found.reason}; controlPlane 'auto' uses TCP through QEMU's port forward (who can reach it: see 'private forwards')`
   const fix = vsockFix(found.reason)
   return fix ? { name, status: 'warn', detail, fix } : { name, status: 'warn', detail }
 }

@@ -5,15 +5,19 @@ import { parseSandboxOptions, type Arch, type ResolvedSandboxOptions } from '../
 import { provision, type ProvisionPlan } from '../control/provision.js'
 import type { StereosdClient } from '../control/client.js'
 import { waitReady } from '../control/ready.js'
+import { traced } from '../control/traced-transport.js'
 import type { Transport } from '../control/transport.js'
 import { loadVsock, type LoadVsock } from '../control/vsock-module.js'
 import { HarnessError } from '../errors.js'
 import { hostArch } from '../host/arch.js'
 import { debug, log as stderrLog, type LogSink } from '../log.js'
 import { resolveMixtape } from '../mixtape/resolve.js'
-import { chooseControlPlane, planeInfo } from '../vmm/control-plane.js'
+import { chooseControlPlane } from '../vmm/control-plane.js'
 import { createOverlay } from '../vmm/disk.js'
-import { planNetwork, type NetworkPlan } from '../vmm/network-plan.js'
+import { planNetwork } from '../vmm/network-plan.js'
+import { attachNetns } from '../vmm/netns-attach.js'
+import { chooseForwardScope } from '../vmm/private-network.js'
+import { sshAccess } from '../vmm/ssh-access.js'
 import { PROFILES } from '../vmm/profile.js'
 import { requireQemu } from '../vmm/qemu-process.js'
 import { createVmDir, markKept, type VmPaths } from '../vmm/vm-dir.js'
@@ -24,6 +28,7 @@ import type { SandboxParts } from './parts.js'
 import { bootTimeoutError, kernelBoot, killQemu, qemuSpecFor, startQemu, type RunningQemu } from './qemu-start.js'
 import { Rollback } from './rollback.js'
 import { prepareRuntimeDir } from './runtime-dir.js'
+import { waitForSsh } from './ssh-bootstrap.js'
 import { writeSshKey, type SshKeyPair } from './ssh-key.js'
 import { Timeline } from './timeline.js'
 
@@ -61,35 +66,42 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     const plane = await timeline.phase('control plane', () => chooseControlPlane(options.controlPlane, { log, load }))
     // Without a QEMU nobody else holds the CID; with one, QEMU is killed first (undo is LIFO).
     if (plane.kind === 'vsock') rollback.defer('vsock CID', () => plane.release())
-    if (options.network.mode === 'none' && plane.kind === 'tcp') throw noNetworkError(plane.reason)
 
     const vm = createVmDir(runtimeDir)
     rollback.defer('VM dir', (failure) => (options.keepOnFailure ? markKept(vm.dir, `boot failed: ${firstLine(failure)}`) : rmSync(vm.disk, { force: true })))
     await timeline.phase('disk', () => createOverlay(mixtape.disk, vm.disk, options.resources.disk), 'disk-ready')
 
-    const net = await planNetwork({ plane, mode: options.network.mode, forwards: options.network.forwards, agent: agentShare !== undefined, load })
+    // QEMU in a private network namespace where possible: its forwards then reach only this user.
+    const nic = !(plane.kind === 'vsock' && options.network.mode === 'none')
+    const scope = await chooseForwardScope({ nic, udpForwards: options.network.forwards.some((f) => f.proto === 'udp') }, { log })
+    const net = await planNetwork({ plane, mode: options.network.mode, forwards: options.network.forwards, agent: agentShare !== undefined, load, scope, vmDir: vm.dir })
     const guest = guestCredentials(vm, options)
 
     const qemu = await timeline.phase(
       'qemu',
       () => {
         const spec = qemuSpecFor({ options, arch, accel, boot, vm, network: net.qemu, agentShare })
-        return startQemu(binary, spec, vm, plane.kind === 'vsock' ? [plane.fd] : [])
+        return startQemu(binary, spec, vm, plane.kind === 'vsock' ? [plane.fd] : [], net.netns)
       },
       'qemu-started',
     )
     rollback.defer('QEMU', () => killQemu(qemu))
+    if (net.netns) {
+      const attached = await attachNetns(net.netns, qemu.process.pid, log)
+      void qemu.process.exited.then(() => attached.stop())
+    }
     // Our copy of the vhost fd lives as long as QEMU does (see VsockPlane.release).
     if (plane.kind === 'vsock') void qemu.process.exited.then(() => plane.release())
 
-    const ready = await timeline.phase('stereosd', () => awaitStereosd(plane.transport, qemu, options.bootTimeoutMs, vm), 'stereosd-ready')
+    const control = traced(net.control, 'control')
+    const ready = await timeline.phase('stereosd', () => awaitStereosd(control, qemu, options.bootTimeoutMs, vm), 'stereosd-ready')
     rollback.defer('stereosd connection', () => ready.close())
 
     await timeline.phase('provision', () => provision(ready, provisionPlan(options, guest, agentShare !== undefined)), 'provisioned')
 
     let agent: GuestAgent | undefined
     if (agentShare && net.agent) {
-      const endpoint = net.agent
+      const endpoint = traced(net.agent, 'wire')
       const bootstrap: AgentBootstrap =
         options.bootstrap === 'ssh' ? { kind: 'ssh', ssh: { transport: net.ssh, user: 'admin', keyPath: guest.key.privateKeyPath } } : { kind: 'agentd', jcard: guest.baseJcard }
       agent = await timeline.phase(
@@ -101,6 +113,14 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
       rollback.defer('agent connection', () => started.client.close())
     }
 
+    // sandbox.ssh must work once boot resolves: sshd may come up after stereosd (the fixture
+    // starts it later), and the key arrived only with provisioning. The ssh bootstrap proved it.
+    const ssh = sshAccess({ socket: net.sockets.ssh, port: net.ports.ssh }, guest.key.privateKeyPath, vm.id)
+    if (ssh && options.bootstrap !== 'ssh') {
+      const target = { transport: net.ssh, user: ssh.user, keyPath: ssh.keyPath }
+      await timeline.phase('ssh', () => waitForSsh(target, Date.now() + options.agentTimeoutMs, logsOf(vm), qemu.died), 'ssh-ready')
+    }
+
     return {
       info: {
         id: vm.id,
@@ -108,16 +128,17 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
         accel,
         accelNote: note,
         mixtape: { ref: mixtape.ref, dir: mixtape.dir, version: mixtape.version },
-        transport: planeInfo(plane),
+        transport: net.controlInfo,
         ports: net.ports,
+        sockets: net.sockets,
         vmDir: vm.dir,
         pid: qemu.process.pid,
         timeline: timeline.entries,
       },
       logs: logsOf(vm),
-      ssh: sshAccess(net, guest.key),
+      ssh,
       control: ready,
-      transport: plane.transport,
+      transport: control,
       agent,
       qemu: qemu.process,
       qmp: () => qemu.qmp,
@@ -135,7 +156,6 @@ function resolveOptions(input: unknown): { options: ResolvedSandboxOptions; arch
     throw new HarnessError('HOST', `This host's architecture (${process.arch}) has no matching guest architecture`, { fix: "set arch: 'x86_64' or 'aarch64' to emulate one" })
   }
   checkShares(options)
-  if (options.network.mode === 'none' && options.controlPlane === 'tcp') throw noNetworkError("controlPlane is 'tcp'")
   return { options, arch }
 }
 
@@ -146,12 +166,6 @@ function checkShares(options: ResolvedSandboxOptions): void {
       throw new HarnessError('INVALID_OPTIONS', `options.shared.${i}.host: ${host} is not a directory`, { fix: 'create the directory or correct the path' })
     }
     share.host = host
-  })
-}
-
-function noNetworkError(why: string): HarnessError {
-  return new HarnessError('INVALID_OPTIONS', `options.network.mode: 'none' leaves the control plane no path: it needs vsock, and ${why}`, {
-    fix: "use network.mode 'nat' (the default), or enable /dev/vhost-vsock on this host (see `stereos-harness doctor`)",
   })
 }
 
@@ -199,9 +213,6 @@ function provisionPlan(options: ResolvedSandboxOptions, guest: GuestCredentials,
   }
 }
 
-function sshAccess(net: NetworkPlan, key: SshKeyPair): SandboxParts['ssh'] {
-  return net.ports.ssh === undefined ? undefined : { host: '127.0.0.1', port: net.ports.ssh, user: 'admin', keyPath: key.privateKeyPath }
-}
 
 function logsOf(vm: VmPaths): { qemu: string; serial: string } {
   return { qemu: vm.qemuLog, serial: vm.serialLog }

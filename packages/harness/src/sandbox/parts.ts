@@ -8,6 +8,7 @@ import type { QemuProcess } from '../vmm/qemu-process.js'
 import type { QmpClient } from '../vmm/qmp.js'
 import type { GuestAgent } from './agent-start.js'
 import type { TimelineEntry } from './timeline.js'
+import type { SshAccess } from '../vmm/ssh-access.js'
 
 /**
  * What a boot hands over (boot.ts builds it, sandbox.ts wraps it in a Sandbox): the types live
@@ -25,6 +26,11 @@ export interface SandboxInfo {
   transport: ControlPlaneInfo
   /** Host ports forwarded to the guest (127.0.0.1 only). */
   ports: { ssh: number | undefined; control: number | undefined; agent: number | undefined }
+  /**
+   * Unix sockets in the VM dir (0600, dir 0700) that reach the guest when QEMU runs in a private
+   * network namespace: then only this user (and root) can connect, and `ports` is empty.
+   */
+  sockets: { ssh: string | undefined; control: string | undefined; agent: string | undefined }
   vmDir: string
   pid: number
   /** When each boot phase finished, in ms since Sandbox.boot was called. */
@@ -38,13 +44,7 @@ export interface SandboxLogs {
   serial: string
 }
 
-export interface SshAccess {
-  host: '127.0.0.1'
-  port: number
-  user: 'admin'
-  /** OpenSSH private key for `ssh -i`; its public half was injected with inject_ssh_key. */
-  keyPath: string
-}
+export type { SshAccess, SshOverTcp, SshOverUnix } from '../vmm/ssh-access.js'
 
 export interface SandboxParts {
   info: SandboxInfo

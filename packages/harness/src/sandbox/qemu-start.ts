@@ -11,6 +11,7 @@ import { spawnQemu, tail, type QemuProcess } from '../vmm/qemu-process.js'
 import { connectQmp } from '../vmm/qmp-connect.js'
 import type { QmpClient } from '../vmm/qmp.js'
 import type { VmPaths } from '../vmm/vm-dir.js'
+import type { NetnsLaunch } from '../vmm/private-network.js'
 
 export type KernelBoot = Extract<QemuSpec['boot'], { kind: 'kernel' }>
 
@@ -64,8 +65,8 @@ export interface RunningQemu {
   died: AbortSignal
 }
 
-export function startQemu(binary: string, spec: QemuSpec, vm: VmPaths, fds: number[]): RunningQemu {
-  const child = spawnQemu({ binary, argv: buildQemuArgv(spec), qemuLog: vm.qemuLog, fds })
+export function startQemu(binary: string, spec: QemuSpec, vm: VmPaths, fds: number[], netns?: NetnsLaunch): RunningQemu {
+  const child = spawnQemu({ binary, argv: buildQemuArgv(spec), qemuLog: vm.qemuLog, fds, ...(netns ? { netns } : {}) })
   const qmp = connectQmp(vm.qmpSocket, child)
   qmp.catch(() => undefined)
   const died = new AbortController()

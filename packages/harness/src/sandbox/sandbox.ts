@@ -5,6 +5,7 @@ import { markKept, removeVmDir } from '../vmm/vm-dir.js'
 import { StereosdClient } from '../control/client.js'
 import { stopVm, type StoppedBy } from './shutdown.js'
 import type { SandboxInfo, SandboxLogs, SandboxParts, SshAccess } from './parts.js'
+import type { GuestAgent } from './agent-start.js'
 import { AgentClient } from '../agent-client/client.js'
 import type { CopyOptions, CopyReport, ReadFileOptions, WriteFileOptions } from '../agent-client/files.js'
 import type { ExecBufferResult, ExecOptions, ExecResult, GuestProcess, SpawnOptions } from '../agent-client/process.js'
@@ -31,6 +32,9 @@ export class Sandbox implements AsyncDisposable {
   readonly ssh: SshAccess | undefined
   private current: StereosdClient
   private agentClient: AgentClient | undefined
+  /** The reconnect (or restart) in progress, shared by concurrent callers. */
+  private agentConnecting: Promise<AgentClient> | undefined
+  private agentRestarted = false
   private stopping: Promise<ShutdownReport> | undefined
 
   constructor(private readonly parts: SandboxParts) {
@@ -41,17 +45,35 @@ export class Sandbox implements AsyncDisposable {
     this.agentClient = parts.agent?.client
   }
 
-  /** The guest agent's connection (reconnects if it closed, e.g. after agentd restarted the agent). */
+  /**
+   * The guest agent's connection. A closed one is reopened; when nothing answers any more while
+   * QEMU runs (the agent died: agentd does not restart a native agent whose command ended), the
+   * agent is started again, once per sandbox, with a log line.
+   */
   async agent(): Promise<AgentClient> {
     const agent = this.parts.agent
     if (!agent) {
       throw new HarnessError('AGENT', 'this sandbox was booted with bootstrap: none, so it has no guest agent', { fix: "boot with bootstrap: 'agentd' (the default) or 'ssh'" })
     }
     if (this.stopping) throw new HarnessError('AGENT_UNREACHABLE', `sandbox ${this.info.id} is shutting down`)
-    if (!this.agentClient || this.agentClient.closed) {
-      this.agentClient = await this.withLogs(() => AgentClient.connect(agent.transport, agent.token, 10_000))
-    }
+    if (this.agentClient && !this.agentClient.closed) return this.agentClient
+    this.agentConnecting ??= this.withLogs(() => this.reconnect(agent)).finally(() => (this.agentConnecting = undefined))
+    this.agentClient = await this.agentConnecting
     return this.agentClient
+  }
+
+  private async reconnect(agent: GuestAgent): Promise<AgentClient> {
+    try {
+      return await AgentClient.connect(agent.transport, agent.token, 10_000)
+    } catch (err) {
+      // A refused token or a foreign protocol is not a lost agent; a second loss is not retried.
+      const lost = !isHarnessError(err, 'AGENT_AUTH') && !isHarnessError(err, 'PROTOCOL') && this.running
+      if (!lost || this.agentRestarted) throw err
+      this.agentRestarted = true
+      const how = agent.bootstrap === 'agentd' ? 'through agentd (set_config with a changed [[agents]] entry)' : 'over SSH'
+      this.parts.log(`sandbox ${this.info.id}: the guest agent stopped answering (${(err as Error).message.split('\n')[0]}); starting it again ${how}, once per sandbox`)
+      return agent.restart(() => this.connect())
+    }
   }
 
   /** Run a command in the guest to completion; a non-zero exit code is a result, not an error. */

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { Client, type ConnectConfig } from 'ssh2'
 import { SHARE_GUEST_PATH } from '../agent-client/share.js'
 import type { Transport } from '../control/transport.js'
-import { HarnessError } from '../errors.js'
+import { HarnessError, type HarnessErrorCode } from '../errors.js'
 import { sleep } from '../host/sleep.js'
 
 export interface SshTarget {
@@ -70,26 +70,61 @@ export function startCommand(sharePath = SHARE_GUEST_PATH): string {
   ].join('\n')
 }
 
-/** Retry until sshd accepts the injected key (it may still be starting), then start the agent. */
-export async function sshStartAgent(target: SshTarget, token: string, deadline: number, signal?: AbortSignal): Promise<void> {
+/** One SSH handshake authenticated with the injected key, then disconnect: sshd is up and takes the key. */
+export async function sshHandshake(target: SshTarget, timeoutMs: number): Promise<void> {
+  const sock = await target.transport.connect(timeoutMs)
+  const client = new Client()
+  return new Promise<void>((resolve, reject) => {
+    client.once('error', (err) => {
+      client.end()
+      sock.destroy()
+      reject(err)
+    })
+    client.once('ready', () => {
+      client.end()
+      resolve()
+    })
+    client.connect({ sock, username: target.user, privateKey: readFileSync(target.keyPath), readyTimeout: timeoutMs })
+  })
+}
+
+/**
+ * Retry `attempt` until sshd accepts the injected key (sshd may start after stereosd, or be
+ * restarting); a HarnessError from `attempt` is final, anything else (refused, reset, not yet
+ * authorized) is retried until the deadline.
+ */
+async function retrySsh(target: SshTarget, deadline: number, signal: AbortSignal | undefined, timedOut: { code: HarnessErrorCode; fix: string }, attempt: (timeoutMs: number) => Promise<void>): Promise<void> {
   let last: unknown
   while (Date.now() < deadline) {
     if (signal?.aborted) throw signal.reason
     try {
-      const result = await sshRun(target, startCommand(), `${token}\n`, Math.max(2000, Math.min(15_000, deadline - Date.now())))
-      if (result.code !== 0 || !result.stdout.includes('started')) {
-        throw new HarnessError('AGENT', `starting the agent over SSH failed (exit ${result.code}): ${result.stderr.trim() || result.stdout.trim()}`, {
-          fix: `the mixtape needs /bin/sh and setsid, and the harness share mounted at ${SHARE_GUEST_PATH}`,
-        })
-      }
-      return
+      return await attempt(Math.max(2000, Math.min(15_000, deadline - Date.now())))
     } catch (err) {
       if (err instanceof HarnessError) throw err
       last = err
     }
     await sleep(500)
   }
-  throw new HarnessError('AGENT_UNREACHABLE', `SSH to ${target.transport.describe()} as ${target.user} did not succeed; last error: ${(last as Error | undefined)?.message ?? 'none'}`, {
-    fix: 'the mixtape must run sshd and accept the key stereosd injected (inject_ssh_key for admin); or use a harness-ready mixtape with bootstrap: agentd',
+  throw new HarnessError(timedOut.code, `SSH to ${target.transport.describe()} as ${target.user} did not succeed; last error: ${(last as Error | undefined)?.message ?? 'none'}`, { fix: timedOut.fix })
+}
+
+const SSHD_FIX = 'the mixtape must run sshd on port 22 and accept the key stereosd injected for admin (inject_ssh_key)'
+
+/** Wait until SSH as the target user works, so `sandbox.ssh` is usable when boot resolves. */
+export function waitForSsh(target: SshTarget, deadline: number, logs: { serial: string }, signal?: AbortSignal): Promise<void> {
+  const timedOut = { code: 'BOOT_TIMEOUT' as const, fix: `${SSHD_FIX}; ${logs.serial} shows whether sshd started` }
+  return retrySsh(target, deadline, signal, timedOut, (timeoutMs) => sshHandshake(target, timeoutMs))
+}
+
+/** Start the agent over SSH once sshd accepts the injected key. */
+export function sshStartAgent(target: SshTarget, token: string, deadline: number, signal?: AbortSignal): Promise<void> {
+  const timedOut = { code: 'AGENT_UNREACHABLE' as const, fix: `${SSHD_FIX}; or use a harness-ready mixtape with bootstrap: agentd` }
+  return retrySsh(target, deadline, signal, timedOut, async (timeoutMs) => {
+    const result = await sshRun(target, startCommand(), `${token}\n`, timeoutMs)
+    if (result.code !== 0 || !result.stdout.includes('started')) {
+      throw new HarnessError('AGENT', `starting the agent over SSH failed (exit ${result.code}): ${result.stderr.trim() || result.stdout.trim()}`, {
+        fix: `the mixtape needs /bin/sh and setsid, and the harness share mounted at ${SHARE_GUEST_PATH}`,
+      })
+    }
   })
 }

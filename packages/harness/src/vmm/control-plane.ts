@@ -41,7 +41,11 @@ export interface TcpPlane {
 export type ControlPlane = VsockPlane | TcpPlane
 
 /** SandboxInfo.transport: where stereosd is reached, without the live handles. */
-export type ControlPlaneInfo = { kind: 'tcp'; host: string; port: number } | { kind: 'vsock'; cid: number; port: number }
+export type ControlPlaneInfo =
+  | { kind: 'tcp'; host: string; port: number }
+  | { kind: 'vsock'; cid: number; port: number }
+  /** QEMU in a private network namespace: stereosd's forward as a 0600 unix socket in the VM dir (vmm/private-network.ts). */
+  | { kind: 'unix'; path: string; port: number }
 
 export interface ControlPlaneDeps {
   load?: LoadVsock
@@ -103,7 +107,7 @@ export async function chooseControlPlane(mode: ControlPlaneMode, deps: ControlPl
   const noted = deps.noted ?? processNote
   if (!noted.done) {
     noted.done = true
-    deps.log?.(`control plane: TCP through a 127.0.0.1 port forward, not vsock (${reason})`)
+    deps.log?.(`control plane: stereosd's TCP port through QEMU's port forward, not vsock (${reason})`)
   }
   return tcpPlane(reason, deps)
 }

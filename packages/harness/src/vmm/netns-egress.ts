@@ -33,7 +33,15 @@ export function startEgress(pid: number, userns: boolean, log: (line: string) =>
   const ready = (async () => {
     await waitForOwnNetns(pid, Date.now() + 10_000)
     if (stopped) return
-    const args = ['--configure', '--disable-host-loopback', '--mtu=65520', '--netns-type=path', ...(userns ? [`--userns-path=/proc/${pid}/ns/user`] : []), `/proc/${pid}/ns/net`, 'tap0']
+    const args = [
+      '--configure',
+      '--disable-host-loopback',
+      '--mtu=65520',
+      '--netns-type=path',
+      ...(userns ? [`--userns-path=/proc/${pid}/ns/user`] : []),
+      `/proc/${pid}/ns/net`,
+      'tap0',
+    ]
     const setpriv = which('setpriv')
     const [file, argv] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', slirp, ...args]] : [slirp, args]
     child = execa(file, argv, { reject: false, stdio: ['ignore', 'pipe', 'pipe'], cleanup: true })

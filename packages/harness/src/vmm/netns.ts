@@ -16,9 +16,7 @@ import { sleep } from '../host/sleep.js'
  * themselves to root there, so the wrapper may bring up loopback) and the wrapper then drops
  * every capability before QEMU and the relay run.
  */
-export type NetnsSupport =
-  | { ok: true; userns: boolean; detail: string }
-  | { ok: false; userns: boolean; reason: string; fix: string }
+export type NetnsSupport = { ok: true; userns: boolean; detail: string } | { ok: false; userns: boolean; reason: string; fix: string }
 
 /** Exit status of the wrapper when loopback cannot be brought up in the new namespace. */
 export const NETNS_SETUP_FAILED = 125
@@ -83,7 +81,20 @@ export function netnsCommand(options: NetnsCommandOptions): { file: string; args
   const caps = userns ? '--bounding-set=-all' : ''
   return {
     file: which('unshare') ?? 'unshare',
-    args: [...unshareArgs(userns), '--', 'sh', '-c', WRAPPER, 'stereos-netns', caps, process.execPath, relayScript(), JSON.stringify(options.forwards), options.binary, ...options.argv],
+    args: [
+      ...unshareArgs(userns),
+      '--',
+      'sh',
+      '-c',
+      WRAPPER,
+      'stereos-netns',
+      caps,
+      process.execPath,
+      relayScript(),
+      JSON.stringify(options.forwards),
+      options.binary,
+      ...options.argv,
+    ],
   }
 }
 
@@ -113,7 +124,12 @@ async function runProbe(userns: boolean): Promise<NetnsSupport> {
     return { ok: true, userns, detail: userns ? 'a user + network namespace per VM (unprivileged)' : 'a network namespace per VM' }
   }
   const said = `${result.stderr}`.trim().split('\n')[0] || `exit ${result.exitCode}`
-  return { ok: false, userns, reason: `\`unshare ${unshareArgs(userns).join(' ')}\` failed: ${said}`, fix: userns ? USERNS_FIX : 'check that unshare(2) with CLONE_NEWNET is allowed (seccomp, container runtime)' }
+  return {
+    ok: false,
+    userns,
+    reason: `\`unshare ${unshareArgs(userns).join(' ')}\` failed: ${said}`,
+    fix: userns ? USERNS_FIX : 'check that unshare(2) with CLONE_NEWNET is allowed (seccomp, container runtime)',
+  }
 }
 
 const USERNS_FIX =

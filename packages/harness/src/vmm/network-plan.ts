@@ -3,8 +3,9 @@ import type { LoadVsock } from '../control/vsock-module.js'
 import { VsockTransport } from '../control/vsock-transport.js'
 import { AGENT_PORT } from '../wire/messages.js'
 import type { HostForward, QemuSpec } from './argv.js'
-import { VHOST_FD_IN_CHILD, type ControlPlane } from './control-plane.js'
+import { planeInfo, VHOST_FD_IN_CHILD, type ControlPlane, type ControlPlaneInfo } from './control-plane.js'
 import { freePort } from './ports.js'
+import { privateForwards, type ForwardScope, type NetnsLaunch } from './private-network.js'
 
 const SSH_PORT = 22
 const STEREOSD_PORT = 1024
@@ -18,6 +19,12 @@ export interface NetworkRequest {
   agent: boolean
   load?: LoadVsock
   freePort?: () => Promise<number>
+  /**
+   * Who may reach the forwards (vmm/private-network.ts); default: TCP forwards on the host's
+   * 127.0.0.1. `private` puts them behind unix sockets in `vmDir`.
+   */
+  scope?: ForwardScope
+  vmDir?: string
 }
 
 /** Every way the host reaches this guest, decided before QEMU starts. */
@@ -30,7 +37,16 @@ export interface NetworkPlan {
   agent: Transport | undefined
   /** The guest's sshd: the forwarded port when there is one (what `sandbox.ssh` reports), else vsock port 22. */
   ssh: Transport
+  /** stereosd's endpoint, and how SandboxInfo.transport reports it. */
+  control: Transport
+  controlInfo: ControlPlaneInfo
+  /** Unix sockets in the VM dir that reach the guest (private scope), as SandboxInfo.sockets reports them. */
+  sockets: { ssh: string | undefined; control: string | undefined; agent: string | undefined }
+  /** QEMU's private network namespace, when it gets one. */
+  netns: NetnsLaunch | undefined
 }
+
+const NO_SOCKETS = { ssh: undefined, control: undefined, agent: undefined }
 
 /**
  * vsock planes reach stereosd, the agent and sshd by CID (mode 'none' then means no NIC at all,
@@ -38,17 +54,23 @@ export interface NetworkPlan {
  */
 export async function planNetwork(request: NetworkRequest): Promise<NetworkPlan> {
   const { plane } = request
+  const nic = !(plane.kind === 'vsock' && request.mode === 'none')
+  if (nic && request.scope?.kind === 'private') {
+    if (request.vmDir === undefined) throw new Error('a private network plan needs the VM dir')
+    return planPrivate(request, request.scope.userns, request.vmDir)
+  }
+  const host = { control: plane.transport, controlInfo: planeInfo(plane), sockets: NO_SOCKETS, netns: undefined }
   const alloc = request.freePort ?? freePort
   switch (plane.kind) {
     case 'vsock': {
       const vsock = { cid: plane.cid, vhostfd: VHOST_FD_IN_CHILD }
       const agent = request.agent ? new VsockTransport(plane.cid, AGENT_PORT, request.load) : undefined
       if (request.mode === 'none') {
-        return { qemu: { network: { mode: 'none' }, vsock }, ports: { ssh: undefined, control: undefined, agent: undefined }, agent, ssh: new VsockTransport(plane.cid, SSH_PORT, request.load) }
+        return { qemu: { network: { mode: 'none' }, vsock }, ports: { ssh: undefined, control: undefined, agent: undefined }, agent, ssh: new VsockTransport(plane.cid, SSH_PORT, request.load), ...host }
       }
       const ssh = await alloc()
       const forwards = [tcp(ssh, SSH_PORT), ...request.forwards]
-      return { qemu: { network: { mode: 'user', restrict: false, forwards }, vsock }, ports: { ssh, control: undefined, agent: undefined }, agent, ssh: local(ssh) }
+      return { qemu: { network: { mode: 'user', restrict: false, forwards }, vsock }, ports: { ssh, control: undefined, agent: undefined }, agent, ssh: local(ssh), ...host }
     }
     case 'tcp': {
       const ssh = await alloc()
@@ -59,8 +81,39 @@ export async function planNetwork(request: NetworkRequest): Promise<NetworkPlan>
         ports: { ssh, control: plane.port, agent },
         agent: agent === undefined ? undefined : local(agent),
         ssh: local(ssh),
+        ...host,
       }
     }
+  }
+}
+
+/**
+ * QEMU in its own network namespace: its forwards listen on that namespace's 127.0.0.1 (fixed
+ * ports, nobody else there) and the relay exposes them as unix sockets in the VM dir. vsock
+ * planes keep stereosd and the agent on vsock; only sshd (and the user's forwards) go through
+ * the relay then.
+ */
+function planPrivate(request: NetworkRequest, userns: boolean, vmDir: string): NetworkPlan {
+  const { plane } = request
+  const tcp = plane.kind === 'tcp'
+  const f = privateForwards({ vmDir, control: tcp, agent: tcp && request.agent, agentPort: AGENT_PORT, forwards: request.forwards })
+  const netns: NetnsLaunch = { userns, relay: f.relay, hostForwards: f.host, egress: request.mode === 'nat' }
+  const ports = { ssh: undefined, control: undefined, agent: undefined }
+  if (plane.kind === 'vsock') {
+    const agent = request.agent ? new VsockTransport(plane.cid, AGENT_PORT, request.load) : undefined
+    const qemu = { network: { mode: 'user' as const, restrict: false, forwards: f.qemu }, vsock: { cid: plane.cid, vhostfd: VHOST_FD_IN_CHILD } }
+    return { qemu, ports, agent, ssh: f.transports.ssh, control: plane.transport, controlInfo: planeInfo(plane), sockets: f.sockets, netns }
+  }
+  const control = f.transports.control ?? plane.transport
+  return {
+    qemu: { network: { mode: 'user', restrict: request.mode === 'none', forwards: f.qemu } },
+    ports,
+    agent: f.transports.agent,
+    ssh: f.transports.ssh,
+    control,
+    controlInfo: { kind: 'unix', path: f.sockets.control ?? '', port: STEREOSD_PORT },
+    sockets: f.sockets,
+    netns,
   }
 }
 

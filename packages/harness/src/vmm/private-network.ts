@@ -1,4 +1,6 @@
-import { join } from 'node:path'
+import { existsSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { UnixTransport } from '../control/unix-transport.js'
 import type { Transport } from '../control/transport.js'
 import { probeNetns, type NetnsSupport, type RelayForward } from './netns.js'
@@ -94,7 +96,11 @@ export function privateForwards(request: PrivateForwardsRequest): PrivateForward
   const ssh = expose('ssh.sock', NAMESPACE_PORTS.ssh, 22)
   const control = request.control ? expose('control.sock', NAMESPACE_PORTS.control, 1024) : undefined
   const agent = request.agent ? expose('agent.sock', NAMESPACE_PORTS.agent, request.agentPort) : undefined
-  const host = request.forwards.map((f, i) => ({ port: f.host, socket: expose(`forward-${i}.sock`, NAMESPACE_PORTS.firstUser + i, f.guest), option: `options.network.forwards.${i}` }))
+  const host = request.forwards.map((f, i) => ({
+    port: f.host,
+    socket: expose(`forward-${i}.sock`, NAMESPACE_PORTS.firstUser + i, f.guest),
+    option: `options.network.forwards.${i}`,
+  }))
   return {
     qemu,
     relay,
@@ -106,4 +112,26 @@ export function privateForwards(request: PrivateForwardsRequest): PrivateForward
       ssh: new UnixTransport(ssh, 22),
     },
   }
+}
+
+/** What starting QEMU in its private namespace needs beyond its argv (see netns.ts, host-forwards.ts). */
+export interface NetnsLaunch {
+  userns: boolean
+  relay: RelayForward[]
+  hostForwards: HostForwardSpec[]
+  /** Give the namespace outbound network (slirp4netns): network.mode 'nat'. */
+  egress: boolean
+}
+
+/** ssh(1) through the relay's socket: the ProxyCommand that connects stdio to it (quoted for the shell ssh runs it with). */
+export function sshProxyCommand(socket: string): string {
+  const here = dirname(fileURLToPath(import.meta.url))
+  const script =
+    [join(here, 'unix-stdio.js'), join(here, '..', '..', 'dist', 'vmm', 'unix-stdio.js'), join(here, 'unix-stdio.ts')].find((p) => existsSync(p)) ??
+    join(here, 'unix-stdio.js')
+  return [process.execPath, script, socket].map(shellQuote).join(' ')
+}
+
+function shellQuote(word: string): string {
+  return `'${word.replaceAll("'", "'\\''")}'`
 }

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import { execa } from 'execa'
 import { HarnessError } from '../errors.js'
 import { which } from '../host/which.js'
+import { netnsCommand, type RelayForward } from './netns.js'
 
 export interface QemuExit {
   code: number | undefined
@@ -28,6 +29,8 @@ export interface SpawnQemuOptions {
    * own O_CLOEXEC fds still leak into no other child.
    */
   fds?: number[]
+  /** Start QEMU in a private network namespace with the forward relay beside it (vmm/netns.ts). */
+  netns?: { userns: boolean; relay: RelayForward[] }
 }
 
 const INSTALL_HINT: Record<string, string> = {
@@ -42,8 +45,7 @@ const INSTALL_HINT: Record<string, string> = {
  */
 export function spawnQemu(options: SpawnQemuOptions): QemuProcess {
   const binary = requireQemu(options.binary)
-  const setpriv = which('setpriv')
-  const [file, args] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', binary, ...options.argv]] : [binary, options.argv]
+  const { file, args } = launchCommand(binary, options)
   const log = { file: options.qemuLog, append: true } as const
   // execa's cleanup kills QEMU on a normal exit of this process; pdeathsig covers the rest.
   // execa 10.2's types allow no integer fd beyond stdio[2], but its runtime hands such
@@ -71,6 +73,13 @@ export function spawnQemu(options: SpawnQemuOptions): QemuProcess {
     },
   }
   return handle
+}
+
+/** setpriv → QEMU, or (private network namespace) unshare → sh → setpriv → QEMU, all one PID. */
+function launchCommand(binary: string, options: SpawnQemuOptions): { file: string; args: string[] } {
+  if (options.netns) return netnsCommand({ binary, argv: options.argv, forwards: options.netns.relay, userns: options.netns.userns })
+  const setpriv = which('setpriv')
+  return setpriv ? { file: setpriv, args: ['--pdeathsig', 'KILL', '--', binary, ...options.argv] } : { file: binary, args: options.argv }
 }
 
 /** Absolute path of a QEMU binary, or a QEMU_NOT_FOUND error that names the package to install. */

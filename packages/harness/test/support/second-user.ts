@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process'
+import { execFileSync, spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { which } from '../../src/host/which.js'
 
@@ -12,6 +12,8 @@ export interface SecondUser {
   gid: number
   /** Run `node -e script` as this user (no supplementary groups); its stdout, stderr and status. */
   node(script: string, args?: string[], timeoutMs?: number): { status: number | null; stdout: string; stderr: string }
+  /** The same, left running (pipes on stdin, stdout, stderr). */
+  spawnNode(script: string, args?: string[], env?: Record<string, string>): ChildProcessWithoutNullStreams
   remove(): void
 }
 
@@ -31,13 +33,23 @@ export function createSecondUser(): SecondUser {
     uid,
     gid,
     node(script, args = [], timeoutMs = 30_000) {
-      const result = spawnSync('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', '--', process.execPath, '--input-type=module', '-e', script, ...args], {
-        encoding: 'utf8',
-        timeout: timeoutMs,
-        cwd: '/',
-        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/' },
-      })
+      const result = spawnSync(
+        'setpriv',
+        [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', '--', process.execPath, '--input-type=module', '-e', script, ...args],
+        {
+          encoding: 'utf8',
+          timeout: timeoutMs,
+          cwd: '/',
+          env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/' },
+        },
+      )
       return { status: result.status, stdout: result.stdout, stderr: result.stderr }
+    },
+    spawnNode(script, args = [], env = {}) {
+      return spawn('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', '--', process.execPath, '--input-type=module', '-e', script, ...args], {
+        cwd: '/',
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/', ...env },
+      })
     },
     remove() {
       spawnSync('userdel', [name])

@@ -1,5 +1,5 @@
 import { HarnessError } from '../../errors.js'
-import { DEFAULT_BODY_LIMITS, MAX_TOKEN_BYTES, readWholeBody, type BodyLimits } from './body.js'
+import { DEFAULT_BODY_LIMITS, fetchAnswer, MAX_TOKEN_BYTES, readWholeBody, type BodyLimits } from './body.js'
 import { credentialScope } from './credential-scope.js'
 import type { Credentials } from './credentials.js'
 import { registryScheme } from './reference.js'
@@ -88,13 +88,13 @@ export class Authenticator {
     let response: Response
     if (creds?.identityToken) {
       const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: creds.identityToken, service: challenge.params.service ?? '', scope, client_id: 'stereos-harness' })
-      response = await this.fetchImpl(url, { method: 'POST', body: form, headers: { 'content-type': 'application/x-www-form-urlencoded' } })
+      response = await fetchAnswer(this.fetchImpl, url, { method: 'POST', body: form, headers: { 'content-type': 'application/x-www-form-urlencoded' } }, this.limits)
     } else {
       if (challenge.params.service) url.searchParams.set('service', challenge.params.service)
       url.searchParams.set('scope', scope)
       const headers: Record<string, string> = {}
       if (creds) headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`
-      response = await this.fetchImpl(url, { headers })
+      response = await fetchAnswer(this.fetchImpl, url, { headers }, this.limits)
     }
     if (!response.ok) await response.body?.cancel().catch(() => undefined)
     if (isRetryableStatus(response.status)) throw new TransientError(`token server ${url.host} answered ${response.status}`, response.headers.get('retry-after'))

@@ -1,4 +1,5 @@
 import { HarnessError } from '../../errors.js'
+import { TransientError } from './retry.js'
 
 /**
  * Bounds for the registry bodies the harness holds in memory (manifests, token JSON, error text).
@@ -7,7 +8,7 @@ import { HarnessError } from '../../errors.js'
  * to disk, bounded by their descriptor's size (BlobStore).
  */
 export interface BodyLimits {
-  /** Give up on a body that has not ended this long after its headers (ms). */
+  /** Give up on an answer whose headers, or whose body after them, take longer than this (ms). */
   timeoutMs: number
 }
 
@@ -18,7 +19,25 @@ export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 /** A token answer is a JSON object with a token of a few KiB. */
 export const MAX_TOKEN_BYTES = 256 * 1024
 /** Error bodies only feed a message: the first bytes are enough. */
-export const MAX_ERROR_TEXT_BYTES = 8 * 1024
+const MAX_ERROR_TEXT_BYTES = 8 * 1024
+
+/**
+ * fetch with a bound on the wait for the response headers (a registry that accepts and never
+ * answers would otherwise hold a pull for minutes per attempt). Once the headers are in, the
+ * body is the reader's to bound. A timeout is transient: the caller's retries apply.
+ */
+export async function fetchAnswer(fetchImpl: typeof fetch, url: string | URL, init: RequestInit, limits: BodyLimits): Promise<Response> {
+  const controller = new AbortController()
+  const timer = setTimeout(() => controller.abort(), limits.timeoutMs)
+  try {
+    return await fetchImpl(url, { ...init, signal: controller.signal })
+  } catch (err) {
+    if (controller.signal.aborted) throw new TransientError(`${new URL(url).origin} sent no answer within ${limits.timeoutMs} ms`)
+    throw err
+  } finally {
+    clearTimeout(timer)
+  }
+}
 
 type Outcome = 'ended' | 'too-large' | 'timed-out'
 

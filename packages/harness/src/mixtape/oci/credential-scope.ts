@@ -27,7 +27,7 @@ export function credentialScope(target: URL, registry: string, env: NodeJS.Proce
 }
 
 /** Loopback, or listed in $STEREOS_REGISTRY_INSECURE by the user. */
-export function explicitlyHttp(registry: string, env: NodeJS.ProcessEnv = process.env): boolean {
+function explicitlyHttp(registry: string, env: NodeJS.ProcessEnv = process.env): boolean {
   if (list(env.STEREOS_REGISTRY_INSECURE).includes(registry)) return true
   const host = new URL(`http://${registry}`).hostname
   return host === 'localhost' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host)

@@ -19,7 +19,7 @@ const MAX_TOML_BYTES = 1024 * 1024
  * The unpacking bound for a zstd layer whose size mixtape.toml does not declare (an image
  * without one, as mb accepts): larger than any mixtape disk, small enough not to fill a disk.
  */
-export const UNDECLARED_ZSTD_LIMIT = 16 * 1024 * 1024 * 1024
+const UNDECLARED_ZSTD_LIMIT = 16 * 1024 * 1024 * 1024
 
 export interface PlannedLayer {
   desc: Descriptor

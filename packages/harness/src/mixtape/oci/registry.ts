@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { HarnessError } from '../../errors.js'
 import { Authenticator } from './auth.js'
-import { DEFAULT_BODY_LIMITS, MAX_MANIFEST_BYTES, readErrorText, readWholeBody, type BodyLimits } from './body.js'
+import { DEFAULT_BODY_LIMITS, fetchAnswer, MAX_MANIFEST_BYTES, readErrorText, readWholeBody, type BodyLimits } from './body.js'
 import type { Credentials } from './credentials.js'
 import { MANIFEST_ACCEPT } from './media-types.js'
 import { registryScheme, type MixtapeReference } from './reference.js'
@@ -116,7 +116,7 @@ export class RegistryClient {
   private async send(url: string, headers: Record<string, string>): Promise<Response> {
     for (let round = 0; ; round++) {
       const authorization = this.auth.authorization()
-      const response = await this.fetchImpl(url, { headers: { ...headers, ...(authorization ? { authorization } : {}) } })
+      const response = await fetchAnswer(this.fetchImpl, url, { headers: { ...headers, ...(authorization ? { authorization } : {}) } }, this.limits)
       if (response.status !== 401 || round === 2) return response
       await response.body?.cancel()
       await this.auth.onUnauthorized(response)
