@@ -11,9 +11,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { Sandbox } from '@stereos/harness'
+import type { Summary } from './stats.ts'
 import { median, seconds } from './stats.ts'
 
-export async function main(argv: string[]): Promise<void> {
+export async function main(argv: string[]): Promise<Summary> {
   const { values } = parseArgs({ args: argv, options: { runs: { type: 'string', default: '3' }, arch: { type: 'string', default: 'x86_64' } } })
   const runs = Math.max(3, Number(values.runs))
   const arch = values.arch as 'x86_64' | 'aarch64'
@@ -47,6 +48,7 @@ export async function main(argv: string[]): Promise<void> {
   say(`median raw baseline (overlay + QEMU + first pong): ${seconds(b)}`)
   say(`MACHINE-FACTS reference (TCG, this machine kind): bare busybox init ~2.5 s; a guest Node server answering ~5-7 s`)
   say(`ratio Sandbox.boot / raw baseline: ${(h / b).toFixed(2)} (target <= 1.10)`)
+  return { runs, sandboxBootMs: h, stereosdReadyMs: median(ready), rawBootMs: b, ratio: h / b }
 }
 
 async function rawBoot(template: string[], warmDir: string, warmPorts: { ssh: number | undefined; control: number | undefined }, image: { 'backing-filename': string; 'virtual-size': number }): Promise<number> {

@@ -10,9 +10,10 @@ import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { parseArgs } from 'node:util'
 import { Sandbox } from '@stereos/harness'
+import type { Summary } from './stats.ts'
 import { median, seconds } from './stats.ts'
 
-export async function main(argv: string[]): Promise<void> {
+export async function main(argv: string[]): Promise<Summary> {
   const { values } = parseArgs({ args: argv, options: { execs: { type: 'string', default: '200' }, mb: { type: 'string', default: '100' }, arch: { type: 'string', default: 'x86_64' } } })
   const execs = Number(values.execs)
   const size = Number(values.mb) * 1_000_000
@@ -68,6 +69,7 @@ export async function main(argv: string[]): Promise<void> {
     say(`copyIn   ${size / 1e6} MB: ${seconds(copyMs)} (${mbps(copyMs)} MB/s)`)
     say(`copyIn again:     ${seconds(againMs)} (sent ${again.sentBytes} bytes)`)
     say(`ratios: exec/echo latency ${(execMedian / rttMedian).toFixed(2)}, copyIn/raw throughput ${(rawMs / copyMs).toFixed(2)}`)
+    return { execMedianMs: execMedian, echoMedianMs: rttMedian, rawPipeMs: rawMs, copyInMs: copyMs, copyInAgainMs: againMs, execEchoRatio: execMedian / rttMedian, copyInRawRatio: rawMs / copyMs }
   } finally {
     rmSync(work, { recursive: true, force: true })
     await sandbox.shutdown()

@@ -16,9 +16,10 @@ import { pullMixtape, resolveMixtape } from '@stereos/harness'
 import { runInNewContext } from 'node:vm'
 import { setFlagsFromString } from 'node:v8'
 import { mixtapeLayers, publishMixtape, sha256, startRegistry, syntheticMixtape } from '../packages/harness/test/support/registry.ts'
+import type { Summary } from './stats.ts'
 import { median, seconds } from './stats.ts'
 
-export async function main(argv: string[]): Promise<void> {
+export async function main(argv: string[]): Promise<Summary> {
   const { values } = parseArgs({ args: argv, options: { runs: { type: 'string', default: '3' }, size: { type: 'string', default: '200' } } })
   const runs = Math.max(1, Number(values.runs))
   const sizeMB = Math.max(1, Number(values.size))
@@ -88,6 +89,7 @@ export async function main(argv: string[]): Promise<void> {
     say(`median shell equivalent (curl, sha256sum, zstd -d, sha256sum; disk blob only): ${seconds(median(shellTimes))}; pull / shell time ratio ${(median(shellTimes) / pull).toFixed(2)}`)
     say(`resolve a cached image (median of 20): ${median(resolveTimes).toFixed(2)} ms`)
     say(`ratio pull / curl throughput: ${(curl / pull).toFixed(2)} (target >= 0.8)`)
+    return { bytes, curlMs: curl, pullMs: pull, shellMs: median(shellTimes), cachedResolveMs: median(resolveTimes), pullCurlRatio: curl / pull, pullShellRatio: median(shellTimes) / pull }
   } finally {
     await registry.stop()
     rmSync(work, { recursive: true, force: true })

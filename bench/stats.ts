@@ -5,3 +5,6 @@ export function median(values: number[]): number {
 }
 
 export const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`
+
+/** What a benchmark measured, for `--json`: figures in ms (or the unit its name says) and ratios. */
+export type Summary = Record<string, number | string>

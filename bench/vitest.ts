@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Sandbox } from '@stereos/harness'
-import { median, seconds } from './stats.ts'
+import { median, seconds, type Summary } from './stats.ts'
 
 const repo = join(fileURLToPath(import.meta.url), '..', '..')
 const VITEST = join(repo, 'node_modules', 'vitest', 'vitest.mjs')
@@ -40,7 +40,7 @@ function vitest(cwd: string, pool: string): Promise<Run> {
   })
 }
 
-export async function main(argv: string[]): Promise<void> {
+export async function main(argv: string[]): Promise<Summary> {
   const { values } = parseArgs({ args: argv, options: { files: { type: 'string', default: '20' } } })
   const files = Number(values.files)
   const say = (line: string) => process.stdout.write(`${line}\n`)
@@ -70,6 +70,17 @@ export async function main(argv: string[]): Promise<void> {
     say(`stereos: wall ${seconds(stereos.wallMs)}, first result ${seconds(stereos.firstResultMs)}, warm per-file ${perFile.toFixed(0)} ms`)
     say(`guest node -e 1: ${node.toFixed(0)} ms (${sandbox.info.accel})`)
     say(`ratios: wall stereos/forks ${(stereos.wallMs / forks.wallMs).toFixed(1)}, first result ${(stereos.firstResultMs / forks.firstResultMs).toFixed(1)}, warm per-file / guest node start ${(perFile / node).toFixed(1)}`)
+    return {
+      files,
+      forksWallMs: forks.wallMs,
+      stereosWallMs: stereos.wallMs,
+      forksFirstResultMs: forks.firstResultMs,
+      firstResultMs: stereos.firstResultMs,
+      perFileMs: perFile,
+      nodeStartMs: node,
+      wallRatio: stereos.wallMs / forks.wallMs,
+      perFileNodeRatio: perFile / node,
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
