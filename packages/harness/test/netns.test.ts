@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import { chmodSync, existsSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync } from 'node:fs'
-import { createServer, type AddressInfo } from 'node:net'
+import { connect, createServer, type AddressInfo } from 'node:net'
 import { networkInterfaces, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -222,6 +222,45 @@ describe.skipIf(skip ?? (egressAvailable() ? undefined : 'slirp4netns is not ins
       child.kill('SIGKILL')
       await child
       hello.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe.skipIf(skip)('the relay moves bytes faithfully', () => {
+  test('4 MiB sent just before the far end closes all arrive; a half-close reaches the far end', async () => {
+    // Answers the bytes it got, then 4 MiB, then closes at once; counts what it received until the client's end.
+    const bulk = `
+      const { createServer } = require('node:net')
+      createServer({ allowHalfOpen: true }, (s) => {
+        let got = 0
+        s.on('data', (d) => (got += d.length))
+        s.on('end', () => { s.write('got ' + got + '\\n'); s.end(Buffer.alloc(4 * 1024 * 1024, 120)) })
+      }).listen(${INNER_PORT}, '127.0.0.1')
+    `
+    const dir = realpathSync(mkdtempSync(join(tmpdir(), 'netns-')))
+    const socket = join(dir, 'bulk.sock')
+    const { file, args } = netnsCommand({ binary: process.execPath, argv: ['-e', bulk], forwards: [{ path: socket, port: INNER_PORT }] })
+    const child = execa(file, args, { reject: false, stdio: 'inherit' })
+    try {
+      let answer = Buffer.alloc(0)
+      for (let i = 0; i < 400 && answer.length === 0; i++) {
+        answer = await new Promise<Buffer>((resolve) => {
+          const s = connect({ path: socket, allowHalfOpen: true })
+          const chunks: Buffer[] = []
+          s.on('connect', () => s.end(Buffer.alloc(100_000, 1)))
+          s.on('data', (d: Buffer) => chunks.push(d))
+          s.on('close', () => resolve(Buffer.concat(chunks)))
+          s.on('error', () => undefined)
+        })
+        if (answer.length === 0) await sleep(25)
+      }
+      const text = answer.toString('latin1')
+      expect(text.slice(0, text.indexOf('\n'))).toBe('got 100000')
+      expect(answer.length - text.indexOf('\n') - 1).toBe(4 * 1024 * 1024)
+    } finally {
+      child.kill('SIGKILL')
+      await child
       rmSync(dir, { recursive: true, force: true })
     }
   })

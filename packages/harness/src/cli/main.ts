@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+// First: on too old a Node, the rest of the CLI would fail at import with an unrelated error.
+import './node-check.js'
 import { parseArgs } from 'node:util'
 import { Arch } from '../config/options.js'
 import { HarnessError } from '../errors.js'

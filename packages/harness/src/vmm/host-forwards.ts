@@ -38,16 +38,16 @@ export async function listenHostForwards(specs: HostForwardSpec[]): Promise<Host
 }
 
 function listenOne(spec: HostForwardSpec, open: Set<Socket>): Promise<Server> {
-  const server = createServer((client) => {
-    const upstream = connect({ path: spec.socket })
-    for (const socket of [client, upstream]) {
+  // Ends travel through pipe() after the data before them; an error destroys the other side (as relay-main.ts).
+  const server = createServer({ allowHalfOpen: true }, (client) => {
+    const upstream = connect({ path: spec.socket, allowHalfOpen: true })
+    for (const [socket, other] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
       open.add(socket)
-      socket.on('close', () => {
-        open.delete(socket)
-        client.destroy()
-        upstream.destroy()
-      })
-      socket.on('error', () => undefined)
+      socket.on('close', () => open.delete(socket))
+      socket.on('error', () => other.destroy())
     }
     client.pipe(upstream)
     upstream.pipe(client)

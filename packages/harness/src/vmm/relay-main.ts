@@ -26,25 +26,23 @@ function parseForwards(text: string | undefined): RelayForward[] {
   })
 }
 
-/** One unix connection ↔ one TCP connection to QEMU's forward; either side ending ends both. */
+/**
+ * One unix connection ↔ one TCP connection to QEMU's forward. An end (FIN) travels through
+ * pipe() after the data before it, half-closes included; an error or reset on one side destroys
+ * the other (destroying on a plain close would drop data still queued for the other side).
+ */
 function splice(client: Socket, port: number): void {
-  const upstream = connect({ host: '127.0.0.1', port })
+  const upstream = connect({ host: '127.0.0.1', port, allowHalfOpen: true })
   upstream.setNoDelay(true)
-  const end = () => {
-    client.destroy()
-    upstream.destroy()
-  }
-  client.on('error', end)
-  upstream.on('error', end)
-  client.on('close', end)
-  upstream.on('close', end)
+  client.on('error', () => upstream.destroy())
+  upstream.on('error', () => client.destroy())
   client.pipe(upstream)
   upstream.pipe(client)
 }
 
 function listen(forward: RelayForward): Promise<Server> {
   rmSync(forward.path, { force: true })
-  const server = createServer((client) => splice(client, forward.port))
+  const server = createServer({ allowHalfOpen: true }, (client) => splice(client, forward.port))
   return new Promise((resolve, reject) => {
     server.once('error', reject)
     server.listen(forward.path, () => {

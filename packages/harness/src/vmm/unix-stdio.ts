@@ -17,4 +17,5 @@ socket.on('error', (err) => {
 })
 process.stdin.pipe(socket)
 socket.pipe(process.stdout)
-socket.on('close', () => process.exit(0))
+// stdout to a pipe is asynchronous: exit once what the socket sent has been written.
+socket.on('close', () => process.stdout.write('', () => process.exit(0)))

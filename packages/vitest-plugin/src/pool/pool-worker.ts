@@ -6,6 +6,7 @@ import { encodeV8, V8Decoder } from '@stereos/harness/wire'
 import type { PoolOptions, PoolWorker, WorkerRequest } from 'vitest/node'
 import { HOST_FS_TAG, isHostFsRequest, type HostFsReply } from '../guest/host-fs.js'
 import { failedTestsIn, localizeAttachment, pathAttachments, vmLogAnnotations } from './artifacts.js'
+import { failedFileCalls, failedFileTask, fileHashOf, serializeError } from './failed-file.js'
 import { CONFINED_METHODS, outsideView } from './confine.js'
 import type { FilePlan, PoolContext } from './context.js'
 import { guestEnv } from './guest-env.js'
@@ -131,7 +132,9 @@ export class StereosPoolWorker implements PoolWorker {
     if (isRequest(m) && m.type === 'stop') this.stopPending = true
     if (isRequest(m) && (m.type === 'run' || m.type === 'collect') && this.state.kind === 'idle') {
       const files = (m.context?.files ?? []).map((f) => f.filepath)
-      const launched = this.launch(files)
+      const method = m.type === 'collect' ? 'collect' : 'run'
+      // A file whose VM cannot be had fails as a file (with the reason), not as the worker.
+      const launched = this.launch(files).catch((err: unknown) => this.reportUnusable(files, method, err))
       this.state = { kind: 'launching', launched }
     }
     const launched = this.state.kind === 'launching' ? this.state.launched : undefined
@@ -215,6 +218,29 @@ export class StereosPoolWorker implements PoolWorker {
       if (!this.stopping) this.died(`the VM's QEMU exited (code ${exit.code}, signal ${exit.signal})`)
     })
     if (this.startRequest) child.ipc?.write(encodeV8(this.startRequest))
+  }
+
+  /**
+   * The launch failed (describe.sandbox options invalid, boot failure or timeout, no agent):
+   * answer the `run` as the guest worker would for a file that failed to import, so each file
+   * shows as failed, with the error and its fix, in every reporter (summary, JSON, junit,
+   * blob). A worker 'error' instead would drop the files from the reports.
+   */
+  private async reportUnusable(files: string[], method: 'run' | 'collect', err: unknown): Promise<void> {
+    this.state = { kind: 'dead', lease: this.lease }
+    const { project, distPath } = this.options
+    try {
+      const hash = await fileHashOf(distPath)
+      const error = serializeError(err)
+      for (const file of files) {
+        const task = failedFileTask(file, project.config.root, project.name || undefined, hash, error)
+        for (const [name, args] of failedFileCalls(task, method)) await this.call(name, args)
+      }
+    } catch {
+      this.fail(err)
+      return
+    }
+    this.events.emit('message', { __vitest_worker_response__: true, type: 'testfileFinished' })
   }
 
   /** To the guest, unless it is gone. */
