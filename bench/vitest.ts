@@ -1,4 +1,5 @@
-// `vitest --pool=stereos` against `--pool=forks` on the same generated 20-file project, same run:
+// `vitest --pool=stereos` (and with --isolate=false) against `--pool=forks` on the same generated
+// 20-file project, same run:
 // wall time of each, time to the first file result, and the per-file cost once VMs are warm,
 // against a bare `node -e 1` in the guest.
 import { spawn } from 'node:child_process'
@@ -19,11 +20,11 @@ interface Run {
   fileDoneMs: number[]
 }
 
-function vitest(cwd: string, pool: string): Promise<Run> {
+function vitest(cwd: string, pool: string, extra: string[] = []): Promise<Run> {
   return new Promise((resolve, reject) => {
     const started = performance.now()
     const fileDoneMs: number[] = []
-    const child = spawn(process.execPath, [VITEST, 'run', `--pool=${pool}`, '--reporter=default'], { cwd, env: { ...process.env, NO_COLOR: '1', CI: '1' } })
+    const child = spawn(process.execPath, [VITEST, 'run', `--pool=${pool}`, '--reporter=default', ...extra], { cwd, env: { ...process.env, NO_COLOR: '1', CI: '1' } })
     let buffered = ''
     child.stdout.on('data', (chunk: Buffer) => {
       buffered += chunk.toString()
@@ -54,10 +55,16 @@ export async function main(argv: string[]): Promise<Summary> {
     say(`vitest benchmark: ${files} files, maxWorkers 2 (fixture VMs under ${process.arch} host)`)
     const forks = await vitest(dir, 'forks')
     const stereos = await vitest(dir, 'stereos')
+    // Vitest's isolate: false: one guest process per worker runs many files (as forks does).
+    const shared = await vitest(dir, 'stereos', ['--isolate=false'])
     // Warm per-file cost: the gaps between results once both VMs serve files.
-    const warm = stereos.fileDoneMs.slice(2)
-    const gaps = warm.slice(1).map((t, i) => t - (warm[i] as number))
-    const perFile = median(gaps) * 2 // two workers deliver in parallel
+    const perFileOf = (run: Run) => {
+      const warm = run.fileDoneMs.slice(2)
+      const gaps = warm.slice(1).map((t, i) => t - (warm[i] as number))
+      return median(gaps) * 2 // two workers deliver in parallel
+    }
+    const perFile = perFileOf(stereos)
+    const sharedPerFile = perFileOf(shared)
     await using sandbox = await Sandbox.boot({ mixtape: 'fixture' })
     const nodeMs: number[] = []
     for (let i = 0; i < 5; i++) {
@@ -68,8 +75,9 @@ export async function main(argv: string[]): Promise<Summary> {
     const node = median(nodeMs)
     say(`forks:   wall ${seconds(forks.wallMs)}, first result ${seconds(forks.firstResultMs)}`)
     say(`stereos: wall ${seconds(stereos.wallMs)}, first result ${seconds(stereos.firstResultMs)}, warm per-file ${perFile.toFixed(0)} ms`)
+    say(`stereos --isolate=false: wall ${seconds(shared.wallMs)}, first result ${seconds(shared.firstResultMs)}, warm per-file ${sharedPerFile.toFixed(0)} ms`)
     say(`guest node -e 1: ${node.toFixed(0)} ms (${sandbox.info.accel})`)
-    say(`ratios: wall stereos/forks ${(stereos.wallMs / forks.wallMs).toFixed(1)}, first result ${(stereos.firstResultMs / forks.firstResultMs).toFixed(1)}, warm per-file / guest node start ${(perFile / node).toFixed(1)}`)
+    say(`ratios: wall stereos/forks ${(stereos.wallMs / forks.wallMs).toFixed(1)} (isolate=false ${(shared.wallMs / forks.wallMs).toFixed(1)}), first result ${(stereos.firstResultMs / forks.firstResultMs).toFixed(1)}, warm per-file / guest node start ${(perFile / node).toFixed(1)} (isolate=false ${(sharedPerFile / node).toFixed(1)})`)
     return {
       files,
       forksWallMs: forks.wallMs,
@@ -80,6 +88,10 @@ export async function main(argv: string[]): Promise<Summary> {
       nodeStartMs: node,
       wallRatio: stereos.wallMs / forks.wallMs,
       perFileNodeRatio: perFile / node,
+      sharedWallMs: shared.wallMs,
+      sharedPerFileMs: sharedPerFile,
+      sharedWallRatio: shared.wallMs / forks.wallMs,
+      sharedPerFileNodeRatio: sharedPerFile / node,
     }
   } finally {
     rmSync(dir, { recursive: true, force: true })

@@ -5,11 +5,13 @@
  *
  *   STEREOS_WORKER='{"dist":"<vitest distPath>","uid":N,"gid":N}' node worker-entry.js
  *
- * The agent starts it as root; it drops to the host user's uid/gid before anything else, so the
- * project view's files belong to the tests as they do on the host. Its argv is what the forks
+ * The agent starts it as root; it drops to the host user's uid/gid before the first frame from the
+ * host is handled (no test code runs as root), so the project view's files belong to the tests as
+ * they do on the host. Its argv is what the forks
  * pool's worker has (`node <entry>`): code that reads process.argv.slice(2) sees nothing extra.
  */
 import { Socket } from 'node:net'
+import { setPriority } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
@@ -26,10 +28,20 @@ interface WorkerConfig {
 const config = JSON.parse(process.env.STEREOS_WORKER ?? 'null') as WorkerConfig | null
 if (!config?.dist) throw new Error('worker-entry.js: STEREOS_WORKER is not set (the stereos pool starts this file)')
 delete process.env.STEREOS_WORKER
-if (process.getuid?.() === 0 && config.uid !== 0) {
-  process.setgroups?.([config.gid])
-  process.setgid?.(config.gid)
-  process.setuid?.(config.uid)
+const asRoot = process.getuid?.() === 0
+// Started ahead of its file (a spare), this process imports Vitest at low priority, beside the
+// file the VM runs now; it returns to normal priority, and drops root, when its `start` arrives.
+if (asRoot) setPriority(19)
+
+/** Before the first frame is handled: normal priority, then the host user's uid/gid for good. */
+function becomeTestProcess(): void {
+  if (!asRoot) return
+  setPriority(0)
+  if (config && config.uid !== 0) {
+    process.setgroups?.([config.gid])
+    process.setgid?.(config.gid)
+    process.setuid?.(config.uid)
+  }
 }
 
 interface WorkerModule {
@@ -39,6 +51,8 @@ interface WorkerModule {
 }
 
 const worker = (await import(pathToFileURL(join(config.dist, 'worker.js')).href)) as WorkerModule
+// Test files import `vitest` (externalized to this same dist): load it now, not on the file's time.
+await import(pathToFileURL(join(config.dist, 'index.js')).href)
 // Opened after the import: frames wait in the socket until init() can take them.
 const channel = new Socket({ fd: 3, readable: true, writable: true })
 const decoder = new V8Decoder()
@@ -56,7 +70,12 @@ const hostFs: HostFs = {
 }
 ;(globalThis as Record<string, unknown>)[HOST_FS_GLOBAL] = hostFs
 
+let first = true
 channel.on('data', (chunk: Buffer) => {
+  if (first) {
+    first = false
+    becomeTestProcess()
+  }
   for (const message of decoder.push(chunk)) {
     if (isHostFsReply(message)) {
       const waiter = pendingHostFs.get(message.id)

@@ -7,6 +7,7 @@ import { parseStereosOptions, type ResolvedStereosOptions } from '../options.js'
 import { sandboxOptionsInFile } from './file-options.js'
 import type { Lease, VmLeasePool } from './lease-pool.js'
 import type { ViewPlan } from './view.js'
+import { SpareWorkers } from './warm-workers.js'
 
 /** How a file's VM is booted and what its guest processes get. */
 export interface FilePlan {
@@ -21,6 +22,8 @@ export interface FilePlan {
  */
 export class PoolContext {
   private guestFiles: string | undefined
+  /** Guest worker processes started ahead of their file, one per VM. */
+  readonly spares = new SpareWorkers()
 
   constructor(
     readonly pool: VmLeasePool,

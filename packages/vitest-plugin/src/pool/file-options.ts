@@ -65,7 +65,10 @@ function literal(node: Node, path: string, env: NodeJS.ProcessEnv): unknown {
       if (node.value === null || ['string', 'number', 'boolean'].includes(typeof node.value)) return node.value
       break
     case 'TemplateLiteral':
-      if ((node.expressions as unknown[]).length === 0) return ((node.quasis as Node[])[0]?.value as { cooked: string }).cooked
+      if ((node.expressions as unknown[]).length === 0) {
+        const [quasi] = node.quasis as Node[]
+        return quasi ? (quasi.value as { cooked: string }).cooked : ''
+      }
       break
     case 'UnaryExpression':
       if (node.operator === '-' && (node.argument as Node).type === 'Literal' && typeof (node.argument as Node).value === 'number') return -((node.argument as Node).value as number)

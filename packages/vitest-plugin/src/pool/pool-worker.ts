@@ -3,7 +3,7 @@ import { isAbsolute, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { HarnessError, tail, type GuestProcess } from '@stereos/harness'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
-import type { PoolOptions, PoolWorker, WorkerRequest } from 'vitest/node'
+import type { PoolOptions, PoolTask, PoolWorker, WorkerRequest } from 'vitest/node'
 import { HOST_FS_TAG, isHostFsRequest, type HostFsReply } from '../guest/host-fs.js'
 import { failedTestsIn, localizeAttachment, pathAttachments, vmLogAnnotations } from './artifacts.js'
 import { failedFileCalls, failedFileTask, fileHashOf, serializeError } from './failed-file.js'
@@ -13,6 +13,7 @@ import { guestEnv } from './guest-env.js'
 import { copyCoverageFile, serveHostWrite, type UpdateMode, type WritePolicy } from './host-writes.js'
 import type { Lease } from './lease-pool.js'
 import { GUEST_HOME, hostIdentity } from './view.js'
+import type { WorkerSpec } from './warm-workers.js'
 
 const GUEST_ENTRY = fileURLToPath(new URL('../guest/worker-entry.js', import.meta.url))
 
@@ -130,6 +131,8 @@ export class StereosPoolWorker implements PoolWorker {
       this.checkReply(frame)
     }
     if (isRequest(m) && m.type === 'stop') this.stopPending = true
+    // isolate: false: Vitest hands this worker more files (canReuse said yes).
+    if (isRequest(m) && (m.type === 'run' || m.type === 'collect') && this.state.kind === 'running') this.count((m.context?.files ?? []).map((f) => f.filepath))
     if (isRequest(m) && (m.type === 'run' || m.type === 'collect') && this.state.kind === 'idle') {
       const files = (m.context?.files ?? []).map((f) => f.filepath)
       const method = m.type === 'collect' ? 'collect' : 'run'
@@ -165,19 +168,13 @@ export class StereosPoolWorker implements PoolWorker {
     if (lease) await this.ctx.pool.release(lease, hung || dead || !lease.sandbox.running || this.plan?.options.isolation === 'vm')
   }
 
-  private async launch(files: string[]): Promise<void> {
-    const plan = this.ctx.plan(files)
-    this.plan = plan
-    const lease = await this.ctx.lease(plan)
-    this.lease = lease
-    lease.files += files.length
-    this.ctx.pool.files += files.length
-    const agent = await lease.sandbox.agent()
+  /** How this project's guest worker processes start on `lease` (and which spares fit). */
+  private workerSpec(lease: Lease, plan: FilePlan): WorkerSpec {
     const { project, distPath, execArgv, env } = this.options
     const who = hostIdentity()
-    const child = await lease.sandbox.spawn(agent.info.execPath, [...execArgv, GUEST_ENTRY], {
+    const options = {
       ipc: true,
-      user: 'root',
+      user: 'root' as const,
       cwd: project.config.root,
       env: {
         ...guestEnv(env, project.config.env ?? {}, plan.options.env),
@@ -186,7 +183,23 @@ export class StereosPoolWorker implements PoolWorker {
         STEREOS_VM_ID: lease.sandbox.info.id,
         STEREOS_WORKER: JSON.stringify({ dist: distPath, uid: who.uid, gid: who.gid }),
       },
-    })
+    }
+    const args = [...execArgv, GUEST_ENTRY]
+    return {
+      key: JSON.stringify({ args, options }),
+      start: async () => lease.sandbox.spawn((await lease.sandbox.agent()).info.execPath, args, options),
+    }
+  }
+
+  private async launch(files: string[]): Promise<void> {
+    const plan = this.ctx.plan(files)
+    this.plan = plan
+    const lease = await this.ctx.lease(plan)
+    this.lease = lease
+    this.count(files)
+    const spec = this.workerSpec(lease, plan)
+    const child = (await this.ctx.spares.take(lease.sandbox, spec.key)) ?? (await spec.start())
+    const { project } = this.options
     this.state = { kind: 'running', lease, child }
     child.stdout.pipe(project.vitest.logger.outputStream, { end: false })
     child.stderr.pipe(project.vitest.logger.errorStream, { end: false })
@@ -271,6 +284,8 @@ export class StereosPoolWorker implements PoolWorker {
     if (isResponse(message, 'stopped')) this.stopPending = false
     if (isResponse(message, 'started')) {
       if (message.error) this.fail(message.error)
+      // This file's process has imported Vitest: start the next file's on the same VM now.
+      else if (this.lease && this.plan && this.plan.options.isolation === 'process') this.ctx.spares.prepare(this.lease.sandbox, this.workerSpec(this.lease, this.plan))
       return
     }
     if (isHostFsRequest(message)) {
@@ -327,6 +342,24 @@ export class StereosPoolWorker implements PoolWorker {
     if (typeof meta?.coverage !== 'string') return
     const provider = (this.options.project.vitest as { coverageProvider?: { coverageFilesDirectory?: string } | null }).coverageProvider
     await copyCoverageFile(meta.coverage, provider?.coverageFilesDirectory, (path, maxBytes) => lease.sandbox.readFile(path, { maxBytes }))
+  }
+
+  private count(files: string[]): void {
+    if (this.lease) this.lease.files += files.length
+    this.ctx.pool.files += files.length
+  }
+
+  /**
+   * isolate: false: Vitest offers this worker the next file. Yes when its guest process is
+   * running and the file would get a VM with the same options (its describe.sandbox literals).
+   */
+  canReuse(task: PoolTask): boolean {
+    if (this.state.kind !== 'running' || !this.plan) return false
+    try {
+      return this.ctx.plan(task.context.files.map((f) => f.filepath)).key === this.plan.key
+    } catch {
+      return false
+    }
   }
 
   /** A birpc call from this pool to Vitest, answered through send() (and not forwarded). */
