@@ -5,7 +5,7 @@ import { HarnessError, tail, type GuestProcess } from '@stereos/harness'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
 import type { PoolOptions, PoolWorker, WorkerRequest } from 'vitest/node'
 import { HOST_FS_TAG, isHostFsRequest, type HostFsReply } from '../guest/host-fs.js'
-import { failedTestsIn, localizeAttachment, pathAttachments, vmLogAnnotations } from './artifacts.js'
+import { failedSuitesIn, failedTestsIn, localizeAttachment, pathAttachments, vmLogAnnotations, vmLogError } from './artifacts.js'
 import { failedFileCalls, failedFileTask, fileHashOf, serializeError } from './failed-file.js'
 import { CONFINED_METHODS, outsideView } from './confine.js'
 import type { FilePlan, PoolContext } from './context.js'
@@ -296,6 +296,7 @@ export class StereosPoolWorker implements PoolWorker {
         return
       }
       if (frame.t === 'q' && frame.m === 'onAfterSuiteRun') await this.shipCoverage(frame, this.lease)
+      for (const result of failedSuitesIn(message)) result.errors.push(vmLogError(this.lease.sandbox))
       const failed = failedTestsIn(message)
       if (failed.length) {
         const annotations = vmLogAnnotations(this.lease.sandbox)
