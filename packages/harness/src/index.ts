@@ -1,4 +1,6 @@
 export { Sandbox } from './sandbox/sandbox.js'
+export { keepVm, listKeptVms, findKeptVm, stopKeptVm, KeptVm } from './kept-vms.js'
+export type { KeptVmState } from './kept-vms.js'
 export type { ShutdownOptions, ShutdownReport } from './sandbox/sandbox.js'
 export type { SandboxInfo, SandboxLogs, SshAccess } from './sandbox/parts.js'
 export type { BootHooks } from './sandbox/boot.js'

@@ -167,7 +167,7 @@ describe.skipIf(noSecondUser)('another local user', () => {
 
 test('the relay script exists where netnsCommand looks for it', () => {
   const { args } = netnsCommand({ binary: '/bin/true', argv: [], forwards: [] })
-  expect(existsSync(args[args.indexOf('/bin/true') - 2]!)).toBe(true)
+  expect(existsSync(args[args.indexOf('/bin/true') - 3]!)).toBe(true)
 })
 
 /** Connects where each request line ({ host, port }) says and answers what the far end said or the error. */

@@ -34,6 +34,12 @@ export const StereosOptions = SandboxOptions.extend({
       }
     })
     .default({}),
+  /**
+   * `on-failure`: the VM a test file failed in keeps running after Vitest exits, and the run
+   * prints how to enter it (`stereos-harness ssh <id>`; `kept` lists, `stop` ends them). Its VMs
+   * are booted detachable, so one left by a killed run is reaped by the next boot, not at once.
+   */
+  keepVm: z.enum(['never', 'on-failure']).default('never'),
   /** Files tests attach inside the guest are read from the guest, up to this many bytes each. */
   attachmentMaxBytes: z.int().positive().default(DEFAULT_ATTACHMENT_MAX_BYTES),
 })

@@ -8,6 +8,7 @@ import { hostArch } from '../host/arch.js'
 import { log } from '../log.js'
 import { bootCommand } from './boot.js'
 import { doctorCommand } from './doctor.js'
+import { keptCommand, sshCommand, stopCommand } from './kept.js'
 import { lsCommand } from './ls.js'
 import { pruneCommand } from './prune.js'
 import { pullCommand } from './pull.js'
@@ -28,6 +29,9 @@ Commands:
   ls [--json]                                      list the mixtapes in mb's cache
   rm NAME[:TAG] [--json]                           remove a cached mixtape (every tag without :TAG), and blobs only it used
   prune [--json]                                   remove unused blobs, partial downloads and leftovers of dead pulls
+  kept [--json]                                    list VMs kept running after their run (Vitest pool keepVm)
+  ssh ID [-- CMD [ARGS...]]                        a shell (or CMD) in a kept VM, as admin
+  stop ID [--json]                                 stop a kept VM and remove its directory
 
 REF is 'fixture' (this repo's test guest), a directory with an unpacked mixtape, name[:tag]
 (download.stereos.ai/mixtapes/name:tag), a full registry reference, or one with @sha256:<digest>.
@@ -64,8 +68,8 @@ async function main(argv: string[]): Promise<number> {
   if (arches.length > 1 && command !== 'share') throw new HarnessError('INVALID_OPTIONS', `${command} takes one --arch`)
   const arch = arches[0] === undefined ? undefined : { data: arches[0] }
   if (values.bootstrap !== 'agentd' && values.bootstrap !== 'ssh') throw new HarnessError('INVALID_OPTIONS', `--bootstrap must be agentd or ssh, got ${values.bootstrap}`)
-  const wanted = command === 'pull' || command === 'rm' ? 1 : 0
-  if (positionals.length > wanted && ['doctor', 'boot', 'pull', 'ls', 'rm', 'prune', 'share'].includes(command)) throw new HarnessError('INVALID_OPTIONS', `unexpected argument(s) for ${command}: ${positionals.slice(wanted).join(' ')}`, { fix: 'see stereos-harness --help' })
+  const wanted = command === 'pull' || command === 'rm' || command === 'stop' ? 1 : 0
+  if (positionals.length > wanted && ['doctor', 'boot', 'pull', 'ls', 'rm', 'prune', 'share', 'kept', 'stop'].includes(command)) throw new HarnessError('INVALID_OPTIONS', `unexpected argument(s) for ${command}: ${positionals.slice(wanted).join(' ')}`, { fix: 'see stereos-harness --help' })
   switch (command) {
     case 'doctor':
       return doctorCommand({ json: values.json })
@@ -83,6 +87,12 @@ async function main(argv: string[]): Promise<number> {
       return rmCommand({ ref: positionals[0], json: values.json })
     case 'prune':
       return pruneCommand({ json: values.json })
+    case 'kept':
+      return keptCommand({ json: values.json })
+    case 'ssh':
+      return sshCommand({ id: positionals[0], command: positionals.slice(1) })
+    case 'stop':
+      return stopCommand({ id: positionals[0], json: values.json })
     default:
       process.stderr.write(`Unknown command ${command}\n${USAGE}\n`)
       return 2

@@ -82,6 +82,12 @@ export const SandboxOptions = z.strictObject({
   bootTimeoutMs: z.int().positive().default(120_000),
   /** Keep the VM directory (disk, logs) when boot or shutdown fails. */
   keepOnFailure: z.boolean().default(false),
+  /**
+   * Start QEMU so that it can outlive this process (Sandbox.detach(), the Vitest pool's keepVm):
+   * without --pdeathsig, in its own process group. A VM that is not detached is still shut down
+   * by shutdown(); one left behind by a killed runner is reaped by the next boot's orphan sweep.
+   */
+  detachable: z.boolean().default(false),
   /** Where VM directories live; default $STEREOS_RUNTIME_DIR, $XDG_RUNTIME_DIR/stereos-harness or /tmp. */
   runtimeDir: z.string().optional(),
   /** QEMU binary to run instead of qemu-system-<arch> from PATH. */

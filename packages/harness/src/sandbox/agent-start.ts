@@ -14,7 +14,7 @@ export function newAgentToken(): string {
   return randomBytes(32).toString('hex')
 }
 
-export const AGENT_NAME = 'stereos-harness'
+const AGENT_NAME = 'stereos-harness'
 
 /**
  * The [[agents]] entry that makes agentd run our launcher (custom harness = the `agent` binary).
@@ -45,7 +45,7 @@ export function tokenSecret(token: string): Record<string, string> {
   return { [TOKEN_SECRET]: token }
 }
 
-export interface WaitAgentOptions {
+interface WaitAgentOptions {
   deadline: number
   signal?: AbortSignal
   /** Added to the timeout error: what to check. */
@@ -57,7 +57,7 @@ export interface WaitAgentOptions {
  * Connect to the agent until it answers hello. Refusals before it listens (SLIRP accepts and
  * drops, vsock answers ECONNRESET) are retried; a wrong token is not.
  */
-export async function waitForAgent(transport: Transport, token: string, options: WaitAgentOptions): Promise<AgentClient> {
+async function waitForAgent(transport: Transport, token: string, options: WaitAgentOptions): Promise<AgentClient> {
   let last: unknown
   while (Date.now() < options.deadline) {
     if (options.signal?.aborted) throw options.signal.reason

@@ -81,7 +81,7 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
       'qemu',
       () => {
         const spec = qemuSpecFor({ options, arch, accel, boot, vm, network: net.qemu, agentShare })
-        return startQemu(binary, spec, vm, plane.kind === 'vsock' ? [plane.fd] : [], net.netns)
+        return startQemu(binary, spec, vm, plane.kind === 'vsock' ? [plane.fd] : [], net.netns, options.detachable)
       },
       'qemu-started',
     )
@@ -143,6 +143,7 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
       qemu: qemu.process,
       qmp: () => qemu.qmp,
       keepOnFailure: options.keepOnFailure,
+      detachable: options.detachable,
       log,
     }
   })

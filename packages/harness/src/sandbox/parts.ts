@@ -57,5 +57,7 @@ export interface SandboxParts {
   qemu: QemuProcess
   qmp: () => Promise<QmpClient>
   keepOnFailure: boolean
+  /** QEMU was started to be able to outlive this process (Sandbox.detach). */
+  detachable: boolean
   log: LogSink
 }

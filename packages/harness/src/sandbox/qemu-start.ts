@@ -65,8 +65,8 @@ export interface RunningQemu {
   died: AbortSignal
 }
 
-export function startQemu(binary: string, spec: QemuSpec, vm: VmPaths, fds: number[], netns?: NetnsLaunch): RunningQemu {
-  const child = spawnQemu({ binary, argv: buildQemuArgv(spec), qemuLog: vm.qemuLog, fds, ...(netns ? { netns } : {}) })
+export function startQemu(binary: string, spec: QemuSpec, vm: VmPaths, fds: number[], netns?: NetnsLaunch, detachable = false): RunningQemu {
+  const child = spawnQemu({ binary, argv: buildQemuArgv(spec), qemuLog: vm.qemuLog, fds, detachable, ...(netns ? { netns } : {}) })
   const qmp = connectQmp(vm.qmpSocket, child)
   qmp.catch(() => undefined)
   const died = new AbortController()

@@ -36,6 +36,7 @@ export class Sandbox implements AsyncDisposable {
   private agentConnecting: Promise<AgentClient> | undefined
   private agentRestarted = false
   private stopping: Promise<ShutdownReport> | undefined
+  private detached = false
 
   constructor(private readonly parts: SandboxParts) {
     this.info = parts.info
@@ -156,8 +157,26 @@ export class Sandbox implements AsyncDisposable {
     return this.parts.qemu.exited
   }
 
+  /**
+   * Leave the VM running after this process exits (booted with `detachable: true`): connections
+   * close, the VM dir is marked kept (orphan sweeps leave it), and QEMU no longer holds this
+   * process open. Stop it later with `stereos-harness stop <id>` (or kill its pid and remove the dir).
+   */
+  detach(reason: string): void {
+    if (!this.parts.detachable) {
+      throw new HarnessError('INVALID_OPTIONS', `sandbox ${this.info.id} was not booted detachable, so its QEMU dies with this process`, { fix: 'boot with detachable: true to keep a VM beyond this process' })
+    }
+    markKept(this.info.vmDir, reason)
+    this.agentClient?.close()
+    this.current.close()
+    void this.parts.qmp().then((qmp) => qmp.close(), () => undefined)
+    this.parts.qemu.unref()
+    this.detached = true
+  }
+
   /** Stop the VM (control plane → QMP powerdown → SIGTERM → SIGKILL) and remove its directory. */
   shutdown(options: ShutdownOptions = {}): Promise<ShutdownReport> {
+    if (this.detached) return Promise.reject(new HarnessError('INVALID_OPTIONS', `sandbox ${this.info.id} was detached and keeps running`, { fix: `stop it with \`stereos-harness stop ${this.info.id}\`` }))
     this.stopping ??= this.stop(options)
     return this.stopping
   }

@@ -12,14 +12,14 @@ export interface SshTarget {
   keyPath: string
 }
 
-export interface SshRunResult {
+interface SshRunResult {
   code: number | null
   stdout: string
   stderr: string
 }
 
 /** One SSH session: connect with the injected key, run `command` with `input` on stdin, disconnect. */
-export async function sshRun(target: SshTarget, command: string, input: string, timeoutMs: number): Promise<SshRunResult> {
+async function sshRun(target: SshTarget, command: string, input: string, timeoutMs: number): Promise<SshRunResult> {
   const sock = await target.transport.connect(timeoutMs)
   const client = new Client()
   const config: ConnectConfig = { sock, username: target.user, privateKey: readFileSync(target.keyPath), readyTimeout: timeoutMs }
@@ -53,7 +53,7 @@ export async function sshRun(target: SshTarget, command: string, input: string, 
  * sudo (stereOS grants it) the agent runs as root and reads its token from stereosd's secrets
  * dir; without sudo it runs as admin and takes the token from stdin.
  */
-export function startCommand(sharePath = SHARE_GUEST_PATH): string {
+function startCommand(sharePath = SHARE_GUEST_PATH): string {
   const launcher = `${sharePath}/bin/agent`
   return [
     'set -e',
@@ -71,7 +71,7 @@ export function startCommand(sharePath = SHARE_GUEST_PATH): string {
 }
 
 /** One SSH handshake authenticated with the injected key, then disconnect: sshd is up and takes the key. */
-export async function sshHandshake(target: SshTarget, timeoutMs: number): Promise<void> {
+async function sshHandshake(target: SshTarget, timeoutMs: number): Promise<void> {
   const sock = await target.transport.connect(timeoutMs)
   const client = new Client()
   return new Promise<void>((resolve, reject) => {

@@ -9,7 +9,7 @@ export type ControlPlaneMode = 'auto' | 'vsock' | 'tcp'
 /** The fd number QEMU sees the reservation as: the first slot after stdin/stdout/stderr. */
 export const VHOST_FD_IN_CHILD = 3
 
-export interface VsockPlane {
+interface VsockPlane {
   kind: 'vsock'
   cid: number
   /** Our /dev/vhost-vsock fd; spawn QEMU with it at stdio index VHOST_FD_IN_CHILD. */
@@ -23,7 +23,7 @@ export interface VsockPlane {
   release(): void
 }
 
-export interface TcpPlane {
+interface TcpPlane {
   kind: 'tcp'
   /** Why vsock is not used (shown once per process in auto mode). */
   reason: string

@@ -27,10 +27,11 @@ export const MAX_UNIX_PATH = 107
 const WRAPPER = [
   'ip link set lo up || { echo "stereos-harness: cannot bring up loopback in QEMU\'s network namespace" >&2; exit 125; }',
   // $1 setpriv caps args (one word or empty), $2 node, $3 relay script, $4 forwards JSON, then QEMU.
-  'caps=$1 node=$2 relay=$3 forwards=$4; shift 4',
+  // $5: QEMU's --pdeathsig (empty for a detachable QEMU, which may outlive its runner).
+  'caps=$1 node=$2 relay=$3 forwards=$4 pdeath=$5; shift 5',
   // The relay must not hold fds meant for QEMU (fd 3: a vhost-vsock CID reservation).
   'setpriv --pdeathsig KILL $caps -- "$node" "$relay" "$forwards" </dev/null 3>&- &',
-  'exec setpriv --pdeathsig KILL $caps -- "$@"',
+  'exec setpriv $pdeath $caps -- "$@"',
 ].join('\n')
 
 export interface RelayForward {
@@ -47,6 +48,8 @@ export interface NetnsCommandOptions {
   forwards: RelayForward[]
   /** Make a user namespace too (default: when not root). */
   userns?: boolean
+  /** QEMU dies with its runner (default); false for a detachable QEMU. */
+  pdeathsig?: boolean
 }
 
 export function defaultUserns(): boolean {
@@ -92,6 +95,7 @@ export function netnsCommand(options: NetnsCommandOptions): { file: string; args
       process.execPath,
       relayScript(),
       JSON.stringify(options.forwards),
+      options.pdeathsig === false ? '' : '--pdeathsig KILL',
       options.binary,
       ...options.argv,
     ],

@@ -16,6 +16,8 @@ export interface QemuProcess {
   /** undefined while QEMU runs. */
   exit: QemuExit | undefined
   kill(signal: NodeJS.Signals): void
+  /** Stop waiting for QEMU: this process may exit while it runs (detachable QEMUs only outlive it). */
+  unref(): void
 }
 
 export interface SpawnQemuOptions {
@@ -31,6 +33,8 @@ export interface SpawnQemuOptions {
   fds?: number[]
   /** Start QEMU in a private network namespace with the forward relay beside it (vmm/netns.ts). */
   netns?: { userns: boolean; relay: RelayForward[] }
+  /** QEMU may outlive this process: no --pdeathsig, its own process group, no exit cleanup. */
+  detachable?: boolean
 }
 
 const INSTALL_HINT: Record<string, string> = {
@@ -51,7 +55,8 @@ export function spawnQemu(options: SpawnQemuOptions): QemuProcess {
   // execa 10.2's types allow no integer fd beyond stdio[2], but its runtime hands such
   // 'native' items to child_process.spawn unchanged; test/qemu-fds.test.ts pins that behaviour.
   const stdio = ['ignore', log, log, ...(options.fds ?? [])] as unknown as ['ignore', typeof log, typeof log]
-  const child = execa(file, args, { stdio, reject: false, cleanup: true })
+  const detached = options.detachable === true
+  const child = execa(file, args, { stdio, reject: false, cleanup: !detached, detached })
   const pid = child.pid
   if (pid === undefined) {
     throw new HarnessError('QEMU_EXITED', `QEMU could not be started: ${tail(options.qemuLog)}`)
@@ -63,6 +68,10 @@ export function spawnQemu(options: SpawnQemuOptions): QemuProcess {
       handle.exit = { code: result.exitCode, signal: result.signal }
       return handle.exit
     }),
+    unref() {
+      // execa's subprocess is a ChildProcess; its types leave unref out.
+      ;(child as unknown as { unref(): void }).unref()
+    },
     kill(signal) {
       if (handle.exit) return
       try {
@@ -77,8 +86,8 @@ export function spawnQemu(options: SpawnQemuOptions): QemuProcess {
 
 /** setpriv → QEMU, or (private network namespace) unshare → sh → setpriv → QEMU, all one PID. */
 function launchCommand(binary: string, options: SpawnQemuOptions): { file: string; args: string[] } {
-  if (options.netns) return netnsCommand({ binary, argv: options.argv, forwards: options.netns.relay, userns: options.netns.userns })
-  const setpriv = which('setpriv')
+  if (options.netns) return netnsCommand({ binary, argv: options.argv, forwards: options.netns.relay, userns: options.netns.userns, pdeathsig: !options.detachable })
+  const setpriv = options.detachable ? undefined : which('setpriv')
   return setpriv ? { file: setpriv, args: ['--pdeathsig', 'KILL', '--', binary, ...options.argv] } : { file: binary, args: options.argv }
 }
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { writeFileSync } from 'node:fs'
+import { closeSync, fstatSync, openSync, readSync, writeFileSync } from 'node:fs'
 import { extname, join } from 'node:path'
 import type { Sandbox } from '@stereos/harness'
 
@@ -57,21 +57,72 @@ export function failedTestsIn(frame: unknown): string[] {
   return events.filter(([id, event]) => event === 'test-finished' && failed.has(id)).map(([id]) => id)
 }
 
+/** How much of a VM log travels with a report: the end of a boot and a failure fit; a blob stays small. */
+export const LOG_TAIL_BYTES = 256 * 1024
+
+/** The last `max` bytes of a host file (empty when it is missing). */
+export function logTail(path: string, max = LOG_TAIL_BYTES): Buffer {
+  let fd: number
+  try {
+    fd = openSync(path, 'r')
+  } catch {
+    return Buffer.alloc(0)
+  }
+  try {
+    const size = fstatSync(fd).size
+    const length = Math.min(size, max)
+    const bytes = Buffer.alloc(length)
+    readSync(fd, bytes, 0, length, size - length)
+    return bytes
+  } finally {
+    closeSync(fd)
+  }
+}
+
 /**
- * The annotations a failed test gets: the VM's serial console and QEMU's log (host files,
- * which Vitest copies into its attachments dir) and the boot timeline. As annotations they show
- * in the default reporter's failure block, junit properties and the HTML report.
+ * The annotations a failed test gets: the end of the VM's serial console, and QEMU's own log
+ * when QEMU wrote anything (it is QEMU's stderr: empty unless QEMU warned or failed), as
+ * inline bodies, not host paths: a blob report from a shard on another runner carries them
+ * into --merge-reports, and the VM dir they came from is gone after the run. Plus the boot
+ * timeline. They show in the default reporter's failure block, junit properties and the HTML
+ * report.
  */
 export function vmLogAnnotations(sandbox: Sandbox): unknown[] {
   const { info, logs } = sandbox
   const timeline = info.timeline.map((e) => `${e.phase} ${e.atMs} ms`).join(', ')
-  const annotation = (message: string, attachment?: { path: string; contentType: string }) => ({
+  const annotation = (message: string, attachment?: { body: string; bodyEncoding: 'base64'; contentType: string }) => ({
     type: 'internal:annotation',
     annotation: { type: 'stereos', message, ...(attachment ? { attachment } : {}) },
   })
+  const body = (bytes: Buffer) => ({ body: bytes.toString('base64'), bodyEncoding: 'base64' as const, contentType: 'text/plain' })
+  const serial = logTail(logs.serial)
+  const qemu = logTail(logs.qemu)
   return [
-    annotation(`VM ${info.id} serial console (${info.arch}, ${info.accel})`, { path: logs.serial, contentType: 'text/plain' }),
-    annotation(`VM ${info.id} qemu.log`, { path: logs.qemu, contentType: 'text/plain' }),
+    annotation(`VM ${info.id} serial console (${info.arch}, ${info.accel})${serial.length === LOG_TAIL_BYTES ? `, last ${LOG_TAIL_BYTES / 1024} KiB` : ''}`, body(serial)),
+    ...(qemu.length ? [annotation(`VM ${info.id} qemu.log`, body(qemu))] : []),
     annotation(`VM ${info.id} boot timeline: ${timeline}`),
   ]
+}
+
+/**
+ * Results in an `onTaskUpdate` frame of suites or files that failed on their own (an import
+ * error, a throwing beforeAll): no test carries annotations then, so the VM's account goes
+ * with the errors instead. Tests that failed are handled by failedTestsIn.
+ */
+export function failedSuitesIn(frame: unknown): { errors: unknown[] }[] {
+  if (!isCall(frame, 'onTaskUpdate')) return []
+  const [packs, events] = frame.a as [[string, { state?: string; errors?: unknown[] } | undefined, unknown][], [string, string, unknown][]]
+  if (!Array.isArray(packs) || !Array.isArray(events)) return []
+  const suites = new Set(events.filter(([, event]) => event === 'suite-finished' || event === 'suite-failed-early').map(([id]) => id))
+  return packs
+    .filter(([id, result]) => suites.has(id) && result?.state === 'fail' && Array.isArray(result.errors) && result.errors.length > 0)
+    .map(([, result]) => result as { errors: unknown[] })
+}
+
+/** The VM's account as one more error of a failed file or suite: its id, where it ran, the end of its console. */
+export function vmLogError(sandbox: Sandbox): { name: string; message: string; stack: string } {
+  const { info, logs } = sandbox
+  const lines = logTail(logs.serial, 16 * 1024).toString('utf8').trimEnd().split('\n').slice(-20).join('\n')
+  const message = `this file ran in VM ${info.id} (${info.arch}, ${info.accel}, ${info.mixtape.ref}); last lines of its serial console:\n${lines.replace(/^/gm, '  ')}`
+  return { name: 'StereosVmLogs', message, stack: `StereosVmLogs: ${message}` }
 }

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { SandboxOptionsInput } from '@stereos/harness'
+import type { KeptVm, SandboxOptionsInput } from '@stereos/harness'
 import { parseStereosOptions, type ResolvedStereosOptions } from '../options.js'
 import { sandboxOptionsInFile } from './file-options.js'
 import type { Lease, VmLeasePool } from './lease-pool.js'
@@ -40,8 +40,8 @@ export class PoolContext {
     const inFile = file ? sandboxOptionsInFile(file) : []
     const merged = Object.assign({}, this.projectOptions, ...inFile.map((f) => f.options)) as Record<string, unknown>
     const options = parseStereosOptions(merged, file && inFile.length ? `describe.sandbox options in ${file}:${inFile[0]?.line}` : 'stereos')
-    const { isolation, env, attachmentMaxBytes, ...sandbox } = options
-    const boot: SandboxOptionsInput = { ...sandbox, shared: [...sandbox.shared] }
+    const { isolation, env, attachmentMaxBytes, keepVm, ...sandbox } = options
+    const boot: SandboxOptionsInput = { ...sandbox, shared: [...sandbox.shared], detachable: keepVm !== 'never' }
     // The key covers everything the VM was booted with; secrets are hashed in, never shown.
     const key = createHash('sha256').update(JSON.stringify({ isolation, boot })).digest('hex')
     return { key, boot, options }
@@ -51,6 +51,9 @@ export class PoolContext {
   lease(plan: FilePlan): Promise<Lease> {
     return this.pool.lease(plan.key, plan.boot)
   }
+
+  /** VMs kept after a failure (keepVm), with why: printed when Vitest closes. */
+  readonly kept: KeptVm[] = []
 
   /** Host copies of files tests attached inside the guest (Vitest copies them on from here). */
   guestFilesDir(): string {

@@ -76,6 +76,14 @@ export class VmLeasePool {
     this.waiters.shift()?.()
   }
 
+  /** Take a VM out of the pool for good, running (keepVm): its slot frees for another VM. */
+  forget(lease: Lease): void {
+    const slot = [...this.slots].find((s) => s.lease === lease)
+    if (!slot) return
+    this.slots.delete(slot)
+    this.waiters.shift()?.()
+  }
+
   /** True once close() began: VMs going down now are not failures. */
   get closing(): boolean {
     return this.closed

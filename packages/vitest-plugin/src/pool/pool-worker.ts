@@ -1,11 +1,11 @@
 import { EventEmitter } from 'node:events'
 import { isAbsolute, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { HarnessError, tail, type GuestProcess } from '@stereos/harness'
+import { HarnessError, keepVm, tail, type GuestProcess } from '@stereos/harness'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
 import type { PoolOptions, PoolTask, PoolWorker, WorkerRequest } from 'vitest/node'
 import { HOST_FS_TAG, isHostFsRequest, type HostFsReply } from '../guest/host-fs.js'
-import { failedTestsIn, localizeAttachment, pathAttachments, vmLogAnnotations } from './artifacts.js'
+import { failedSuitesIn, failedTestsIn, localizeAttachment, pathAttachments, vmLogAnnotations, vmLogError } from './artifacts.js'
 import { failedFileCalls, failedFileTask, fileHashOf, serializeError } from './failed-file.js'
 import { CONFINED_METHODS, outsideView } from './confine.js'
 import type { FilePlan, PoolContext } from './context.js'
@@ -82,6 +82,9 @@ export class StereosPoolWorker implements PoolWorker {
   private readonly ownCalls = new Map<string, () => void>()
   private nextCall = 0
   private readonly writes: WritePolicy
+  /** A test or the file failed in this worker's VM (keepVm keeps such a VM). */
+  private failed = false
+  private files: string[] = []
 
   constructor(
     private readonly options: PoolOptions,
@@ -164,8 +167,24 @@ export class StereosPoolWorker implements PoolWorker {
     }
     const dead = this.state.kind === 'dead'
     this.state = { kind: 'stopped' }
+    if (lease && this.keepForDebugging(lease)) return
     // A guest process that had to be killed may have left the VM in any state: replace it.
     if (lease) await this.ctx.pool.release(lease, hung || dead || !lease.sandbox.running || this.plan?.options.isolation === 'vm')
+  }
+
+  /** keepVm 'on-failure' and a failure here: the VM leaves the pool running, for `stereos-harness ssh`. */
+  private keepForDebugging(lease: Lease): boolean {
+    if (!this.failed || this.plan?.options.keepVm !== 'on-failure' || !lease.sandbox.running || this.ctx.pool.closing) return false
+    const root = this.options.project.config.root
+    const files = this.files.map((f) => (f.startsWith(`${root}/`) ? f.slice(root.length + 1) : f)).join(', ')
+    try {
+      this.ctx.kept.push(keepVm(lease.sandbox, `${files} failed`))
+      this.ctx.pool.forget(lease)
+      return true
+    } catch (err) {
+      this.options.project.vitest.logger.error(`stereos: could not keep VM ${lease.sandbox.info.id}: ${(err as Error).message}`)
+      return false
+    }
   }
 
   /** How this project's guest worker processes start on `lease` (and which spares fit). */
@@ -192,6 +211,7 @@ export class StereosPoolWorker implements PoolWorker {
   }
 
   private async launch(files: string[]): Promise<void> {
+    this.files = files
     const plan = this.ctx.plan(files)
     this.plan = plan
     const lease = await this.ctx.lease(plan)
@@ -311,7 +331,10 @@ export class StereosPoolWorker implements PoolWorker {
         return
       }
       if (frame.t === 'q' && frame.m === 'onAfterSuiteRun') await this.shipCoverage(frame, this.lease)
+      const failedSuites = failedSuitesIn(message)
+      for (const result of failedSuites) result.errors.push(vmLogError(this.lease.sandbox))
       const failed = failedTestsIn(message)
+      if (failed.length || failedSuites.length) this.failed = true
       if (failed.length) {
         const annotations = vmLogAnnotations(this.lease.sandbox)
         // One at a time: reporters list annotations in the order they were recorded.
