@@ -26,7 +26,6 @@ export async function main(argv: string[]): Promise<Summary> {
   const template = readFileSync(`/proc/${warm.info.pid}/cmdline`, 'utf8').split('\0').filter(Boolean)
   const image = JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', join(warm.info.vmDir, 'disk.qcow2')], { encoding: 'utf8' })) as { 'backing-filename': string; 'virtual-size': number }
   const warmDir = warm.info.vmDir
-  const warmPorts = warm.info.ports
   await warm.shutdown()
   say(`accel: ${warm.info.accel}${warm.info.accelNote ? ` (${warm.info.accelNote})` : ''}`)
 
@@ -39,7 +38,7 @@ export async function main(argv: string[]): Promise<Summary> {
     harness.push(performance.now() - started)
     ready.push(sandbox.info.timeline.find((e) => e.phase === 'stereosd-ready')!.atMs)
     await sandbox.shutdown()
-    raw.push(await rawBoot(template, warmDir, warmPorts, image))
+    raw.push(await rawBoot(template, warmDir, image))
     say(`run ${i + 1}: Sandbox.boot ${seconds(harness.at(-1)!)} (ready at ${seconds(ready.at(-1)!)})   raw QEMU → ping ${seconds(raw.at(-1)!)}`)
   }
   const h = median(harness)
@@ -51,12 +50,13 @@ export async function main(argv: string[]): Promise<Summary> {
   return { runs, sandboxBootMs: h, stereosdReadyMs: median(ready), rawBootMs: b, ratio: h / b }
 }
 
-async function rawBoot(template: string[], warmDir: string, warmPorts: { ssh: number | undefined; control: number | undefined }, image: { 'backing-filename': string; 'virtual-size': number }): Promise<number> {
+async function rawBoot(template: string[], warmDir: string, image: { 'backing-filename': string; 'virtual-size': number }): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'sh-bench-raw-'))
   const sshPort = await freePort()
   const controlPort = await freePort()
   // setpriv execs QEMU in place, so /proc/<pid>/cmdline is QEMU's own argv.
-  const argv = template.map((arg) => arg.replaceAll(warmDir, dir).replace(`:${warmPorts.ssh}-:22`, `:${sshPort}-:22`).replace(`:${warmPorts.control}-:1024`, `:${controlPort}-:1024`))
+  // The forwards' host ports whatever they were (QEMU in a private network namespace uses fixed ones there).
+  const argv = template.map((arg) => arg.replaceAll(warmDir, dir).replace(/:\d+-:22\b/, `:${sshPort}-:22`).replace(/:\d+-:1024\b/, `:${controlPort}-:1024`))
   const started = performance.now()
   execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', image['backing-filename'], '-F', 'raw', join(dir, 'disk.qcow2'), String(image['virtual-size'])])
   const qemu = spawn(argv[0]!, argv.slice(1), { stdio: 'ignore' })

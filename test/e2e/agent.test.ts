@@ -116,14 +116,19 @@ describe('guest agent, agentd bootstrap (x86_64)', () => {
 })
 
 describe('guest agent, SSH bootstrap on a stock mixtape (no `agent` binary)', () => {
-  test('admin + sudo start the agent as root: processes run as agent by default, as root on request', async () => {
-    await using sandbox = await Sandbox.boot({ arch: 'x86_64', mixtape: 'fixture-stock', bootstrap: 'ssh', runtimeDir: runtimeDir() })
+  test('admin + sudo start the agent as root: processes run as agent by default, as root on request; a lost agent is started over SSH again', async () => {
+    const logLines: string[] = []
+    await using sandbox = await Sandbox.boot({ arch: 'x86_64', mixtape: 'fixture-stock', bootstrap: 'ssh', runtimeDir: runtimeDir() }, { log: (line) => logLines.push(line) })
     expect((await sandbox.exec('sh', ['-c', 'test -e /usr/bin/agent && echo has-agent || echo no-agent'])).stdout).toBe('no-agent\n')
     expect((await sandbox.agent()).info).toMatchObject({ user: 'root', root: true })
     expect((await sandbox.exec('id', ['-un'])).stdout).toBe('agent\n')
     expect((await sandbox.exec('id', ['-un'], { user: 'root' })).stdout).toBe('root\n')
     await sandbox.writeFile('/etc/stereos-harness-test', 'root can write here\n', { user: 'root' })
     expect((await sandbox.exec('cat', ['/etc/stereos-harness-test'])).stdout).toBe('root can write here\n')
+    // The root agent's child, as root, kills it; the next call finds it gone and starts it over SSH.
+    await sandbox.exec('sh', ['-c', 'kill -9 $PPID; sleep 5'], { user: 'root' }).catch(() => undefined)
+    expect((await sandbox.exec('id', ['-un'])).stdout).toBe('agent\n')
+    expect(logLines.filter((l) => l.includes('starting it again over SSH'))).toHaveLength(1)
   }, 240_000)
 
   test('the agentd bootstrap on a mixtape without `agent` times out with a hint to use ssh', async () => {

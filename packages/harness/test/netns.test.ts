@@ -243,7 +243,7 @@ describe.skipIf(skip)('the relay moves bytes faithfully', () => {
     const { file, args } = netnsCommand({ binary: process.execPath, argv: ['-e', bulk], forwards: [{ path: socket, port: INNER_PORT }] })
     const child = execa(file, args, { reject: false, stdio: 'inherit' })
     try {
-      let answer = Buffer.alloc(0)
+      let answer: Buffer = Buffer.alloc(0)
       for (let i = 0; i < 400 && answer.length === 0; i++) {
         answer = await new Promise<Buffer>((resolve) => {
           const s = connect({ path: socket, allowHalfOpen: true })

