@@ -12,7 +12,7 @@ import type { FilePlan, PoolContext } from './context.js'
 import { guestEnv } from './guest-env.js'
 import { copyCoverageFile, serveHostWrite, type UpdateMode, type WritePolicy } from './host-writes.js'
 import type { Lease } from './lease-pool.js'
-import { GUEST_HOME, hostIdentity } from './view.js'
+import { forgetCachedReads, GUEST_HOME, hostIdentity } from './view.js'
 import type { WorkerSpec } from './warm-workers.js'
 
 const GUEST_ENTRY = fileURLToPath(new URL('../guest/worker-entry.js', import.meta.url))
@@ -144,8 +144,11 @@ export class StereosPoolWorker implements PoolWorker {
       this.state = { kind: 'launching', launched }
     }
     const launched = this.state.kind === 'launching' ? this.state.launched : undefined
+    // Watch mode: the host changed files since the VM cached them; the guest reads them anew.
+    const changed = isRequest(m) && m.type === 'run' && ((m.context as { invalidates?: string[] } | undefined)?.invalidates?.length ?? 0) > 0
     this.outbound = this.outbound
       .then(() => launched)
+      .then(() => (changed && this.state.kind === 'running' ? forgetCachedReads(this.state.lease.sandbox) : undefined))
       .then(() => {
         if (this.state.kind === 'running') this.state.child.ipc?.write(encodeV8(m))
       })

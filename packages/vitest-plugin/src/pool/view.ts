@@ -132,3 +132,12 @@ export async function mountView(sandbox: Sandbox, plan: ViewPlan, firstShare: nu
     })
   }
 }
+
+/**
+ * The view's reads are cached for the VM's life (9p `cache=loose` does not revalidate). When
+ * Vitest reruns files because the host changed (watch mode: the run names `invalidates`), the
+ * guest forgets what it cached, so the files tests read natively are read anew.
+ */
+export async function forgetCachedReads(sandbox: Sandbox): Promise<void> {
+  await sandbox.exec('sh', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches'], { user: 'root' })
+}
