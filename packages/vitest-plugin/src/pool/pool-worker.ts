@@ -12,6 +12,7 @@ import type { FilePlan, PoolContext } from './context.js'
 import { guestEnv } from './guest-env.js'
 import { copyCoverageFile, serveHostWrite, type UpdateMode, type WritePolicy } from './host-writes.js'
 import type { Lease } from './lease-pool.js'
+import { InspectorForward, type InspectorConfig } from './inspector.js'
 import { forgetCachedReads, GUEST_HOME, hostIdentity } from './view.js'
 import type { WorkerSpec } from './warm-workers.js'
 
@@ -82,6 +83,7 @@ export class StereosPoolWorker implements PoolWorker {
   private readonly ownCalls = new Map<string, () => void>()
   private nextCall = 0
   private readonly writes: WritePolicy
+  private inspector: InspectorForward | undefined
   /** A test or the file failed in this worker's VM (keepVm keeps such a VM). */
   private failed = false
   private files: string[] = []
@@ -170,6 +172,7 @@ export class StereosPoolWorker implements PoolWorker {
     }
     const dead = this.state.kind === 'dead'
     this.state = { kind: 'stopped' }
+    this.inspector?.close()
     if (lease && this.keepForDebugging(lease)) return
     // A guest process that had to be killed may have left the VM in any state: replace it.
     if (lease) await this.ctx.pool.release(lease, hung || dead || !lease.sandbox.running || this.plan?.options.isolation === 'vm')
@@ -223,6 +226,7 @@ export class StereosPoolWorker implements PoolWorker {
     const spec = this.workerSpec(lease, plan)
     const child = (await this.ctx.spares.take(lease.sandbox, spec.key)) ?? (await spec.start())
     const { project } = this.options
+    await this.forwardInspector(lease, files)
     this.state = { kind: 'running', lease, child }
     child.stdout.pipe(project.vitest.logger.outputStream, { end: false })
     child.stderr.pipe(project.vitest.logger.errorStream, { end: false })
@@ -368,6 +372,15 @@ export class StereosPoolWorker implements PoolWorker {
     if (typeof meta?.coverage !== 'string') return
     const provider = (this.options.project.vitest as { coverageProvider?: { coverageFilesDirectory?: string } | null }).coverageProvider
     await copyCoverageFile(meta.coverage, provider?.coverageFilesDirectory, (path, maxBytes) => lease.sandbox.readFile(path, { maxBytes }))
+  }
+
+  /** --inspect/--inspect-brk: the guest worker's inspector, reachable on the host's 127.0.0.1 as with forks. */
+  private async forwardInspector(lease: Lease, files: string[]): Promise<void> {
+    const { project } = this.options
+    const config = (project.config as { inspector?: InspectorConfig }).inspector ?? (project.vitest.config as { inspector?: InspectorConfig }).inspector
+    if (!config?.enabled) return
+    this.inspector = await InspectorForward.open(lease.sandbox, (await lease.sandbox.agent()).info.execPath, config)
+    project.vitest.logger.log(`stereos: debugger: attach to 127.0.0.1:${this.inspector.port} (the guest worker of ${files.join(', ')} in VM ${lease.sandbox.info.id})`)
   }
 
   private count(files: string[]): void {

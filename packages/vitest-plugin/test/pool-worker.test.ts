@@ -1,0 +1,183 @@
+import { EventEmitter } from 'node:events'
+import { mkdtempSync, realpathSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Duplex, PassThrough } from 'node:stream'
+import type { Sandbox } from '@stereos/harness'
+import { encodeV8, V8Decoder } from '@stereos/harness/wire'
+import type { PoolOptions } from 'vitest/node'
+import { describe, expect, test } from 'vitest'
+import { PoolContext } from '../src/pool/context.js'
+import { VmLeasePool } from '../src/pool/lease-pool.js'
+import { StereosPoolWorker } from '../src/pool/pool-worker.js'
+
+const root = realpathSync(mkdtempSync(join(tmpdir(), 'pool-worker-')))
+const file = join(root, 'a.test.ts')
+writeFileSync(file, "import { test } from 'vitest'\ntest('x', () => {})\n")
+
+/** How the scripted guest process answers Vitest's requests. */
+type Script = 'normal' | 'dies-on-run' | 'hangs-on-stop'
+
+/** A guest process whose fd 3 is a pair of streams: frames in, frames out, as the agent carries them. */
+class ScriptedProcess {
+  readonly stdout = new PassThrough()
+  readonly stderr = new PassThrough()
+  readonly stdin = null
+  readonly ipc: Duplex
+  readonly pid = 4242
+  readonly exited: Promise<{ exitCode: number | null; signal: string | null }>
+  killed: string[] = []
+  private exit!: (e: { exitCode: number | null; signal: string | null }) => void
+  private readonly toHost = new PassThrough()
+
+  constructor(script: Script) {
+    this.exited = new Promise((r) => (this.exit = r))
+    const decoder = new V8Decoder()
+    const answer = (type: string) => this.toHost.write(encodeV8({ __vitest_worker_response__: true, type }))
+    this.ipc = new Duplex({
+      read: () => undefined,
+      write: (chunk: Buffer, _enc, done) => {
+        for (const m of decoder.push(chunk) as { type?: string }[]) {
+          if (m.type === 'start') answer('started')
+          if (m.type === 'run' && script === 'dies-on-run') this.end(137, 'SIGKILL')
+          else if (m.type === 'run') answer('testfileFinished')
+          if (m.type === 'stop' && script !== 'hangs-on-stop') {
+            answer('stopped')
+            setImmediate(() => this.end(0, null))
+          }
+        }
+        done()
+      },
+    })
+    this.toHost.on('data', (chunk: Buffer) => this.ipc.push(chunk))
+  }
+
+  private end(exitCode: number | null, signal: string | null): void {
+    this.stdout.end()
+    this.stderr.end()
+    this.exit({ exitCode, signal })
+  }
+
+  async kill(signal = 'SIGTERM'): Promise<void> {
+    this.killed.push(signal)
+    this.end(null, signal)
+  }
+}
+
+class FakeVm {
+  running = true
+  shutdowns = 0
+  readonly processes: ScriptedProcess[] = []
+  readonly info = { id: 'vm-fake', pid: 1, arch: 'x86_64', accel: 'tcg', timeline: [] }
+  readonly logs = { serial: join(root, 'serial.log'), qemu: join(root, 'qemu.log') }
+  readonly exited = new Promise(() => undefined)
+  constructor(private readonly script: Script) {}
+  async agent() {
+    return { info: { execPath: '/usr/bin/node', root: true, user: 'root' } }
+  }
+  async spawn() {
+    const p = new ScriptedProcess(this.script)
+    this.processes.push(p)
+    return p
+  }
+  async shutdown() {
+    this.shutdowns++
+    this.running = false
+    return {}
+  }
+}
+
+function setup(script: Script) {
+  const vms: FakeVm[] = []
+  const pool = new VmLeasePool(1, async () => {
+    const vm = new FakeVm(script)
+    vms.push(vm)
+    return vm as unknown as Sandbox
+  })
+  const ctx = new PoolContext(pool, { mixtape: 'fixture' }, { roots: [root] }, root)
+  const logger = { outputStream: new PassThrough(), errorStream: new PassThrough(), log: () => undefined, error: () => undefined }
+  const options = {
+    project: { name: 'p', config: { root, env: {}, snapshotOptions: { updateSnapshot: 'none' } }, vitest: { logger, config: {} } },
+    distPath: '/nowhere/dist',
+    execArgv: [],
+    env: {},
+  } as unknown as PoolOptions
+  const worker = new StereosPoolWorker(options, ctx)
+  const events = new EventEmitter()
+  const seen: unknown[] = []
+  const errors: Error[] = []
+  worker.on('message', (m: unknown) => {
+    seen.push(m)
+    events.emit('message', m)
+  })
+  worker.on('error', (e: Error) => errors.push(e))
+  const next = (type: string) =>
+    new Promise<void>((resolve) => {
+      const on = (m: { type?: string }) => {
+        if (m.type === type) {
+          events.off('message', on)
+          resolve()
+        }
+      }
+      if (seen.some((m) => (m as { type?: string }).type === type)) return resolve()
+      events.on('message', on)
+    })
+  const send = (type: string, extra: Record<string, unknown> = {}) => worker.send({ __vitest_worker_request__: true, type, ...extra } as never)
+  return { worker, pool, vms, errors, next, send }
+}
+
+const runRequest = { context: { files: [{ filepath: file }] } }
+
+describe('StereosPoolWorker against a scripted guest (no QEMU)', () => {
+  test('start is answered at once; the first run leases a VM and replays start; stop ends the process and returns the VM', async () => {
+    const { worker, pool, vms, errors, next, send } = setup('normal')
+    send('start')
+    await next('started')
+    expect(vms).toHaveLength(0) // the VM is chosen by the first run, not by start
+    send('run', runRequest)
+    await next('testfileFinished')
+    send('stop')
+    await next('stopped')
+    await worker.stop()
+    expect(errors).toEqual([])
+    expect(vms).toHaveLength(1)
+    expect(vms[0]?.shutdowns).toBe(0) // back in the pool, warm
+    await pool.close()
+    expect(vms[0]?.shutdowns).toBe(1)
+  })
+
+  test('the guest process dying mid-file: one error naming it, stop answered for Vitest, the VM replaced', async () => {
+    const { worker, pool, vms, errors, next, send } = setup('dies-on-run')
+    send('start')
+    send('run', runRequest)
+    // The worker waits briefly for QEMU's exit to name the real cause, then reports.
+    for (let i = 0; i < 100 && errors.length === 0; i++) await new Promise((r) => setTimeout(r, 100))
+    expect(errors.map((e) => e.message.split('\n')[0])).toEqual(['stereos pool: the guest worker process exited (code 137, signal SIGKILL) while running a test file in VM vm-fake. Last lines of its console:'])
+    send('stop')
+    await next('stopped')
+    await worker.stop()
+    expect(vms[0]?.shutdowns).toBe(1) // a VM whose worker died is not lent again
+    await pool.close()
+  })
+
+  test('a guest process that never answers stop is killed after 10 s and its VM replaced', async () => {
+    const { worker, pool, vms, next, send } = setup('hangs-on-stop')
+    send('start')
+    send('run', runRequest)
+    await next('testfileFinished')
+    send('stop')
+    await worker.stop()
+    expect(vms[0]?.processes[0]?.killed).toEqual(['SIGKILL'])
+    expect(vms[0]?.shutdowns).toBe(1)
+    await pool.close()
+  }, 20_000)
+
+  test('stop before any run: no VM is leased, and stop is answered locally', async () => {
+    const { worker, vms, next, send } = setup('normal')
+    send('start')
+    send('stop')
+    await next('stopped')
+    await worker.stop()
+    expect(vms).toHaveLength(0)
+  })
+})

@@ -1,0 +1,56 @@
+import { execFile } from 'node:child_process'
+import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, relative } from 'node:path'
+import { promisify } from 'node:util'
+import { afterAll, expect, test } from 'vitest'
+import { repoRoot, runtimeDir } from './support.js'
+
+const run = promisify(execFile)
+const VITEST = join(repoRoot, 'node_modules', 'vitest', 'vitest.mjs')
+
+interface JsonReport {
+  testResults: { name: string; assertionResults: { fullName: string; status: string }[] }[]
+}
+
+type Summary = Record<string, { lines: { covered: number; total: number } }>
+
+/** vitest run in `cwd` with one pool: per-test statuses and per-file line coverage. */
+async function runWith(cwd: string, pool: string, out: string): Promise<{ statuses: Record<string, string>; coverage: Record<string, string>; output: string }> {
+  const json = join(out, `${pool}.json`)
+  const args = [VITEST, 'run', `--pool=${pool}`, '--reporter=default', '--reporter=json', `--outputFile.json=${json}`, '--coverage', `--coverage.reportsDirectory=${join(out, `coverage-${pool}`)}`]
+  let output = ''
+  try {
+    const r = await run(process.execPath, args, { cwd, env: { ...process.env, STEREOS_RUNTIME_DIR: runtimeDir(), NO_COLOR: '1' }, maxBuffer: 64 * 1024 * 1024, timeout: 600_000 })
+    output = r.stdout + r.stderr
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string }
+    if (typeof e.code !== 'number') throw err
+    output = `${e.stdout ?? ''}${e.stderr ?? ''}`
+  }
+  const report = JSON.parse(readFileSync(json, 'utf8')) as JsonReport
+  const statuses = Object.fromEntries(report.testResults.flatMap((f) => f.assertionResults.map((a) => [`${relative(cwd, f.name)} > ${a.fullName}`, a.status])))
+  const summary = JSON.parse(readFileSync(join(out, `coverage-${pool}`, 'coverage-summary.json'), 'utf8')) as Summary
+  const coverage = Object.fromEntries(Object.entries(summary).map(([file, s]) => [file === 'total' ? file : relative(cwd, file), `${s.lines.covered}/${s.lines.total}`]))
+  return { statuses, coverage, output }
+}
+
+const dirs: string[] = []
+afterAll(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true })
+})
+
+test('a library-style suite (argv-reading CLI, scratch files, DOM environment, coverage) ends the same way, test by test, under forks and stereos', async () => {
+  const project = join(repoRoot, 'fixtures', 'projects', `.run-parity-${process.pid}-${Date.now()}`)
+  cpSync(join(repoRoot, 'fixtures', 'projects', 'parity'), project, { recursive: true })
+  const out = mkdtempSync(join(tmpdir(), 'stereos-parity-'))
+  dirs.push(project, out)
+  const forks = await runWith(project, 'forks', out)
+  const stereos = await runWith(project, 'stereos', out)
+  expect(Object.keys(forks.statuses).length, forks.output).toBe(9)
+  expect(stereos.statuses, stereos.output).toEqual(forks.statuses)
+  // The suite fails on purpose once, and skips and todos stay what they are.
+  expect(Object.values(forks.statuses).sort()).toEqual(['failed', 'passed', 'passed', 'passed', 'passed', 'passed', 'passed', 'skipped', 'todo'])
+  expect(stereos.coverage).toEqual(forks.coverage)
+  expect(stereos.coverage['src/render.ts']).not.toBe(forks.coverage.total)
+}, 900_000)
