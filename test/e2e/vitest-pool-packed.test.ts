@@ -79,7 +79,7 @@ test('runs inside a stereOS VM', () => {
 
 describe.sandbox('with describe.sandbox', { resources: { memory: '512MiB' } }, () => {
   test('the suite knows it is sandboxed', ({ task }) => {
-    expect(task.meta).toMatchObject({ sandbox: true })
+    expect(task.meta).toMatchObject({ stereos: { sandbox: true, resources: { memory: '512MiB' } } })
   })
 })
 `,

@@ -1,5 +1,5 @@
-import { spawnSync } from 'node:child_process'
-import { chownSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs'
+import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process'
+import { chownSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -168,5 +168,70 @@ describe.skipIf(skip)("another local user against an unprivileged user's VM", ()
     const attack = attacker.node(ATTACK_SCRIPT, [JSON.stringify([...sockets, ...ports])], 60_000)
     expect(attack.stderr).toBe('')
     expect(JSON.parse(attack.stdout)).toEqual(Object.fromEntries([...sockets.map((s) => [s, 'denied']), ...ports.map((p) => [String(p), 'refused'])]))
+  })
+})
+
+/**
+ * Where no namespace can be made (here: an `unshare` that refuses, as Ubuntu 24.04's AppArmor
+ * rule makes the real one refuse unprivileged users), boot falls back to TCP forwards on
+ * 127.0.0.1, says so in one line, and the attack then works: what doctor and the README warn of.
+ */
+describe.skipIf(secondUserSkipReason())('where no private namespace can be made', () => {
+  let attacker: SecondUser
+  let booted: ChildProcessWithoutNullStreams | undefined
+  let info: { ports: { control: number; ssh: number }; transport: { kind: string }; lines: string[] }
+  const fakeBin = mkdtempSync(join(tmpdir(), 'sh-no-userns-'))
+
+  beforeAll(async () => {
+    attacker = createSecondUser()
+    writeFileSync(join(fakeBin, 'unshare'), '#!/bin/sh\necho "unshare: write failed /proc/self/uid_map: Operation not permitted" >&2\nexit 1\n', {
+      mode: 0o755,
+    })
+    booted = spawn(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `
+        const { Sandbox } = await import(process.argv[1])
+        const lines = []
+        const sandbox = await Sandbox.boot({ arch: 'x86_64', runtimeDir: process.argv[2], bootstrap: 'none' }, { log: (l) => lines.push(l) })
+        const { ports, transport } = sandbox.info
+        process.stdout.write(JSON.stringify({ ports, transport, lines }) + '\\n')
+        process.stdin.once('data', async () => { await sandbox.shutdown(); process.exit(0) })
+        `,
+        harnessEntry,
+        runtimeDir(),
+      ],
+      { env: { ...process.env, PATH: `${fakeBin}:${process.env.PATH ?? ''}` } },
+    )
+    let out = ''
+    let err = ''
+    booted.stderr.on('data', (d: Buffer) => (err += String(d)))
+    info = await new Promise((resolve, reject) => {
+      booted!.stdout.on('data', (d: Buffer) => {
+        out += String(d)
+        if (out.includes('\n')) resolve(JSON.parse(out.split('\n')[0]!))
+      })
+      booted!.once('exit', (code) => reject(new Error(`the boot exited ${code}: ${err}`)))
+    })
+  })
+  afterAll(async () => {
+    if (booted && booted.exitCode === null) {
+      const exited = new Promise((resolve) => booted!.once('exit', resolve))
+      booted.stdin.write('stop\n')
+      await exited
+    }
+    attacker?.remove()
+    rmSync(fakeBin, { recursive: true, force: true })
+  })
+
+  test('boot uses TCP forwards, says in one line that every local user can connect, and another user can', () => {
+    expect(info.transport.kind).toBe('tcp')
+    expect(info.lines.filter((l) => l.includes('EVERY local user'))).toEqual([
+      expect.stringMatching(/TCP ports on 127\.0\.0\.1 that EVERY local user can connect to .*uid_map: Operation not permitted\. Fix: /),
+    ])
+    const attack = attacker.node(ATTACK_SCRIPT, [JSON.stringify([info.ports.control])], 60_000)
+    expect(JSON.parse(attack.stdout)[String(info.ports.control)]).toMatch(/"reply_to":"inject_ssh_key","ok":true/)
   })
 })

@@ -3,7 +3,7 @@
  * first): @stereos/harness loads execa at module load, which on an older Node dies with
  * `TEXT_ENCODINGS.union is not a function` and names nothing the user can act on.
  */
-export const NODE_NEEDED = '22.15.0'
+const NODE_NEEDED = '22.15.0'
 
 /** Why `version` cannot run this package, or undefined when it can. */
 export function nodeTooOld(version: string, needed = NODE_NEEDED): string | undefined {

@@ -3,7 +3,7 @@
  * on an older Node, execa dies at module load with `TEXT_ENCODINGS.union is not a function`.
  * Self-contained on purpose: importing anything of the harness here would load execa first.
  */
-export const NODE_NEEDED = '22.15.0'
+const NODE_NEEDED = '22.15.0'
 
 /** Why `version` cannot run the CLI, or undefined when it can. */
 export function nodeTooOld(version: string, needed = NODE_NEEDED): string | undefined {

@@ -146,7 +146,7 @@ export function netnsCheck(support: NetnsSupport): Check {
 }
 
 /** Outbound network for guests whose QEMU runs in a private namespace. */
-export function egressCheck(userns: boolean): Check {
+function egressCheck(userns: boolean): Check {
   const name = 'guest egress'
   const slirp = egressAvailable()
   if (!slirp) {

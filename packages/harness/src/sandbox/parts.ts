@@ -44,7 +44,7 @@ export interface SandboxLogs {
   serial: string
 }
 
-export type { SshAccess, SshOverTcp, SshOverUnix } from '../vmm/ssh-access.js'
+export type { SshAccess } from '../vmm/ssh-access.js'
 
 export interface SandboxParts {
   info: SandboxInfo

@@ -2,6 +2,7 @@ import { existsSync, readlinkSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { execa } from 'execa'
+import { HarnessError } from '../errors.js'
 import { which } from '../host/which.js'
 import { sleep } from '../host/sleep.js'
 
@@ -18,11 +19,8 @@ import { sleep } from '../host/sleep.js'
  */
 export type NetnsSupport = { ok: true; userns: boolean; detail: string } | { ok: false; userns: boolean; reason: string; fix: string }
 
-/** Exit status of the wrapper when loopback cannot be brought up in the new namespace. */
-export const NETNS_SETUP_FAILED = 125
-
 /** A unix socket path must fit sockaddr_un.sun_path (108 bytes with the NUL). */
-export const MAX_UNIX_PATH = 107
+const MAX_UNIX_PATH = 107
 
 const WRAPPER = [
   'ip link set lo up || { echo "stereos-harness: cannot bring up loopback in QEMU\'s network namespace" >&2; exit 125; }',
@@ -61,11 +59,12 @@ function unshareArgs(userns: boolean): string[] {
 }
 
 /** The relay's entry: dist/vmm/relay-main.js, or under Vitest the src/ .ts beside this file. */
-export function relayScript(): string {
+function relayScript(): string {
   const here = dirname(fileURLToPath(import.meta.url))
   const candidates = [join(here, 'relay-main.js'), join(here, '..', '..', 'dist', 'vmm', 'relay-main.js'), join(here, 'relay-main.ts')]
   const found = candidates.find((path) => existsSync(path))
-  if (!found) throw new Error(`the relay script is missing (looked for ${candidates.join(', ')}): build the harness (tsc -b)`)
+  if (!found)
+    throw new HarnessError('HOST', `the relay script is missing (looked for ${candidates.join(', ')})`, { fix: 'build the harness (npm run build, or tsc -b)' })
   return found
 }
 
@@ -78,7 +77,9 @@ export function netnsCommand(options: NetnsCommandOptions): { file: string; args
   const userns = options.userns ?? defaultUserns()
   for (const forward of options.forwards) {
     if (Buffer.byteLength(forward.path) > MAX_UNIX_PATH) {
-      throw new Error(`unix socket path ${forward.path} is longer than ${MAX_UNIX_PATH} bytes: use a shorter runtimeDir`)
+      throw new HarnessError('INVALID_OPTIONS', `the VM's unix socket ${forward.path} is longer than a unix socket path may be (${MAX_UNIX_PATH} bytes)`, {
+        fix: 'use a shorter options.runtimeDir (or $STEREOS_RUNTIME_DIR)',
+      })
     }
   }
   const caps = userns ? '--bounding-set=-all' : ''

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { UnixTransport } from '../control/unix-transport.js'
 import type { Transport } from '../control/transport.js'
 import { probeNetns, type NetnsSupport, type RelayForward } from './netns.js'
+import type { HostForward } from './argv.js'
 import type { HostForwardSpec } from './host-forwards.js'
 
 /**
@@ -55,12 +56,6 @@ export async function chooseForwardScope(request: ScopeRequest, deps: ScopeDeps 
 /** Ports QEMU forwards from inside its namespace: private there, so fixed; >= 1024, so QEMU needs no capability. */
 export const NAMESPACE_PORTS = { ssh: 10022, control: 11024, agent: 11025, firstUser: 12000 } as const
 
-export interface GuestForward {
-  host: number
-  guest: number
-  proto: 'tcp' | 'udp'
-}
-
 export interface PrivateForwardsRequest {
   vmDir: string
   /** Forward stereosd's port (TCP control plane). */
@@ -69,12 +64,12 @@ export interface PrivateForwardsRequest {
   agent: boolean
   agentPort: number
   /** The user's TCP forwards (network.forwards). */
-  forwards: GuestForward[]
+  forwards: HostForward[]
 }
 
 export interface PrivateForwards {
   /** QEMU's hostfwd rules, on the namespace's 127.0.0.1. */
-  qemu: GuestForward[]
+  qemu: HostForward[]
   /** What the relay exposes as unix sockets. */
   relay: RelayForward[]
   /** The user's forwards, listened on by the harness on the host's 127.0.0.1. */
@@ -85,7 +80,7 @@ export interface PrivateForwards {
 
 /** The forwards of a VM whose QEMU runs in a private network namespace. */
 export function privateForwards(request: PrivateForwardsRequest): PrivateForwards {
-  const qemu: GuestForward[] = []
+  const qemu: HostForward[] = []
   const relay: RelayForward[] = []
   const expose = (name: string, port: number, guest: number): string => {
     const path = join(request.vmDir, name)

@@ -69,8 +69,8 @@ export function spawnQemu(options: SpawnQemuOptions): QemuProcess {
       return handle.exit
     }),
     unref() {
-      // execa's subprocess is a ChildProcess; its types leave unref out.
-      ;(child as unknown as { unref(): void }).unref()
+      // execa's promise wraps Node's ChildProcess, which is what holds this process open.
+      ;(child as unknown as { nodeChildProcess: { unref(): void } }).nodeChildProcess.unref()
     },
     kill(signal) {
       if (handle.exit) return

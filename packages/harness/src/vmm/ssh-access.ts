@@ -12,14 +12,14 @@ interface SshCommon {
 }
 
 /** sshd through a TCP forward on the host's 127.0.0.1 (QEMU in the host's network namespace). */
-export interface SshOverTcp extends SshCommon {
+interface SshOverTcp extends SshCommon {
   via: 'tcp'
   host: '127.0.0.1'
   port: number
 }
 
 /** sshd through the relay's unix socket in the VM dir (QEMU in a private network namespace). */
-export interface SshOverUnix extends SshCommon {
+interface SshOverUnix extends SshCommon {
   via: 'unix'
   socket: string
   /** The ssh ProxyCommand that connects to `socket` (in `args` already). */
