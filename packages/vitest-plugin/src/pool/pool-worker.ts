@@ -13,7 +13,7 @@ import { guestEnv } from './guest-env.js'
 import { copyCoverageFile, serveHostWrite, type UpdateMode, type WritePolicy } from './host-writes.js'
 import type { Lease } from './lease-pool.js'
 import { InspectorForward, type InspectorConfig } from './inspector.js'
-import { forgetCachedReads, GUEST_HOME, hostIdentity } from './view.js'
+import { ensureGuestDir, forgetCachedReads, GUEST_HOME, hostIdentity } from './view.js'
 import type { WorkerSpec } from './warm-workers.js'
 
 const GUEST_ENTRY = fileURLToPath(new URL('../guest/worker-entry.js', import.meta.url))
@@ -223,6 +223,8 @@ export class StereosPoolWorker implements PoolWorker {
     const lease = await this.ctx.lease(plan)
     this.lease = lease
     this.count(files)
+    const coverageDir = this.coverageDir()
+    if (coverageDir) await ensureGuestDir(lease.sandbox, coverageDir, hostIdentity())
     const spec = this.workerSpec(lease, plan)
     const child = (await this.ctx.spares.take(lease.sandbox, spec.key)) ?? (await spec.start())
     const { project } = this.options
@@ -366,12 +368,17 @@ export class StereosPoolWorker implements PoolWorker {
     }
   }
 
+  /** Where the coverage provider wants each worker's results, when coverage is on. */
+  private coverageDir(): string | undefined {
+    const provider = (this.options.project.vitest as { coverageProvider?: { coverageFilesDirectory?: string } | null }).coverageProvider
+    return provider?.coverageFilesDirectory
+  }
+
   /** The coverage results file the guest worker names: copied from the guest to the same host path first. */
   private async shipCoverage(frame: Frame, lease: Lease): Promise<void> {
     const [meta] = (frame.a ?? []) as [{ coverage?: unknown } | undefined]
     if (typeof meta?.coverage !== 'string') return
-    const provider = (this.options.project.vitest as { coverageProvider?: { coverageFilesDirectory?: string } | null }).coverageProvider
-    await copyCoverageFile(meta.coverage, provider?.coverageFilesDirectory, (path, maxBytes) => lease.sandbox.readFile(path, { maxBytes }))
+    await copyCoverageFile(meta.coverage, this.coverageDir(), (path, maxBytes) => lease.sandbox.readFile(path, { maxBytes }))
   }
 
   /** --inspect/--inspect-brk: the guest worker's inspector, reachable on the host's 127.0.0.1 as with forks. */

@@ -141,3 +141,19 @@ export async function mountView(sandbox: Sandbox, plan: ViewPlan, firstShare: nu
 export async function forgetCachedReads(sandbox: Sandbox): Promise<void> {
   await sandbox.exec('sh', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches'], { user: 'root' })
 }
+
+const coverageDirs = new WeakMap<Sandbox, Set<string>>()
+
+/**
+ * Coverage providers write each worker's results into their own directory and expect it to
+ * exist (Vitest made it on the host). Inside the view it does; a `reportsDirectory` outside the
+ * project (e.g. in /tmp) is made in the guest, once per VM, owned by the tests' user.
+ */
+export async function ensureGuestDir(sandbox: Sandbox, dir: string, who: Identity): Promise<void> {
+  const done = coverageDirs.get(sandbox) ?? new Set<string>()
+  coverageDirs.set(sandbox, done)
+  if (done.has(dir)) return
+  const result = await sandbox.exec('sh', ['-c', 'mkdir -p "$1" && chown "$2:$3" "$1"', 'stereos-dir', dir, String(who.uid), String(who.gid)], { user: 'root' })
+  if (result.exitCode !== 0) throw new HarnessError('AGENT', `cannot make ${dir} in VM ${sandbox.info.id}: ${result.stderr.trim()}`, { fix: 'set coverage.reportsDirectory to a directory inside the project' })
+  done.add(dir)
+}
