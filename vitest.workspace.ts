@@ -14,6 +14,9 @@ import type { TestProjectInlineConfiguration } from 'vitest/config'
  * - e2e: boots real QEMU guests. Under TCG a booting VM costs a core, and these machines
  *   have two, so its files run one at a time (a file may boot up to two VMs at once), after
  *   the projects above.
+ * - security: attacks on the host side (issue 14) that need real VMs or processes; its files
+ *   boot at most one VM each and run one at a time, after e2e (a group of their own, so never
+ *   beside an e2e VM). Attacks that need no VM are unit tests.
  */
 
 /** Unit-style files (packages/<name>/test) that need a host tool from setup. */
@@ -73,6 +76,17 @@ export const projects: TestProjectInlineConfiguration[] = [
       testTimeout: 300_000,
       hookTimeout: 300_000,
       sequence: { groupOrder: 1 },
+    },
+  },
+  {
+    test: {
+      name: 'security',
+      include: ['test/security/**/*.test.ts'],
+      maxWorkers: 1,
+      fileParallelism: false,
+      testTimeout: 300_000,
+      hookTimeout: 300_000,
+      sequence: { groupOrder: 2 },
     },
   },
 ]

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync } from 'node:fs'
+import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { connect, createServer, type AddressInfo } from 'node:net'
 import { networkInterfaces, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -11,6 +11,8 @@ import { TcpTransport } from '../src/control/transport.js'
 import { defaultUserns, netnsCommand, probeNetns } from '../src/vmm/netns.js'
 import { egressAvailable, startEgress } from '../src/vmm/netns-egress.js'
 import { isAlive } from '../src/host/process.js'
+import { spawnQemu } from '../src/vmm/qemu-process.js'
+import { VHOST_FD_IN_CHILD } from '../src/vmm/control-plane.js'
 import { ATTACK_SCRIPT, createSecondUser, secondUserSkipReason, type SecondUser } from './support/second-user.js'
 
 /**
@@ -261,6 +263,44 @@ describe.skipIf(skip)('the relay moves bytes faithfully', () => {
     } finally {
       child.kill('SIGKILL')
       await child
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe.skipIf(skip)('a vhost-vsock reservation through the namespace wrapper', () => {
+  test.each([false, true])('spawnQemu (userns %s) hands fd 3 to QEMU through unshare, sh and setpriv; the relay does not hold it', async (userns) => {
+    const dir = realpathSync(mkdtempSync(join(tmpdir(), 'netns-fd-')))
+    const target = join(dir, 'stand-in-for-vhost-vsock')
+    writeFileSync(target, '')
+    const script = join(dir, 'fake-qemu')
+    writeFileSync(script, '#!/bin/sh\nexec sleep 30\n', { mode: 0o755 })
+    const fd = openSync(target, 'r')
+    try {
+      const qemu = spawnQemu({
+        binary: script,
+        argv: [],
+        qemuLog: join(dir, 'qemu.log'),
+        fds: [fd],
+        netns: { userns, relay: [{ path: join(dir, 'x.sock'), port: INNER_PORT }] },
+      })
+      try {
+        // Once the relay runs, the exec chain has reached QEMU (sh starts the relay just before exec).
+        let relay: number[] = []
+        for (let i = 0; i < 400 && relay.length === 0; i++) {
+          relay = childPids(qemu.pid)
+          if (relay.length === 0) await sleep(25)
+        }
+        for (let i = 0; i < 400 && !readFileSync(`/proc/${qemu.pid}/cmdline`, 'utf8').startsWith('sleep'); i++) await sleep(25)
+        expect(readlinkSync(`/proc/${qemu.pid}/fd/${VHOST_FD_IN_CHILD}`)).toBe(target)
+        expect(readlinkSync(`/proc/${qemu.pid}/ns/net`)).not.toBe(readlinkSync('/proc/self/ns/net'))
+        expect(existsSync(`/proc/${relay[0]}/fd/${VHOST_FD_IN_CHILD}`) && readlinkSync(`/proc/${relay[0]}/fd/${VHOST_FD_IN_CHILD}`) === target).toBe(false)
+      } finally {
+        qemu.kill('SIGKILL')
+        await qemu.exited
+      }
+    } finally {
+      closeSync(fd)
       rmSync(dir, { recursive: true, force: true })
     }
   })
