@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { netnsCheck } from '../src/host/doctor.js'
+import { netnsCheck } from '../src/doctor/doctor.js'
 import { createSecondUser, secondUserSkipReason, type SecondUser } from './support/second-user.js'
 
 test('without a private namespace, doctor says plainly that every local user can reach the VM, and the fix', () => {

@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest'
-import { chooseControlPlane } from '../src/vmm/control-plane.js'
-import { planNetwork } from '../src/vmm/network-plan.js'
+import { chooseControlPlane } from '../src/control/plane.js'
+import { planNetwork } from '../src/vmm/network/plan.js'
 import { AGENT_PORT } from '../src/wire/messages.js'
 import { fakeVsock } from './support/fake-vsock.js'
 

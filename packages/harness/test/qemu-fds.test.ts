@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { describe, expect, test } from 'vitest'
 import { spawnQemu } from '../src/vmm/qemu-process.js'
-import { VHOST_FD_IN_CHILD } from '../src/vmm/control-plane.js'
+import { VHOST_FD_IN_CHILD } from '../src/control/plane.js'
 
 describe.skipIf(process.platform !== 'linux')('the vhost fd reaches QEMU', () => {
   test('spawnQemu hands our close-on-exec fd to the child as fd 3 (through setpriv when present)', async () => {

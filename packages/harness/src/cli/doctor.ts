@@ -1,4 +1,4 @@
-import { runDoctor } from '../host/doctor.js'
+import { runDoctor } from '../doctor/doctor.js'
 
 const MARK = { ok: 'ok  ', warn: 'warn', fail: 'FAIL' } as const
 

@@ -1,4 +1,4 @@
-import { ensureHarnessShare } from '../agent-client/share.js'
+import { ensureHarnessShare } from '../share/harness-share.js'
 import type { Arch } from '../config/options.js'
 import { log } from '../log.js'
 

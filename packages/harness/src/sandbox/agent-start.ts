@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { AgentClient } from '../agent-client/client.js'
-import { SHARE_GUEST_PATH, SHARE_TAG } from '../agent-client/share.js'
+import { SHARE_GUEST_PATH, SHARE_TAG } from '../share/harness-share.js'
 import type { StereosdClient } from '../control/client.js'
 import type { Transport } from '../control/transport.js'
 import { HarnessError, isHarnessError } from '../errors.js'

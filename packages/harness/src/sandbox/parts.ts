@@ -2,13 +2,13 @@ import type { Arch } from '../config/options.js'
 import type { StereosdClient } from '../control/client.js'
 import type { Transport } from '../control/transport.js'
 import type { LogSink } from '../log.js'
-import type { ControlPlaneInfo } from '../vmm/control-plane.js'
+import type { ControlPlaneInfo } from '../control/plane.js'
 import type { Accel } from '../vmm/profile.js'
 import type { QemuProcess } from '../vmm/qemu-process.js'
 import type { QmpClient } from '../vmm/qmp.js'
 import type { GuestAgent } from './agent-start.js'
 import type { TimelineEntry } from './timeline.js'
-import type { SshAccess } from '../vmm/ssh-access.js'
+import type { SshAccess } from '../vmm/network/ssh-access.js'
 
 /**
  * What a boot hands over (boot.ts builds it, sandbox.ts wraps it in a Sandbox): the types live
@@ -44,7 +44,7 @@ export interface SandboxLogs {
   serial: string
 }
 
-export type { SshAccess } from '../vmm/ssh-access.js'
+export type { SshAccess } from '../vmm/network/ssh-access.js'
 
 export interface SandboxParts {
   info: SandboxInfo

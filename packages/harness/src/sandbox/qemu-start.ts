@@ -3,7 +3,7 @@ import { toMiB } from '../config/size.js'
 import { HarnessError } from '../errors.js'
 import { readCmdline } from '../mixtape/local.js'
 import type { Mixtape } from '../mixtape/mixtape.js'
-import { SHARE_TAG } from '../agent-client/share.js'
+import { SHARE_TAG } from '../share/harness-share.js'
 import type { QemuSpec } from '../vmm/argv.js'
 import { buildQemuArgv } from '../vmm/argv.js'
 import { PROFILES, type Accel } from '../vmm/profile.js'
@@ -11,7 +11,7 @@ import { spawnQemu, tail, type QemuProcess } from '../vmm/qemu-process.js'
 import { connectQmp } from '../vmm/qmp-connect.js'
 import type { QmpClient } from '../vmm/qmp.js'
 import type { VmPaths } from '../vmm/vm-dir.js'
-import type { NetnsLaunch } from '../vmm/private-network.js'
+import type { NetnsLaunch } from '../vmm/network/private-network.js'
 
 export type KernelBoot = Extract<QemuSpec['boot'], { kind: 'kernel' }>
 

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { Client, type ConnectConfig } from 'ssh2'
-import { SHARE_GUEST_PATH } from '../agent-client/share.js'
+import { SHARE_GUEST_PATH } from '../share/harness-share.js'
 import type { Transport } from '../control/transport.js'
 import { HarnessError, type HarnessErrorCode } from '../errors.js'
 import { sleep } from '../host/sleep.js'

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { execa } from 'execa'
 import { HarnessError } from '../errors.js'
 import { which } from '../host/which.js'
-import { netnsCommand, type RelayForward } from './netns.js'
+import { netnsCommand, type RelayForward } from './network/netns.js'
 
 export interface QemuExit {
   code: number | undefined

@@ -5,7 +5,7 @@
  * this run. The stereos plugin sets `snapshotEnvironment` to this module for its projects.
  */
 import { VitestSnapshotEnvironment } from 'vitest/runtime'
-import { HOST_FS_GLOBAL, type HostFs } from './host-fs.js'
+import { HOST_FS_GLOBAL, type HostFs } from '../shared/host-fs.js'
 
 function host(): HostFs {
   const fs = (globalThis as Record<string, unknown>)[HOST_FS_GLOBAL] as HostFs | undefined

@@ -15,7 +15,7 @@ import { setPriority } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
-import { HOST_FS_GLOBAL, HOST_FS_TAG, isHostFsReply, type HostFs, type HostFsOp } from './host-fs.js'
+import { HOST_FS_GLOBAL, HOST_FS_TAG, isHostFsReply, type HostFs, type HostFsOp } from '../shared/host-fs.js'
 
 type Listener = (message: unknown) => void
 

@@ -2,7 +2,7 @@ import { constants, lstatSync, mkdirSync } from 'node:fs'
 import { open, rm } from 'node:fs/promises'
 import { isAbsolute, relative, resolve, sep } from 'node:path'
 import { HarnessError } from '@stereos/harness'
-import type { HostFsOp } from '../guest/host-fs.js'
+import type { HostFsOp } from '../shared/host-fs.js'
 
 /** Vitest's `snapshotOptions.updateSnapshot`: `all` with -u, `new` locally, `none` in CI. */
 export type UpdateMode = 'all' | 'new' | 'none'

@@ -1,5 +1,5 @@
 import { execa } from 'execa'
-import { which } from '../host/which.js'
+import { which } from '../../host/which.js'
 import { waitForOwnNetns } from './netns.js'
 
 /**

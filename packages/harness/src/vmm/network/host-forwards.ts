@@ -1,5 +1,5 @@
 import { connect, createServer, type Server, type Socket } from 'node:net'
-import { HarnessError } from '../errors.js'
+import { HarnessError } from '../../errors.js'
 
 /**
  * The user's own `network.forwards` for a QEMU in a private network namespace: what they ask

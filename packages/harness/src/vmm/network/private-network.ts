@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { UnixTransport } from '../control/unix-transport.js'
-import type { Transport } from '../control/transport.js'
+import { UnixTransport } from '../../control/unix-transport.js'
+import type { Transport } from '../../control/transport.js'
 import { probeNetns, type NetnsSupport, type RelayForward } from './netns.js'
-import type { HostForward } from './argv.js'
+import type { HostForward } from '../argv.js'
 import type { HostForwardSpec } from './host-forwards.js'
 
 /**
@@ -122,7 +122,7 @@ export interface NetnsLaunch {
 export function sshProxyCommand(socket: string): string {
   const here = dirname(fileURLToPath(import.meta.url))
   const script =
-    [join(here, 'unix-stdio.js'), join(here, '..', '..', 'dist', 'vmm', 'unix-stdio.js'), join(here, 'unix-stdio.ts')].find((p) => existsSync(p)) ??
+    [join(here, 'unix-stdio.js'), join(here, '..', '..', '..', 'dist', 'vmm', 'network', 'unix-stdio.js'), join(here, 'unix-stdio.ts')].find((p) => existsSync(p)) ??
     join(here, 'unix-stdio.js')
   return [process.execPath, script, socket].map(shellQuote).join(' ')
 }

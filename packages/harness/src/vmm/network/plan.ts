@@ -1,10 +1,10 @@
-import { TcpTransport, type Transport } from '../control/transport.js'
-import type { LoadVsock } from '../control/vsock-module.js'
-import { VsockTransport } from '../control/vsock-transport.js'
-import { AGENT_PORT } from '../wire/messages.js'
-import type { HostForward, QemuSpec } from './argv.js'
-import { planeInfo, VHOST_FD_IN_CHILD, type ControlPlane, type ControlPlaneInfo } from './control-plane.js'
-import { freePort } from './ports.js'
+import { TcpTransport, type Transport } from '../../control/transport.js'
+import type { LoadVsock } from '../../control/vsock-module.js'
+import { VsockTransport } from '../../control/vsock-transport.js'
+import { AGENT_PORT } from '../../wire/messages.js'
+import type { HostForward, QemuSpec } from '../argv.js'
+import { planeInfo, VHOST_FD_IN_CHILD, type ControlPlane, type ControlPlaneInfo } from '../../control/plane.js'
+import { freePort } from '../ports.js'
 import { privateForwards, type ForwardScope, type NetnsLaunch } from './private-network.js'
 
 const SSH_PORT = 22

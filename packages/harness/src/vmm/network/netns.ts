@@ -2,9 +2,9 @@ import { existsSync, readlinkSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { execa } from 'execa'
-import { HarnessError } from '../errors.js'
-import { which } from '../host/which.js'
-import { sleep } from '../host/sleep.js'
+import { HarnessError } from '../../errors.js'
+import { which } from '../../host/which.js'
+import { sleep } from '../../host/sleep.js'
 
 /**
  * QEMU in a network namespace of its own. SLIRP's forwards then listen on that namespace's
@@ -58,10 +58,10 @@ function unshareArgs(userns: boolean): string[] {
   return userns ? ['--user', '--map-root-user', '--net'] : ['--net']
 }
 
-/** The relay's entry: dist/vmm/relay-main.js, or under Vitest the src/ .ts beside this file. */
+/** The relay's entry: dist/vmm/network/relay-main.js, or under Vitest the src/ .ts beside this file. */
 function relayScript(): string {
   const here = dirname(fileURLToPath(import.meta.url))
-  const candidates = [join(here, 'relay-main.js'), join(here, '..', '..', 'dist', 'vmm', 'relay-main.js'), join(here, 'relay-main.ts')]
+  const candidates = [join(here, 'relay-main.js'), join(here, '..', '..', '..', 'dist', 'vmm', 'network', 'relay-main.js'), join(here, 'relay-main.ts')]
   const found = candidates.find((path) => existsSync(path))
   if (!found)
     throw new HarnessError('HOST', `the relay script is missing (looked for ${candidates.join(', ')})`, { fix: 'build the harness (npm run build, or tsc -b)' })

@@ -1,8 +1,8 @@
 import { HarnessError } from '../errors.js'
-import { TcpTransport, type Transport } from '../control/transport.js'
-import { loadVsock, type LoadVsock, type VsockModule } from '../control/vsock-module.js'
-import { CONTROL_VSOCK_PORT, VsockTransport } from '../control/vsock-transport.js'
-import { freePort } from './ports.js'
+import { TcpTransport, type Transport } from './transport.js'
+import { loadVsock, type LoadVsock, type VsockModule } from './vsock-module.js'
+import { CONTROL_VSOCK_PORT, VsockTransport } from './vsock-transport.js'
+import { freePort } from '../vmm/ports.js'
 
 export type ControlPlaneMode = 'auto' | 'vsock' | 'tcp'
 
