@@ -5,7 +5,7 @@ import type { Transport } from './transport.js'
 
 /**
  * A guest port reached through a unix socket in the VM dir: the relay in QEMU's private network
- * namespace (vmm/relay-main.ts) connects it to QEMU's forward there. Only users who can enter the
+ * namespace (vmm/network/relay-main.ts) connects it to QEMU's forward there. Only users who can enter the
  * VM dir (0700: its owner, and root) can connect.
  */
 export class UnixTransport implements Transport {

@@ -31,7 +31,7 @@ export interface SpawnQemuOptions {
    * own O_CLOEXEC fds still leak into no other child.
    */
   fds?: number[]
-  /** Start QEMU in a private network namespace with the forward relay beside it (vmm/netns.ts). */
+  /** Start QEMU in a private network namespace with the forward relay beside it (vmm/network/netns.ts). */
   netns?: { userns: boolean; relay: RelayForward[] }
   /** QEMU may outlive this process: no --pdeathsig, its own process group, no exit cleanup. */
   detachable?: boolean
