@@ -1,6 +1,6 @@
 import { Sandbox, type SandboxInfo } from '@stereos/harness'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { NAMESPACE_PORTS } from '../../packages/harness/src/vmm/private-network.js'
+import { NAMESPACE_PORTS } from '../../packages/harness/src/vmm/network/private-network.js'
 import { runtimeDir } from './support.js'
 
 /**

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Sandbox } from '@stereos/harness'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { probeNetns } from '../../packages/harness/src/vmm/netns.js'
+import { probeNetns } from '../../packages/harness/src/vmm/network/netns.js'
 import { ATTACK_SCRIPT, createSecondUser, secondUserSkipReason, type SecondUser } from '../../packages/harness/test/support/second-user.js'
 import { fixtureDir, runtimeDir } from '../e2e/support.js'
 

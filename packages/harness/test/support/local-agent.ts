@@ -7,7 +7,7 @@ import { AgentClient } from '../../src/agent-client/client.js'
 import { TcpTransport } from '../../src/control/transport.js'
 
 /** The compiled guest agent (tsc -b runs in setup), started on this host over TCP. */
-export const AGENT_MAIN = fileURLToPath(new URL('../../dist/agent/main.js', import.meta.url))
+export const AGENT_MAIN = fileURLToPath(new URL('../../dist/guest-agent/main.js', import.meta.url))
 
 export interface LocalAgent {
   port: number
