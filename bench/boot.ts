@@ -24,7 +24,10 @@ export async function main(argv: string[]): Promise<Summary> {
   // Warm-up boot: builds/locates the fixture, warms the page cache, and gives us the argv.
   const warm = await Sandbox.boot({ arch, bootstrap: 'none' })
   const template = readFileSync(`/proc/${warm.info.pid}/cmdline`, 'utf8').split('\0').filter(Boolean)
-  const image = JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', join(warm.info.vmDir, 'disk.qcow2')], { encoding: 'utf8' })) as { 'backing-filename': string; 'virtual-size': number }
+  const image = JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', join(warm.info.vmDir, 'disk.qcow2')], { encoding: 'utf8' })) as {
+    'backing-filename': string
+    'virtual-size': number
+  }
   const warmDir = warm.info.vmDir
   await warm.shutdown()
   say(`accel: ${warm.info.accel}${warm.info.accelNote ? ` (${warm.info.accelNote})` : ''}`)
@@ -56,9 +59,25 @@ async function rawBoot(template: string[], warmDir: string, image: { 'backing-fi
   const controlPort = await freePort()
   // setpriv execs QEMU in place, so /proc/<pid>/cmdline is QEMU's own argv.
   // The forwards' host ports whatever they were (QEMU in a private network namespace uses fixed ones there).
-  const argv = template.map((arg) => arg.replaceAll(warmDir, dir).replace(/:\d+-:22\b/, `:${sshPort}-:22`).replace(/:\d+-:1024\b/, `:${controlPort}-:1024`))
+  const argv = template.map((arg) =>
+    arg
+      .replaceAll(warmDir, dir)
+      .replace(/:\d+-:22\b/, `:${sshPort}-:22`)
+      .replace(/:\d+-:1024\b/, `:${controlPort}-:1024`),
+  )
   const started = performance.now()
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', image['backing-filename'], '-F', 'raw', join(dir, 'disk.qcow2'), String(image['virtual-size'])])
+  execFileSync('qemu-img', [
+    'create',
+    '-q',
+    '-f',
+    'qcow2',
+    '-b',
+    image['backing-filename'],
+    '-F',
+    'raw',
+    join(dir, 'disk.qcow2'),
+    String(image['virtual-size']),
+  ])
   const qemu = spawn(argv[0]!, argv.slice(1), { stdio: 'ignore' })
   try {
     while (!(await ping(controlPort))) await new Promise((resolve) => setTimeout(resolve, 50))

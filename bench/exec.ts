@@ -14,7 +14,10 @@ import type { Summary } from './stats.ts'
 import { median, seconds } from './stats.ts'
 
 export async function main(argv: string[]): Promise<Summary> {
-  const { values } = parseArgs({ args: argv, options: { execs: { type: 'string', default: '200' }, mb: { type: 'string', default: '100' }, arch: { type: 'string', default: 'x86_64' } } })
+  const { values } = parseArgs({
+    args: argv,
+    options: { execs: { type: 'string', default: '200' }, mb: { type: 'string', default: '100' }, arch: { type: 'string', default: 'x86_64' } },
+  })
   const execs = Number(values.execs)
   const size = Number(values.mb) * 1_000_000
   const say = (line: string) => process.stdout.write(`${line}\n`)
@@ -49,7 +52,12 @@ export async function main(argv: string[]): Promise<Summary> {
     const file = join(work, 'payload.bin')
     const chunk = randomBytes(1_000_000)
     writeFileSync(file, Buffer.alloc(0))
-    for (let i = 0; i < size / 1_000_000; i++) writeFileSync(file, chunk.map((b) => b ^ i), { flag: 'a' })
+    for (let i = 0; i < size / 1_000_000; i++)
+      writeFileSync(
+        file,
+        chunk.map((b) => b ^ i),
+        { flag: 'a' },
+      )
     const rawStart = performance.now()
     const sink = await sandbox.spawn('sh', ['-c', 'cat > /home/agent/raw.bin'], { stdin: true })
     await pipeline(createReadStream(file, { highWaterMark: 256 * 1024 }), sink.stdin!)
@@ -64,12 +72,20 @@ export async function main(argv: string[]): Promise<Summary> {
     const againStart = performance.now()
     const again = await sandbox.copyIn(file, '/home/agent/copied-again.bin')
     const againMs = performance.now() - againStart
-    const mbps = (ms: number) => ((size / 1e6) / (ms / 1000)).toFixed(1)
+    const mbps = (ms: number) => (size / 1e6 / (ms / 1000)).toFixed(1)
     say(`raw pipe ${size / 1e6} MB: ${seconds(rawMs)} (${mbps(rawMs)} MB/s)`)
     say(`copyIn   ${size / 1e6} MB: ${seconds(copyMs)} (${mbps(copyMs)} MB/s)`)
     say(`copyIn again:     ${seconds(againMs)} (sent ${again.sentBytes} bytes)`)
     say(`ratios: exec/echo latency ${(execMedian / rttMedian).toFixed(2)}, copyIn/raw throughput ${(rawMs / copyMs).toFixed(2)}`)
-    return { execMedianMs: execMedian, echoMedianMs: rttMedian, rawPipeMs: rawMs, copyInMs: copyMs, copyInAgainMs: againMs, execEchoRatio: execMedian / rttMedian, copyInRawRatio: rawMs / copyMs }
+    return {
+      execMedianMs: execMedian,
+      echoMedianMs: rttMedian,
+      rawPipeMs: rawMs,
+      copyInMs: copyMs,
+      copyInAgainMs: againMs,
+      execEchoRatio: execMedian / rttMedian,
+      copyInRawRatio: rawMs / copyMs,
+    }
   } finally {
     rmSync(work, { recursive: true, force: true })
     await sandbox.shutdown()

@@ -27,10 +27,14 @@ export async function main(argv: string[]): Promise<Summary> {
   const work = mkdtempSync(join(tmpdir(), 'sh-bench-pull-'))
   const registry = await startRegistry()
   try {
-    say(`pull benchmark: ${sizeMB} MB random disk (zstd), docker-registry 2.8 on ${registry.host}, ${runs} runs each, alternating (Node ${process.version}, ${process.arch})`)
+    say(
+      `pull benchmark: ${sizeMB} MB random disk (zstd), docker-registry 2.8 on ${registry.host}, ${runs} runs each, alternating (Node ${process.version}, ${process.arch})`,
+    )
     const { blobs, unpacked } = await publish(registry.url, sizeMB)
     const bytes = blobs.reduce((sum, b) => sum + b.size, 0)
-    say(`blobs of linux/amd64 raw: ${blobs.length}, ${(bytes / 1e6).toFixed(1)} MB (disk layer ${(blobs[0]!.size / 1e6).toFixed(1)} MB compressed, ${(unpacked / 1e6).toFixed(1)} MB unpacked)`)
+    say(
+      `blobs of linux/amd64 raw: ${blobs.length}, ${(bytes / 1e6).toFixed(1)} MB (disk layer ${(blobs[0]!.size / 1e6).toFixed(1)} MB compressed, ${(unpacked / 1e6).toFixed(1)} MB unpacked)`,
+    )
 
     const ref = `${registry.host}/mixtapes/bench:latest`
     const curlTimes: number[] = []
@@ -41,7 +45,9 @@ export async function main(argv: string[]): Promise<Summary> {
     let lastBase = ''
     for (let i = 0; i < runs; i++) {
       const curlDir = mkdtempSync(join(work, 'curl-'))
-      const args = ['-sS', '--fail'].concat(...blobs.map((b) => [`${registry.url}/v2/mixtapes/bench/blobs/${b.digest}`, '-o', join(curlDir, b.digest.slice(7))]))
+      const args = ['-sS', '--fail'].concat(
+        ...blobs.map((b) => [`${registry.url}/v2/mixtapes/bench/blobs/${b.digest}`, '-o', join(curlDir, b.digest.slice(7))]),
+      )
       let started = performance.now()
       // bash's `times` reports the CPU its children (curl) used.
       const times = execFileSync('bash', ['-c', 'curl "$@" && times', 'bash', ...args], { encoding: 'utf8' })
@@ -68,7 +74,9 @@ export async function main(argv: string[]): Promise<Summary> {
       pullCpu.push((used.user + used.system) / 1000)
       if (result.downloaded !== bytes) throw new Error(`pull downloaded ${result.downloaded} bytes, expected ${bytes}`)
       const mbps = (ms: number) => `${((bytes / 1e6) * (1000 / ms)).toFixed(0)} MB/s`
-      say(`run ${i + 1}: curl ${seconds(curlTimes.at(-1)!)} (${mbps(curlTimes.at(-1)!)})   curl+sha256sum+zstd -d+sha256sum (disk only) ${seconds(shellTimes.at(-1)!)}   pull ${seconds(pullTimes.at(-1)!)} (${mbps(pullTimes.at(-1)!)})`)
+      say(
+        `run ${i + 1}: curl ${seconds(curlTimes.at(-1)!)} (${mbps(curlTimes.at(-1)!)})   curl+sha256sum+zstd -d+sha256sum (disk only) ${seconds(shellTimes.at(-1)!)}   pull ${seconds(pullTimes.at(-1)!)} (${mbps(pullTimes.at(-1)!)})`,
+      )
     }
 
     // Resolving the cached image, as Sandbox.boot does (no network request).
@@ -86,10 +94,20 @@ export async function main(argv: string[]): Promise<Summary> {
     say(`median curl (blobs to files): ${seconds(curl)} = ${((bytes / 1e6) * (1000 / curl)).toFixed(0)} MB/s`)
     say(`median pull (verified, unpacked, installed): ${seconds(pull)} = ${((bytes / 1e6) * (1000 / pull)).toFixed(0)} MB/s`)
     say(`median CPU (user+sys, all threads; the registry's own is not counted): curl ${seconds(median(curlCpu))}, pull ${seconds(median(pullCpu))}`)
-    say(`median shell equivalent (curl, sha256sum, zstd -d, sha256sum; disk blob only): ${seconds(median(shellTimes))}; pull / shell time ratio ${(median(shellTimes) / pull).toFixed(2)}`)
+    say(
+      `median shell equivalent (curl, sha256sum, zstd -d, sha256sum; disk blob only): ${seconds(median(shellTimes))}; pull / shell time ratio ${(median(shellTimes) / pull).toFixed(2)}`,
+    )
     say(`resolve a cached image (median of 20): ${median(resolveTimes).toFixed(2)} ms`)
     say(`ratio pull / curl throughput: ${(curl / pull).toFixed(2)} (target >= 0.8)`)
-    return { bytes, curlMs: curl, pullMs: pull, shellMs: median(shellTimes), cachedResolveMs: median(resolveTimes), pullCurlRatio: curl / pull, pullShellRatio: median(shellTimes) / pull }
+    return {
+      bytes,
+      curlMs: curl,
+      pullMs: pull,
+      shellMs: median(shellTimes),
+      cachedResolveMs: median(resolveTimes),
+      pullCurlRatio: curl / pull,
+      pullShellRatio: median(shellTimes) / pull,
+    }
   } finally {
     await registry.stop()
     rmSync(work, { recursive: true, force: true })

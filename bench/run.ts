@@ -6,7 +6,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { Summary } from './stats.ts'
 
 const here = dirname(fileURLToPath(import.meta.url))
-const available = readdirSync(here).filter((f) => f.endsWith('.ts') && !['run.ts', 'stats.ts'].includes(f)).map((f) => f.slice(0, -3))
+const available = readdirSync(here)
+  .filter((f) => f.endsWith('.ts') && !['run.ts', 'stats.ts'].includes(f))
+  .map((f) => f.slice(0, -3))
 const [name, ...args] = process.argv.slice(2)
 if (!name || !existsSync(join(here, `${name}.ts`)) || !available.includes(name)) {
   process.stderr.write(`usage: npm run bench -- <${available.join('|')}> [options]\n`)

@@ -24,7 +24,10 @@ function vitest(cwd: string, pool: string, extra: string[] = []): Promise<Run> {
   return new Promise((resolve, reject) => {
     const started = performance.now()
     const fileDoneMs: number[] = []
-    const child = spawn(process.execPath, [VITEST, 'run', `--pool=${pool}`, '--reporter=default', ...extra], { cwd, env: { ...process.env, NO_COLOR: '1', CI: '1' } })
+    const child = spawn(process.execPath, [VITEST, 'run', `--pool=${pool}`, '--reporter=default', ...extra], {
+      cwd,
+      env: { ...process.env, NO_COLOR: '1', CI: '1' },
+    })
     let buffered = ''
     child.stdout.on('data', (chunk: Buffer) => {
       buffered += chunk.toString()
@@ -77,7 +80,9 @@ export async function main(argv: string[]): Promise<Summary> {
     say(`stereos: wall ${seconds(stereos.wallMs)}, first result ${seconds(stereos.firstResultMs)}, warm per-file ${perFile.toFixed(0)} ms`)
     say(`stereos --isolate=false: wall ${seconds(shared.wallMs)}, first result ${seconds(shared.firstResultMs)}, warm per-file ${sharedPerFile.toFixed(0)} ms`)
     say(`guest node -e 1: ${node.toFixed(0)} ms (${sandbox.info.accel})`)
-    say(`ratios: wall stereos/forks ${(stereos.wallMs / forks.wallMs).toFixed(1)} (isolate=false ${(shared.wallMs / forks.wallMs).toFixed(1)}), first result ${(stereos.firstResultMs / forks.firstResultMs).toFixed(1)}, warm per-file / guest node start ${(perFile / node).toFixed(1)} (isolate=false ${(sharedPerFile / node).toFixed(1)})`)
+    say(
+      `ratios: wall stereos/forks ${(stereos.wallMs / forks.wallMs).toFixed(1)} (isolate=false ${(shared.wallMs / forks.wallMs).toFixed(1)}), first result ${(stereos.firstResultMs / forks.firstResultMs).toFixed(1)}, warm per-file / guest node start ${(perFile / node).toFixed(1)} (isolate=false ${(sharedPerFile / node).toFixed(1)})`,
+    )
     return {
       files,
       forksWallMs: forks.wallMs,

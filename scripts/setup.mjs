@@ -138,9 +138,16 @@ function installVitest4Example() {
   mkdirSync(packs, { recursive: true })
   const npmBin = join(root, 'node_modules', '.bin', 'npm')
   const npm = existsSync(npmBin) ? npmBin : 'npm'
-  run(npm, ['pack', '-w', 'native', '-w', 'packages/harness', '-w', 'packages/vitest-plugin', '--pack-destination', packs, '--silent'], { stdio: ['ignore', 'ignore', 'inherit'] })
+  run(npm, ['pack', '-w', 'native', '-w', 'packages/harness', '-w', 'packages/vitest-plugin', '--pack-destination', packs, '--silent'], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  })
   const stamp = join(dir, 'node_modules', '.stereos-setup-stamp')
-  const inputs = ['package.json', ...readdirSync(packs).sort().map((f) => join('.packs', f))]
+  const inputs = [
+    'package.json',
+    ...readdirSync(packs)
+      .sort()
+      .map((f) => join('.packs', f)),
+  ]
   const h = createHash('sha256')
   for (const file of inputs) h.update(readFileSync(join(dir, file)))
   const want = h.digest('hex')

@@ -177,7 +177,9 @@ for (const name of NAMES) {
   console.log(`latency    ${name.padEnd(10)}: mean ${l.mean.toFixed(0)} µs, p50 ${l.p50.toFixed(0)} µs, p99 ${l.p99.toFixed(0)} µs (${ROUNDS} round trips)`)
 }
 console.log(`throughput best: ${NAMES.map((n) => `${n} ${best[n].toFixed(1)} MB/s`).join(', ')}`)
-console.log(`control (same kernel transport, AF_UNIX): addon Duplex / net throughput ${(best['unix-addon'] / best['unix-net']).toFixed(2)}, latency mean net/addon ${(lat['unix-net'].mean / lat['unix-addon'].mean).toFixed(2)}`)
+console.log(
+  `control (same kernel transport, AF_UNIX): addon Duplex / net throughput ${(best['unix-addon'] / best['unix-net']).toFixed(2)}, latency mean net/addon ${(lat['unix-net'].mean / lat['unix-addon'].mean).toFixed(2)}`,
+)
 console.log(`latency mean ratio tcp/vsock: ${(lat.tcp.mean / lat.vsock.mean).toFixed(2)} (above 1: vsock is faster)`)
 console.log(`throughput ratio vsock-1m/tcp (1 MiB vsock buffers): ${(best['vsock-1m'] / best.tcp).toFixed(2)}`)
 console.log(`throughput ratio vsock/tcp: ${(best.vsock / best.tcp).toFixed(2)}`)

@@ -41,11 +41,7 @@ export function errnoName(errno: number): string {
  * errnoError(-111, 'connect', { cid: 3, port: 1024 }) →
  * Error('connect ECONNREFUSED vsock 3:1024 (connection refused)') with code/errno/syscall/cid/port.
  */
-export function errnoError(
-  errno: number,
-  syscall: string,
-  where: { cid?: number; port?: number; path?: string; detail?: string } = {},
-): ErrnoError {
+export function errnoError(errno: number, syscall: string, where: { cid?: number; port?: number; path?: string; detail?: string } = {}): ErrnoError {
   const code = errnoName(errno)
   let message = `${syscall} ${code}`
   if (where.path !== undefined) message += ` ${where.path}`

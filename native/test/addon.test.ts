@@ -57,11 +57,17 @@ describe('the addon', () => {
     assertDistFresh()
     // A copy of dist/ without prebuilds next to it.
     const root = tempDir('vsock-noaddon-')
-    const r = spawnSync('sh', ['-c', `cp -r ${JSON.stringify(distDir)} ${JSON.stringify(root)}/dist && echo '{"type":"module"}' > ${JSON.stringify(root)}/package.json`])
+    const r = spawnSync('sh', [
+      '-c',
+      `cp -r ${JSON.stringify(distDir)} ${JSON.stringify(root)}/dist && echo '{"type":"module"}' > ${JSON.stringify(root)}/package.json`,
+    ])
     expect(r.status).toBe(0)
     const run = spawnSync(
       process.execPath,
-      ['-e', `import(${JSON.stringify(join(root, 'dist', 'index.js'))}).then((m) => m.loadBinding()).catch((e) => { console.log(e.message); process.exit(3) })`],
+      [
+        '-e',
+        `import(${JSON.stringify(join(root, 'dist', 'index.js'))}).then((m) => m.loadBinding()).catch((e) => { console.log(e.message); process.exit(3) })`,
+      ],
       { encoding: 'utf8', env: { ...process.env, STEREOS_VSOCK_ADDON: '' } },
     )
     expect(run.status).toBe(3)

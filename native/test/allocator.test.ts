@@ -65,7 +65,9 @@ describe('allocateCid', () => {
   })
 
   test('gives up with EADDRINUSE when the range or the attempt budget is exhausted', () => {
-    expect(() => allocateCid(() => false, { from: 10, to: 12 })).toThrow(expect.objectContaining({ code: 'EADDRINUSE', message: expect.stringContaining('from 10 to 12') }))
+    expect(() => allocateCid(() => false, { from: 10, to: 12 })).toThrow(
+      expect.objectContaining({ code: 'EADDRINUSE', message: expect.stringContaining('from 10 to 12') }),
+    )
     let calls = 0
     expect(() =>
       allocateCid(

@@ -10,7 +10,14 @@ describe('aarch64 fixture (cross-arch under TCG on x86_64 hosts)', () => {
     const runtime = runtimeDir()
     const out = mkdtempSync(join(tmpdir(), 'sh-out-arm-'))
     const jcard = `[[agents]]\nname = "probe"\nharness = "custom"\ntype = "native"\nprompt = '''uname -m > /mnt/out/arch; id -un > /mnt/out/user'''\n`
-    await using sandbox = await Sandbox.boot({ arch: 'aarch64', runtimeDir: runtime, shared: [{ host: out, guest: '/mnt/out' }], jcard, bootTimeoutMs: 240_000, agentTimeoutMs: 240_000 })
+    await using sandbox = await Sandbox.boot({
+      arch: 'aarch64',
+      runtimeDir: runtime,
+      shared: [{ host: out, guest: '/mnt/out' }],
+      jcard,
+      bootTimeoutMs: 240_000,
+      agentTimeoutMs: 240_000,
+    })
     expect(sandbox.info.arch).toBe('aarch64')
     expect(sandbox.info.accel).toBe(process.arch === 'arm64' ? sandbox.info.accel : 'tcg')
     expect((await waitForFile(join(out, 'user'), 90_000)).trim()).toBe('agent')

@@ -118,7 +118,10 @@ describe('guest agent, agentd bootstrap (x86_64)', () => {
 describe('guest agent, SSH bootstrap on a stock mixtape (no `agent` binary)', () => {
   test('admin + sudo start the agent as root: processes run as agent by default, as root on request; a lost agent is started over SSH again', async () => {
     const logLines: string[] = []
-    await using sandbox = await Sandbox.boot({ arch: 'x86_64', mixtape: 'fixture-stock', bootstrap: 'ssh', runtimeDir: runtimeDir() }, { log: (line) => logLines.push(line) })
+    await using sandbox = await Sandbox.boot(
+      { arch: 'x86_64', mixtape: 'fixture-stock', bootstrap: 'ssh', runtimeDir: runtimeDir() },
+      { log: (line) => logLines.push(line) },
+    )
     expect((await sandbox.exec('sh', ['-c', 'test -e /usr/bin/agent && echo has-agent || echo no-agent'])).stdout).toBe('no-agent\n')
     expect((await sandbox.agent()).info).toMatchObject({ user: 'root', root: true })
     expect((await sandbox.exec('id', ['-un'])).stdout).toBe('agent\n')

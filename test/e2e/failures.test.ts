@@ -46,7 +46,9 @@ describe('bad input and broken guests fail with errors that name the cause', () 
     const err = await bootError({ runtimeDir: runtime, arch: 'x86_64', mixtape })
     expect(err.code).toBe('QEMU_EXITED')
     // QEMU's own words about the bad kernel, quoted from qemu.log.
-    expect(err.message).toMatch(/QEMU exited with code 1 before the guest was ready\. Last lines of .*qemu\.log:\nqemu: linux kernel too old to load a ram disk\n/)
+    expect(err.message).toMatch(
+      /QEMU exited with code 1 before the guest was ready\. Last lines of .*qemu\.log:\nqemu: linux kernel too old to load a ram disk\n/,
+    )
     const [dir] = vmDirs(runtime)
     const files = readdirSync(join(runtime, 'vms', dir!))
     expect(files).toContain('qemu.log')

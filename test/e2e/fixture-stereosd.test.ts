@@ -5,7 +5,9 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { repoRoot, runtimeDir, vmDirs } from './support.js'
 import { matches, RawConnection, requestBytes, type Transcript } from './transcript.js'
 
-const transcripts = (JSON.parse(readFileSync(join(repoRoot, 'test', 'transcripts', 'stereosd.json'), 'utf8')) as Transcript[]).filter((t) => t.fixture !== false)
+const transcripts = (JSON.parse(readFileSync(join(repoRoot, 'test', 'transcripts', 'stereosd.json'), 'utf8')) as Transcript[]).filter(
+  (t) => t.fixture !== false,
+)
 const isShutdown = (t: Transcript) => t.steps.some((s) => s.request.includes('"shutdown"'))
 
 /**
@@ -53,7 +55,7 @@ describe('fixture stereosd speaks the stereosd protocol', () => {
     return `${head}${'x'.repeat(bytes - head.length - tail.length)}${tail}`
   }
 
-  test('a line of exactly 1 MiB with its newline is answered (bufio.Scanner\'s limit, §1.6a)', async () => {
+  test("a line of exactly 1 MiB with its newline is answered (bufio.Scanner's limit, §1.6a)", async () => {
     const conn = await RawConnection.open(port)
     conn.write(lineOf(1024 * 1024))
     expect(await conn.next(15_000)).toBe('{"type":"ack","payload":{"reply_to":"set_config","ok":true}}')

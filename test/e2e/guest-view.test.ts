@@ -13,7 +13,12 @@ const VITEST = join(repoRoot, 'node_modules', 'vitest', 'vitest.mjs')
 /** The real vitest CLI; never throws on test failures (exit code 1). */
 async function vitest(cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; output: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [VITEST, 'run', ...args], { cwd, env: { ...process.env, ...env, STEREOS_RUNTIME_DIR: runtimeDir(), NO_COLOR: '1' }, maxBuffer: 64 * 1024 * 1024, timeout: 600_000 })
+    const { stdout, stderr } = await run(process.execPath, [VITEST, 'run', ...args], {
+      cwd,
+      env: { ...process.env, ...env, STEREOS_RUNTIME_DIR: runtimeDir(), NO_COLOR: '1' },
+      maxBuffer: 64 * 1024 * 1024,
+      timeout: 600_000,
+    })
     return { code: 0, output: stdout + stderr }
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string }
@@ -85,7 +90,9 @@ describe("the guest's view of the project (real vitest CLI, fixture VMs)", () =>
       MY_APP_SECRET: 'app-hostonly',
     })
     const report = JSON.parse(readFileSync(join(reports, 'r.json'), 'utf8')) as JsonReport
-    const failures = report.testResults.flatMap((f) => f.assertionResults.filter((a) => a.status !== 'passed').map((a) => `${a.fullName}: ${a.failureMessages.join('\n')}`))
+    const failures = report.testResults.flatMap((f) =>
+      f.assertionResults.filter((a) => a.status !== 'passed').map((a) => `${a.fullName}: ${a.failureMessages.join('\n')}`),
+    )
     expect(failures).toEqual([])
     expect(code, output).toBe(0)
     expect(report.numPassedTests).toBe(9)
@@ -106,10 +113,16 @@ describe("the guest's view of the project (real vitest CLI, fixture VMs)", () =>
       const dir = copy('coverage')
       const { code, output } = await vitest(dir, ['--pool=stereos', '--coverage', `--coverage.provider=${provider}`])
       expect(code, output).toBe(0)
-      const final = JSON.parse(readFileSync(join(dir, 'coverage', 'coverage-final.json'), 'utf8')) as Record<string, { statementMap: Record<string, { start: { line: number } }>; s: Record<string, number> }>
+      const final = JSON.parse(readFileSync(join(dir, 'coverage', 'coverage-final.json'), 'utf8')) as Record<
+        string,
+        { statementMap: Record<string, { start: { line: number } }>; s: Record<string, number> }
+      >
       const lib = final[join(dir, 'src', 'lib.ts')]
       expect(lib, Object.keys(final).join(', ')).toBeDefined()
-      const hits = (line: number) => Object.entries(lib!.statementMap).filter(([, loc]) => loc.start.line === line).map(([id]) => lib!.s[id])
+      const hits = (line: number) =>
+        Object.entries(lib!.statementMap)
+          .filter(([, loc]) => loc.start.line === line)
+          .map(([id]) => lib!.s[id])
       // onlyInGuest's body ran once, in the guest; neverCalled's never.
       expect(hits(3)).toEqual([1])
       expect(hits(4)).toEqual([1])

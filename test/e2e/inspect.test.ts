@@ -26,7 +26,7 @@ async function debuggerUrl(port: number, deadline: number): Promise<string> {
   }
 }
 
-test('vitest --inspect-brk: a debugger attaches on the host\'s 127.0.0.1 to the worker in the guest, and the run goes on when it says so', async () => {
+test("vitest --inspect-brk: a debugger attaches on the host's 127.0.0.1 to the worker in the guest, and the run goes on when it says so", async () => {
   const port = await freePort()
   const child = spawn(process.execPath, [VITEST, 'run', '--pool=stereos', `--inspect-brk=127.0.0.1:${port}`, '--no-file-parallelism'], {
     cwd: join(repoRoot, 'fixtures', 'projects', 'inspect'),

@@ -48,7 +48,9 @@ describe.skipIf(!vsock)(`vhost-vsock${vsock ? '' : ' (skipped, /dev/vhost-vsock 
   test('8 VMs boot in parallel, each with a kernel-reserved CID: all distinct, all ready, all stopped cleanly', async () => {
     const runtime = runtimeDir()
     const boots = await Promise.allSettled(
-      Array.from({ length: 8 }, () => Sandbox.boot({ controlPlane: 'vsock', bootstrap: 'none', runtimeDir: runtime, resources: { memory: '256MiB' }, bootTimeoutMs: 300_000 })),
+      Array.from({ length: 8 }, () =>
+        Sandbox.boot({ controlPlane: 'vsock', bootstrap: 'none', runtimeDir: runtime, resources: { memory: '256MiB' }, bootTimeoutMs: 300_000 }),
+      ),
     )
     const sandboxes = boots.flatMap((b) => (b.status === 'fulfilled' ? [b.value] : []))
     try {

@@ -5,7 +5,9 @@ import { processExists, runtimeDir, vmDirs } from './support.js'
 describe('several sandboxes from one process', () => {
   test('4 VMs boot in parallel with distinct ports and dirs, all ready, all shut down cleanly', async () => {
     const runtime = runtimeDir()
-    const sandboxes = await Promise.all([0, 1, 2, 3].map(() => Sandbox.boot({ arch: 'x86_64', runtimeDir: runtime, controlPlane: 'tcp', bootstrap: 'none', bootTimeoutMs: 240_000 })))
+    const sandboxes = await Promise.all(
+      [0, 1, 2, 3].map(() => Sandbox.boot({ arch: 'x86_64', runtimeDir: runtime, controlPlane: 'tcp', bootstrap: 'none', bootTimeoutMs: 240_000 })),
+    )
     try {
       // Host ports, or unix sockets in each VM dir where QEMU has a private network namespace.
       const ways = sandboxes.flatMap((s) => [s.info.sockets.control ?? s.info.ports.control, s.info.sockets.ssh ?? s.info.ports.ssh])

@@ -16,12 +16,30 @@ interface JsonReport {
 type Summary = Record<string, { lines: { covered: number; total: number } }>
 
 /** vitest run in `cwd` with one pool: per-test statuses and per-file line coverage. */
-async function runWith(cwd: string, pool: string, out: string): Promise<{ statuses: Record<string, string>; coverage: Record<string, string>; output: string }> {
+async function runWith(
+  cwd: string,
+  pool: string,
+  out: string,
+): Promise<{ statuses: Record<string, string>; coverage: Record<string, string>; output: string }> {
   const json = join(out, `${pool}.json`)
-  const args = [VITEST, 'run', `--pool=${pool}`, '--reporter=default', '--reporter=json', `--outputFile.json=${json}`, '--coverage', `--coverage.reportsDirectory=${join(out, `coverage-${pool}`)}`]
+  const args = [
+    VITEST,
+    'run',
+    `--pool=${pool}`,
+    '--reporter=default',
+    '--reporter=json',
+    `--outputFile.json=${json}`,
+    '--coverage',
+    `--coverage.reportsDirectory=${join(out, `coverage-${pool}`)}`,
+  ]
   let output = ''
   try {
-    const r = await run(process.execPath, args, { cwd, env: { ...process.env, STEREOS_RUNTIME_DIR: runtimeDir(), NO_COLOR: '1' }, maxBuffer: 64 * 1024 * 1024, timeout: 600_000 })
+    const r = await run(process.execPath, args, {
+      cwd,
+      env: { ...process.env, STEREOS_RUNTIME_DIR: runtimeDir(), NO_COLOR: '1' },
+      maxBuffer: 64 * 1024 * 1024,
+      timeout: 600_000,
+    })
     output = r.stdout + r.stderr
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string }
@@ -31,7 +49,9 @@ async function runWith(cwd: string, pool: string, out: string): Promise<{ status
   const report = JSON.parse(readFileSync(json, 'utf8')) as JsonReport
   const statuses = Object.fromEntries(report.testResults.flatMap((f) => f.assertionResults.map((a) => [`${relative(cwd, f.name)} > ${a.fullName}`, a.status])))
   const summary = JSON.parse(readFileSync(join(out, `coverage-${pool}`, 'coverage-summary.json'), 'utf8')) as Summary
-  const coverage = Object.fromEntries(Object.entries(summary).map(([file, s]) => [file === 'total' ? file : relative(cwd, file), `${s.lines.covered}/${s.lines.total}`]))
+  const coverage = Object.fromEntries(
+    Object.entries(summary).map(([file, s]) => [file === 'total' ? file : relative(cwd, file), `${s.lines.covered}/${s.lines.total}`]),
+  )
   return { statuses, coverage, output }
 }
 

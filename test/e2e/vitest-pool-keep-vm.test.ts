@@ -11,7 +11,12 @@ const CLI = join(repoRoot, 'packages', 'harness', 'dist', 'cli', 'main.js')
 
 async function node(args: string[], cwd: string, env: Record<string, string>): Promise<{ code: number; output: string; stdout: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, args, { cwd, env: { ...process.env, ...env, NO_COLOR: '1' }, maxBuffer: 64 * 1024 * 1024, timeout: 600_000 })
+    const { stdout, stderr } = await run(process.execPath, args, {
+      cwd,
+      env: { ...process.env, ...env, NO_COLOR: '1' },
+      maxBuffer: 64 * 1024 * 1024,
+      timeout: 600_000,
+    })
     return { code: 0, output: stdout + stderr, stdout }
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string }
@@ -44,7 +49,9 @@ describe("keepVm: 'on-failure' (#13.8)", () => {
     // One line per kept VM, with the command that enters it.
     const lines = output.split('\n').filter((l) => l.includes('kept VM '))
     expect(lines).toHaveLength(1)
-    const id = /kept VM (vm-\S+) running \(a-fails\.test\.ts failed\): enter it with `STEREOS_RUNTIME_DIR=\S+ npx stereos-harness ssh (vm-\S+)`/.exec(lines[0] ?? '')
+    const id = /kept VM (vm-\S+) running \(a-fails\.test\.ts failed\): enter it with `STEREOS_RUNTIME_DIR=\S+ npx stereos-harness ssh (vm-\S+)`/.exec(
+      lines[0] ?? '',
+    )
     expect(id?.[1]).toBeDefined()
     expect(id?.[2]).toBe(id?.[1])
     const vmId = id?.[1] as string
@@ -65,7 +72,7 @@ describe("keepVm: 'on-failure' (#13.8)", () => {
 
     const stopped = await node([CLI, 'stop', vmId], repoRoot, env)
     expect(stopped.output).toContain(`stopped ${vmId}`)
-    expect(processExists(pid) && (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(vmId))).toBe(false)
+    expect(processExists(pid) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(vmId)).toBe(false)
     expect(existsSync(kept[0]?.vmDir as string)).toBe(false)
     expect(JSON.parse((await node([CLI, 'kept', '--json'], repoRoot, env)).stdout)).toEqual([])
   }, 600_000)

@@ -38,7 +38,11 @@ describe('the packed packages, installed into a project outside the repo', () =>
 
   beforeAll(async () => {
     expect(relative(repoRoot, project).startsWith('..')).toBe(true)
-    const npm = (await sh('npm', ['pack', '-w', 'native', '-w', 'packages/harness', '-w', 'packages/vitest-plugin', '--pack-destination', root, '--silent'], repoRoot))
+    const npm = await sh(
+      'npm',
+      ['pack', '-w', 'native', '-w', 'packages/harness', '-w', 'packages/vitest-plugin', '--pack-destination', root, '--silent'],
+      repoRoot,
+    )
     expect(npm.code, npm.output).toBe(0)
     const tgz = (prefix: string) => `file:../${readdirSync(root).find((f) => f.startsWith(prefix) && f.endsWith('.tgz'))}`
     const vitestVersion = (JSON.parse(readFileSync(join(repoRoot, 'node_modules', 'vitest', 'package.json'), 'utf8')) as { version: string }).version
@@ -49,7 +53,12 @@ describe('the packed packages, installed into a project outside the repo', () =>
         name: 'outside-project',
         private: true,
         type: 'module',
-        devDependencies: { '@stereos/harness': tgz('stereos-harness-'), '@stereos/vitest-plugin': tgz('stereos-vitest-plugin-'), '@stereos/vsock': tgz('stereos-vsock-'), vitest: vitestVersion },
+        devDependencies: {
+          '@stereos/harness': tgz('stereos-harness-'),
+          '@stereos/vitest-plugin': tgz('stereos-vitest-plugin-'),
+          '@stereos/vsock': tgz('stereos-vsock-'),
+          vitest: vitestVersion,
+        },
         overrides: { '@stereos/harness': '$@stereos/harness', '@stereos/vsock': '$@stereos/vsock' },
       }),
     )
@@ -86,16 +95,21 @@ describe.sandbox('with describe.sandbox', { resources: { memory: '512MiB' } }, (
     )
   }, 300_000)
 
-  test("vitest run --pool=stereos, with the guest named by a mixtape directory: the tests pass in a VM", async () => {
+  test('vitest run --pool=stereos, with the guest named by a mixtape directory: the tests pass in a VM', async () => {
     const mixtape = await fixtureDir(arch)
-    const { code, output } = await sh(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', '--pool=stereos'], project, { GUEST_MIXTAPE: mixtape, STEREOS_RUNTIME_DIR: runtimeDir() })
+    const { code, output } = await sh(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', '--pool=stereos'], project, {
+      GUEST_MIXTAPE: mixtape,
+      STEREOS_RUNTIME_DIR: runtimeDir(),
+    })
     expect(output).toMatch(/Tests\s+2 passed \(2\)/)
     expect(output).toContain('1 test file(s) ran in 1 VM boot(s)')
     expect(code).toBe(0)
   }, 600_000)
 
   test("mixtape 'fixture' outside this repo fails the file with what to do, not the run", async () => {
-    const { code, output } = await sh(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', '--pool=stereos'], project, { STEREOS_RUNTIME_DIR: runtimeDir() })
+    const { code, output } = await sh(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', '--pool=stereos'], project, {
+      STEREOS_RUNTIME_DIR: runtimeDir(),
+    })
     expect(code).toBe(1)
     expect(output).toMatch(/FAIL\s+tests\/guest\.test\.ts[\s\S]*mixtape "fixture" needs the stereos-harness repository[\s\S]*Fix: .*name a real mixtape/)
     expect(output).not.toMatch(/Unhandled Error/)

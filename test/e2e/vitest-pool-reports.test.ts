@@ -25,7 +25,12 @@ interface Annotated {
 /** The real vitest CLI (`run` or `--merge-reports`), as a user runs it; never throws on test failures. */
 async function vitest(cli: string, cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; output: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { cwd, env: { ...process.env, ...env, STEREOS_RUNTIME_DIR: runtimeDir(), NO_COLOR: '1' }, maxBuffer: 64 * 1024 * 1024, timeout: 600_000 })
+    const { stdout, stderr } = await run(process.execPath, [cli, ...args], {
+      cwd,
+      env: { ...process.env, ...env, STEREOS_RUNTIME_DIR: runtimeDir(), NO_COLOR: '1' },
+      maxBuffer: 64 * 1024 * 1024,
+      timeout: 600_000,
+    })
     return { code: 0, output: stdout + stderr }
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string }
@@ -42,7 +47,15 @@ describe('reports under --pool=stereos (real vitest CLI, fixture VMs)', () => {
     const dir = join(repoRoot, 'fixtures', 'projects', 'unusable')
     const json = join(out, 'unusable.json')
     const junit = join(out, 'unusable.xml')
-    const { code, output } = await vitest(VITEST5, dir, ['run', '--pool=stereos', '--reporter=default', '--reporter=json', '--reporter=junit', `--outputFile.json=${json}`, `--outputFile.junit=${junit}`])
+    const { code, output } = await vitest(VITEST5, dir, [
+      'run',
+      '--pool=stereos',
+      '--reporter=default',
+      '--reporter=json',
+      '--reporter=junit',
+      `--outputFile.json=${json}`,
+      `--outputFile.junit=${junit}`,
+    ])
     expect(code).toBe(1)
     expect(output).not.toMatch(/Unhandled Error|emitted error/)
     expect(output).toMatch(/FAIL\s+a-bad-options\.test\.ts[\s\S]*a-bad-options\.test\.ts:5\.resources\.cpus: Too small[\s\S]*Fix: /)
@@ -65,7 +78,15 @@ describe('reports under --pool=stereos (real vitest CLI, fixture VMs)', () => {
   test('the same under Vitest 4.1: files whose VM cannot be had fail as files (#13.2)', async () => {
     const dir = join(repoRoot, 'fixtures', 'projects', 'unusable')
     const junit = join(out, 'unusable4.xml')
-    const { code, output } = await vitest(VITEST4, dir, ['run', 'a-bad-options.test.ts', 'b-boot-timeout.test.ts', '--pool=stereos', '--reporter=default', '--reporter=junit', `--outputFile.junit=${junit}`])
+    const { code, output } = await vitest(VITEST4, dir, [
+      'run',
+      'a-bad-options.test.ts',
+      'b-boot-timeout.test.ts',
+      '--pool=stereos',
+      '--reporter=default',
+      '--reporter=junit',
+      `--outputFile.junit=${junit}`,
+    ])
     expect(code).toBe(1)
     expect(output).toMatch(/RUN\s+v4\.1\.\d+/)
     expect(output).not.toMatch(/Unhandled Error|emitted error/)
@@ -79,11 +100,19 @@ describe('reports under --pool=stereos (real vitest CLI, fixture VMs)', () => {
     const dir = join(repoRoot, 'fixtures', 'projects', 'sharded')
     const blobs = join(out, 'blobs')
     for (const shard of ['1/2', '2/2']) {
-      const { output } = await vitest(VITEST5, dir, ['run', '--pool=stereos', `--shard=${shard}`, '--reporter=blob', `--outputFile=${join(blobs, `blob-${shard.replace('/', '-')}.json`)}`])
+      const { output } = await vitest(VITEST5, dir, [
+        'run',
+        '--pool=stereos',
+        `--shard=${shard}`,
+        '--reporter=blob',
+        `--outputFile=${join(blobs, `blob-${shard.replace('/', '-')}.json`)}`,
+      ])
       expect(output).not.toMatch(/Unhandled Error/)
     }
     const annotations = join(out, 'merged.json')
-    const merged = await vitest(VITEST5, dir, ['--merge-reports', blobs, '--reporter=default', '--reporter=./annotations-reporter.ts'], { ANNOTATIONS_OUT: annotations })
+    const merged = await vitest(VITEST5, dir, ['--merge-reports', blobs, '--reporter=default', '--reporter=./annotations-reporter.ts'], {
+      ANNOTATIONS_OUT: annotations,
+    })
     expect(merged.code).toBe(1)
     const files = Object.fromEntries((JSON.parse(readFileSync(annotations, 'utf8')) as Annotated[]).map((f) => [f.file, f]))
     const failed = files['a-fails.test.ts']?.tests.find((t) => t.name === 'fails on purpose')

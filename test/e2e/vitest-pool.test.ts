@@ -31,7 +31,12 @@ function vitest(cwd: string, args: string[], env: Record<string, string> = {}): 
 
 async function vitestAt(cli: string, cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; output: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [cli, 'run', ...args], { cwd, env: { ...process.env, ...env, STEREOS_RUNTIME_DIR: runtimeDir(), NO_COLOR: '1' }, maxBuffer: 64 * 1024 * 1024, timeout: 600_000 })
+    const { stdout, stderr } = await run(process.execPath, [cli, 'run', ...args], {
+      cwd,
+      env: { ...process.env, ...env, STEREOS_RUNTIME_DIR: runtimeDir(), NO_COLOR: '1' },
+      maxBuffer: 64 * 1024 * 1024,
+      timeout: 600_000,
+    })
     return { code: 0, output: stdout + stderr }
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string }
@@ -59,7 +64,16 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
     const json = join(reports, 'features.json')
     const junit = join(reports, 'features.xml')
     // --update: in CI (CI=true) Vitest writes no new snapshots otherwise.
-    const { code, output } = await vitest(dir, ['--pool=stereos', '--update', '--reporter=default', '--reporter=json', '--reporter=junit', '--reporter=html', `--outputFile.json=${json}`, `--outputFile.junit=${junit}`])
+    const { code, output } = await vitest(dir, [
+      '--pool=stereos',
+      '--update',
+      '--reporter=default',
+      '--reporter=json',
+      '--reporter=junit',
+      '--reporter=html',
+      `--outputFile.json=${json}`,
+      `--outputFile.junit=${junit}`,
+    ])
     expect(code).toBe(1)
     const report = JSON.parse(readFileSync(json, 'utf8')) as JsonReport
     expect({ passed: report.numPassedTests, failed: report.numFailedTests, skipped: report.numPendingTests }).toEqual({ passed: 7, failed: 1, skipped: 1 })
@@ -121,7 +135,10 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
 
   test('QEMU killed by PID mid-file: that file fails with the VM logs, the run goes on in a fresh VM', async () => {
     const runtime = runtimeDir()
-    const child = spawn(process.execPath, [VITEST, 'run', '--pool=stereos'], { cwd: join(repoRoot, 'fixtures', 'projects', 'crash'), env: { ...process.env, STEREOS_RUNTIME_DIR: runtime, NO_COLOR: '1' } })
+    const child = spawn(process.execPath, [VITEST, 'run', '--pool=stereos'], {
+      cwd: join(repoRoot, 'fixtures', 'projects', 'crash'),
+      env: { ...process.env, STEREOS_RUNTIME_DIR: runtime, NO_COLOR: '1' },
+    })
     let output = ''
     let killed: number | undefined
     const onData = (chunk: Buffer) => {
@@ -144,7 +161,11 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
 
   test("inline projects: test.pool 'stereos' in config works without the CLI flag, isolation 'vm' gives each file a fresh VM, other projects stay on the host", async () => {
     const json = join(reports, 'projects.json')
-    const { code, output } = await vitest(join(repoRoot, 'fixtures', 'projects', 'projects'), ['--reporter=default', '--reporter=json', `--outputFile.json=${json}`])
+    const { code, output } = await vitest(join(repoRoot, 'fixtures', 'projects', 'projects'), [
+      '--reporter=default',
+      '--reporter=json',
+      `--outputFile.json=${json}`,
+    ])
     expect(code).toBe(0)
     const report = JSON.parse(readFileSync(json, 'utf8')) as JsonReport
     expect(report.numPassedTests).toBe(3)
@@ -186,7 +207,11 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
   for (const signal of ['SIGINT', 'SIGKILL'] as const) {
     test(`${signal} to vitest leaves no QEMU behind`, async () => {
       const runtime = runtimeDir()
-      const child = spawn(process.execPath, [VITEST, 'run', '--pool=stereos'], { cwd: join(repoRoot, 'fixtures', 'projects', 'crash'), env: { ...process.env, STEREOS_RUNTIME_DIR: runtime }, stdio: ['ignore', 'pipe', 'pipe'] })
+      const child = spawn(process.execPath, [VITEST, 'run', '--pool=stereos'], {
+        cwd: join(repoRoot, 'fixtures', 'projects', 'crash'),
+        env: { ...process.env, STEREOS_RUNTIME_DIR: runtime },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
       let output = ''
       const started = new Promise<void>((resolve) => {
         const onData = (chunk: Buffer) => {

@@ -101,7 +101,11 @@ describe('secrets and the agent token stay out of argv, files, logs and messages
 
   test('error messages name none of them: failed ops, and a boot refused for bad options', async () => {
     const messages: string[] = []
-    const collect = (promise: Promise<unknown>) => promise.then(() => messages.push('(no error)'), (err: unknown) => messages.push(`${(err as Error).message}\n${(err as { fix?: string }).fix ?? ''}`))
+    const collect = (promise: Promise<unknown>) =>
+      promise.then(
+        () => messages.push('(no error)'),
+        (err: unknown) => messages.push(`${(err as Error).message}\n${(err as { fix?: string }).fix ?? ''}`),
+      )
     await collect(sandbox.readFile('/run/stereos/secrets/API_KEY', { maxBytes: 1 }))
     await collect(sandbox.readFile('/nonexistent'))
     await collect(sandbox.exec('/no/such/command', [SECRETS.API_KEY.slice(0, 3)]))

@@ -149,7 +149,11 @@ async function stereosd(deadline) {
       sock.write(JSON.stringify(obj) + '\n')
       const until = Date.now() + ms
       while (lines.length === 0) {
-        const got = await Promise.race([new Promise((r) => (waiter = r)), gone.then(() => 'gone'), new Promise((r) => setTimeout(r, Math.max(1, until - Date.now())))])
+        const got = await Promise.race([
+          new Promise((r) => (waiter = r)),
+          gone.then(() => 'gone'),
+          new Promise((r) => setTimeout(r, Math.max(1, until - Date.now()))),
+        ])
         if (got === 'gone' && lines.length === 0) throw new Error('connection closed')
         if (Date.now() >= until && lines.length === 0) throw new Error('no answer')
       }

@@ -77,13 +77,14 @@ async function digest(sock) {
 
 const closed = (s) => (s.closed ? Promise.resolve() : once(s, 'close'))
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-const codeOf = (p) => p.then(
-  (s) => {
-    s.destroy()
-    return 'connected'
-  },
-  (e) => e.code,
-)
+const codeOf = (p) =>
+  p.then(
+    (s) => {
+      s.destroy()
+      return 'connected'
+    },
+    (e) => e.code,
+  )
 
 // ---------------------------------------------------------------------------------------------
 
@@ -128,13 +129,19 @@ test('listen(0) picks a free port; the same port twice is EADDRINUSE', () => {
   const a = listen(0, { cid: CID })
   const { port: p } = a.address()
   assert.ok(p > 1023 && p !== 0xffffffff, `port ${p}`)
-  assert.throws(() => listen(p, { cid: CID }), (e) => e.code === 'EADDRINUSE' && e.syscall === 'bind' && e.errno < 0)
+  assert.throws(
+    () => listen(p, { cid: CID }),
+    (e) => e.code === 'EADDRINUSE' && e.syscall === 'bind' && e.errno < 0,
+  )
   a.close()
 })
 
 test('a port below 1024 without CAP_NET_BIND_SERVICE is EACCES', () => {
   if (process.getuid() === 0) skip('running as root')
-  assert.throws(() => listen(80, { cid: CID }), (e) => e.code === 'EACCES' && e.syscall === 'bind')
+  assert.throws(
+    () => listen(80, { cid: CID }),
+    (e) => e.code === 'EACCES' && e.syscall === 'bind',
+  )
 })
 
 test('64 MiB each way at once, sha256 intact', async () => {
@@ -196,13 +203,16 @@ test('backpressure: a slow reader keeps the writer bounded (memory sampled while
   let peakRss = base.rss
   let peakAb = base.arrayBuffers
   let peakBuffered = 0
-  const sampler = setInterval(() => {
-    if (gc) gc()
-    const m = process.memoryUsage()
-    peakRss = Math.max(peakRss, m.rss)
-    peakAb = Math.max(peakAb, m.arrayBuffers)
-    peakBuffered = Math.max(peakBuffered, reader.readableLength + w.writableLength)
-  }, gc ? 500 : 20)
+  const sampler = setInterval(
+    () => {
+      if (gc) gc()
+      const m = process.memoryUsage()
+      peakRss = Math.max(peakRss, m.rss)
+      peakAb = Math.max(peakAb, m.arrayBuffers)
+      peakBuffered = Math.max(peakBuffered, reader.readableLength + w.writableLength)
+    },
+    gc ? 500 : 20,
+  )
   let got = 0
   const total = accepted + 16 * MiB
   const readerDone = new Promise((resolve, reject) => {
@@ -356,5 +366,9 @@ for (const [i, t] of selected.entries()) {
     clearTimeout(timer)
   }
 }
-console.log(JSON.stringify({ summary: { ...results, total: selected.length, seconds: +((performance.now() - t0) / 1000).toFixed(1), arch: process.arch, node: process.version } }))
+console.log(
+  JSON.stringify({
+    summary: { ...results, total: selected.length, seconds: +((performance.now() - t0) / 1000).toFixed(1), arch: process.arch, node: process.version },
+  }),
+)
 process.exit(results.failed ? 1 : 0)

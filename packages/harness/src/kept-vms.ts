@@ -75,7 +75,9 @@ export function findKeptVm(id: string, runtimeDir = defaultRuntimeDir()): KeptVm
   const found = all.find((vm) => vm.id === id)
   if (found) return found
   throw new HarnessError('INVALID_OPTIONS', `no kept VM ${id} in ${join(runtimeDir, 'vms')}`, {
-    fix: all.length ? `kept VMs: ${all.map((vm) => vm.id).join(', ')} (\`stereos-harness kept\` lists them)` : 'no VM is kept; run vitest with stereos({ keepVm: "on-failure" }) to keep the VM of a failed file (and the same STEREOS_RUNTIME_DIR)',
+    fix: all.length
+      ? `kept VMs: ${all.map((vm) => vm.id).join(', ')} (\`stereos-harness kept\` lists them)`
+      : 'no VM is kept; run vitest with stereos({ keepVm: "on-failure" }) to keep the VM of a failed file (and the same STEREOS_RUNTIME_DIR)',
   })
 }
 

@@ -1,4 +1,17 @@
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
@@ -52,7 +65,13 @@ async function lyingLister(entries: ListEntry[], content = Buffer.from('ssh-ed25
   return agent.connect()
 }
 
-const entry = (path: string, kind: ListEntry['kind'], extra: Partial<ListEntry> = {}): ListEntry => ({ path, kind, mode: kind === 'dir' ? 0o755 : 0o644, size: 0, ...extra })
+const entry = (path: string, kind: ListEntry['kind'], extra: Partial<ListEntry> = {}): ListEntry => ({
+  path,
+  kind,
+  mode: kind === 'dir' ? 0o755 : 0o644,
+  size: 0,
+  ...extra,
+})
 
 describe('copyOut never writes outside its destination (#14.6)', () => {
   test('a forged listing of a symlink and a file under it, in one call: refused, nothing written outside', async () => {
@@ -67,7 +86,11 @@ describe('copyOut never writes outside its destination (#14.6)', () => {
   })
 
   test.each([
-    ['the same path twice (symlink, then file)', [entry('k', 'symlink', { target: '/etc/passwd' }), entry('k', 'file')], /listed k twice \(as symlink and file\)/],
+    [
+      'the same path twice (symlink, then file)',
+      [entry('k', 'symlink', { target: '/etc/passwd' }), entry('k', 'file')],
+      /listed k twice \(as symlink and file\)/,
+    ],
     ['a .. component', [entry('../escape', 'file')], /listed "\.\.\/escape", which is not a plain relative path/],
     ['an absolute path', [entry('/etc/cron.d/x', 'file')], /not a plain relative path/],
     ['a file under a dir that was never listed', [entry('d/x', 'file')], /its parent d is not listed before it/],
@@ -108,7 +131,7 @@ describe('copyOut never writes outside its destination (#14.6)', () => {
       expect(readdirSync(outside)).toEqual([])
     })
 
-    test('a symlink already at a file\'s path is replaced, not followed', async () => {
+    test("a symlink already at a file's path is replaced, not followed", async () => {
       const outside = temp('sh-victim-')
       writeFileSync(join(outside, 'bashrc'), 'original\n')
       const guest = temp('sh-guest-')
@@ -162,7 +185,9 @@ describe('readFile is bounded (#14.7)', () => {
   test('maxBytes is the exact bound; a file at it is read', async () => {
     const path = join(temp('sh-guest-'), 'eleven')
     writeFileSync(path, 'eleven byte')
-    expect(await rejection(client.readFile(path, { maxBytes: 10 }))).toMatchObject({ message: expect.stringContaining('is 11 bytes, over the readFile limit of 10 bytes') })
+    expect(await rejection(client.readFile(path, { maxBytes: 10 }))).toMatchObject({
+      message: expect.stringContaining('is 11 bytes, over the readFile limit of 10 bytes'),
+    })
     expect((await client.readFile(path, { maxBytes: 11 })).toString()).toBe('eleven byte')
     expect(await rejection(client.readFile(path, { maxBytes: -1 }))).toMatchObject({ code: 'INVALID_OPTIONS' })
   })

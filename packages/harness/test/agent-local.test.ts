@@ -25,7 +25,10 @@ describe('guest agent (run locally)', () => {
   })
 
   test('exec returns stdout, stderr and the exit code; env and cwd apply; the token is not in the env', async () => {
-    const r = await client.exec('sh', ['-c', 'echo "$FOO $(pwd)"; echo oops >&2; env | grep -c STEREOS_HARNESS_TOKEN; exit 3'], { env: { FOO: 'bar' }, cwd: '/tmp' })
+    const r = await client.exec('sh', ['-c', 'echo "$FOO $(pwd)"; echo oops >&2; env | grep -c STEREOS_HARNESS_TOKEN; exit 3'], {
+      env: { FOO: 'bar' },
+      cwd: '/tmp',
+    })
     expect(r).toEqual({ exitCode: 3, signal: null, stdout: 'bar /tmp\n0\n', stderr: 'oops\n' })
   })
 
@@ -40,7 +43,9 @@ describe('guest agent (run locally)', () => {
   })
 
   test('50 concurrent execs each get their own output', async () => {
-    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => client.exec('sh', ['-c', `echo ${i}; sleep 0.0${i % 10}; echo ${i} >&2; exit ${i % 7}`])))
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => client.exec('sh', ['-c', `echo ${i}; sleep 0.0${i % 10}; echo ${i} >&2; exit ${i % 7}`])),
+    )
     results.forEach((r, i) => expect(r).toEqual({ exitCode: i % 7, signal: null, stdout: `${i}\n`, stderr: `${i}\n` }))
   })
 
@@ -114,7 +119,9 @@ describe('guest agent (run locally)', () => {
 
   test('a tree entry that escapes its root is refused', async () => {
     const hash = createHash('sha256').update('x').digest('hex')
-    await expect(client.peer.request('place', { root: join(work, 'esc'), entries: [{ path: '../../etc/evil', kind: 'file', mode: 0o644, hash }] })).rejects.toThrow(/is not inside/)
+    await expect(
+      client.peer.request('place', { root: join(work, 'esc'), entries: [{ path: '../../etc/evil', kind: 'file', mode: 0o644, hash }] }),
+    ).rejects.toThrow(/is not inside/)
   })
 
   test('a blob whose bytes do not match its hash is rejected and not stored', async () => {

@@ -7,14 +7,33 @@ describe('QEMU argv', () => {
   test("follows mb's order for a direct kernel boot", () => {
     const argv = buildQemuArgv(qemuSpec())
     const flags = argv.filter((a) => a.startsWith('-'))
-    expect(flags).toEqual(['-machine', '-accel', '-cpu', '-smp', '-m', '-kernel', '-initrd', '-append', '-drive', '-qmp', '-serial', '-nographic', '-nodefaults', '-no-user-config', '-no-reboot', '-pidfile', '-netdev', '-device'])
+    expect(flags).toEqual([
+      '-machine',
+      '-accel',
+      '-cpu',
+      '-smp',
+      '-m',
+      '-kernel',
+      '-initrd',
+      '-append',
+      '-drive',
+      '-qmp',
+      '-serial',
+      '-nographic',
+      '-nodefaults',
+      '-no-user-config',
+      '-no-reboot',
+      '-pidfile',
+      '-netdev',
+      '-device',
+    ])
     expect(after(argv, '-append')).toEqual(['console=ttyS0 root=/dev/vda'])
     expect(after(argv, '-drive')).toEqual(['if=virtio,format=qcow2,file=/vm/disk.qcow2,discard=unmap'])
     expect(after(argv, '-qmp')).toEqual(['unix:/vm/qmp.sock,server,nowait'])
     expect(after(argv, '-serial')).toEqual(['file:/vm/serial.log'])
   })
 
-  test('KVM uses mb\'s -machine accel= form and -cpu host; TCG uses multi-threaded TCG and -cpu max', () => {
+  test("KVM uses mb's -machine accel= form and -cpu host; TCG uses multi-threaded TCG and -cpu max", () => {
     const kvm = buildQemuArgv(qemuSpec({ accel: 'kvm' }))
     expect(after(kvm, '-machine')).toEqual(['q35,accel=kvm'])
     expect(after(kvm, '-cpu')).toEqual(['host'])
@@ -39,7 +58,9 @@ describe('QEMU argv', () => {
 
   test('the vhost-vsock device appears exactly when a CID was reserved, with the inherited fd', () => {
     expect(buildQemuArgv(qemuSpec()).join(' ')).not.toContain('vhost-vsock')
-    const argv = buildQemuArgv(qemuSpec({ vsock: { cid: 7, vhostfd: 3 }, network: { mode: 'user', restrict: false, forwards: [{ host: 2222, guest: 22, proto: 'tcp' }] } }))
+    const argv = buildQemuArgv(
+      qemuSpec({ vsock: { cid: 7, vhostfd: 3 }, network: { mode: 'user', restrict: false, forwards: [{ host: 2222, guest: 22, proto: 'tcp' }] } }),
+    )
     expect(after(argv, '-device')).toContain('vhost-vsock-pci,vhostfd=3,guest-cid=7')
     expect(after(argv, '-netdev')[0]).not.toContain(':1024')
   })
@@ -56,7 +77,14 @@ describe('QEMU argv', () => {
   })
 
   test('shares are 9p devices tagged share<i>; read-only ones are read-only on the host side too', () => {
-    const argv = buildQemuArgv(qemuSpec({ shares: [{ tag: 'share0', host: '/src', readonly: false }, { tag: 'share1', host: '/ro', readonly: true }] }))
+    const argv = buildQemuArgv(
+      qemuSpec({
+        shares: [
+          { tag: 'share0', host: '/src', readonly: false },
+          { tag: 'share1', host: '/ro', readonly: true },
+        ],
+      }),
+    )
     expect(after(argv, '-fsdev')).toEqual(['local,id=share0,path=/src,security_model=mapped-xattr', 'local,id=share1,path=/ro,security_model=none,readonly=on'])
     expect(after(argv, '-device')).toContain('virtio-9p-pci,fsdev=share1,mount_tag=share1')
   })

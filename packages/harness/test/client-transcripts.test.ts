@@ -46,7 +46,12 @@ describe('host client against the golden stereosd transcripts', () => {
           await expect(reply).resolves.toEqual(answer())
         } else if (expected.error === 'REQUEST_REJECTED') {
           const guestError = answer().payload!.error!
-          await expect(reply).rejects.toMatchObject({ code: 'REQUEST_REJECTED', request: request.type, guestError, message: `stereosd rejected ${request.type}: ${guestError}` })
+          await expect(reply).rejects.toMatchObject({
+            code: 'REQUEST_REJECTED',
+            request: request.type,
+            guestError,
+            message: `stereosd rejected ${request.type}: ${guestError}`,
+          })
         } else {
           await expect(reply).rejects.toMatchObject({ code: expected.error, message: expect.stringMatching(new RegExp(expected.message)) })
         }

@@ -34,7 +34,11 @@ describe('StereosdClient', () => {
   })
 
   test('queues concurrent requests: one in flight, replies matched in order', async () => {
-    const client = await connect([PONG, '{"type":"health","payload":{"state":"booting","uptime_seconds":0}}', '{"type":"ack","payload":{"reply_to":"set_config","ok":true}}'])
+    const client = await connect([
+      PONG,
+      '{"type":"health","payload":{"state":"booting","uptime_seconds":0}}',
+      '{"type":"ack","payload":{"reply_to":"set_config","ok":true}}',
+    ])
     const [a, b, c] = await Promise.all([client.ping(), client.health(), client.setConfig('a = 1\n')])
     expect(a).toBeUndefined()
     expect(b.state).toBe('booting')
@@ -44,7 +48,10 @@ describe('StereosdClient', () => {
 
   test('a silent peer times the request out and spends the connection', async () => {
     const client = await connect([null])
-    await expect(client.ping({ timeoutMs: 200 })).rejects.toMatchObject({ code: 'CONTROL_PLANE', message: expect.stringContaining('did not answer ping within 200 ms') })
+    await expect(client.ping({ timeoutMs: 200 })).rejects.toMatchObject({
+      code: 'CONTROL_PLANE',
+      message: expect.stringContaining('did not answer ping within 200 ms'),
+    })
     expect(client.closed).toBe(true)
   })
 

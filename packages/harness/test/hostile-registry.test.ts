@@ -133,7 +133,9 @@ describe('registry bodies are bounded in size and time (#14.4)', () => {
     })
     const err = await pullError(server.host, { bodyLimits: { timeoutMs: 600 } })
     expect(isHarnessError(err, 'REGISTRY')).toBe(true)
-    expect(err.message).toMatch(/the manifest at http:\/\/127\.0\.0\.1:\d+\/v2\/mixtapes\/evil\/manifests\/v1 did not arrive within 600 ms \(\d+ bytes came; .*without end\)/)
+    expect(err.message).toMatch(
+      /the manifest at http:\/\/127\.0\.0\.1:\d+\/v2\/mixtapes\/evil\/manifests\/v1 did not arrive within 600 ms \(\d+ bytes came; .*without end\)/,
+    )
   })
 
   test('a registry that accepts the connection and never answers fails at the time bound, after the retries', async () => {
@@ -162,7 +164,8 @@ describe('credentials go only to the registry they are for (#14.5)', () => {
       res.writeHead(200, { 'content-type': 'application/json' }).end('{"token":"anon"}')
     })
     const registry = await hostile((req, res) => {
-      if (req.headers.authorization === 'Bearer anon') res.writeHead(404, { 'content-type': 'application/json' }).end('{"errors":[{"code":"MANIFEST_UNKNOWN"}]}')
+      if (req.headers.authorization === 'Bearer anon')
+        res.writeHead(404, { 'content-type': 'application/json' }).end('{"errors":[{"code":"MANIFEST_UNKNOWN"}]}')
       else res.writeHead(401, { 'www-authenticate': `Bearer realm="http://${realm.host}/token",service="evil"` }).end()
     })
     return { realm, registry }
@@ -182,7 +185,9 @@ describe('credentials go only to the registry they are for (#14.5)', () => {
     const registry = await hostile((_req, res) => void res.writeHead(401, { 'www-authenticate': `Bearer realm="http://${realm.host}/token"` }).end())
     const err = await pullError(registry.host, { env: USER })
     expect(isHarnessError(err, 'REGISTRY')).toBe(true)
-    expect(err.message).toContain(`the credentials from STEREOS_REGISTRY_USERNAME/PASSWORD were not sent to its token server http://${realm.host}: it is not registry ${registry.host}'s host`)
+    expect(err.message).toContain(
+      `the credentials from STEREOS_REGISTRY_USERNAME/PASSWORD were not sent to its token server http://${realm.host}: it is not registry ${registry.host}'s host`,
+    )
     expect(err.message).toContain(`STEREOS_REGISTRY_AUTH_HOSTS=${realm.host}`)
     for (const request of realm.seen) expect(request.authorization).toBeUndefined()
   })
@@ -204,7 +209,13 @@ describe('credentials go only to the registry they are for (#14.5)', () => {
     ['loopback registry, http realm on it', '127.0.0.1:5000', 'http://127.0.0.1:5000/token', {}, true],
     ['loopback registry, realm on another port', '127.0.0.1:5000', 'http://127.0.0.1:5001/token', {}, false],
     ['RFC 1918 registry (http by default, not explicitly)', '10.1.2.3:5000', 'http://10.1.2.3:5000/token', {}, false],
-    ['RFC 1918 registry listed in STEREOS_REGISTRY_INSECURE', '10.1.2.3:5000', 'http://10.1.2.3:5000/token', { STEREOS_REGISTRY_INSECURE: '10.1.2.3:5000' }, true],
+    [
+      'RFC 1918 registry listed in STEREOS_REGISTRY_INSECURE',
+      '10.1.2.3:5000',
+      'http://10.1.2.3:5000/token',
+      { STEREOS_REGISTRY_INSECURE: '10.1.2.3:5000' },
+      true,
+    ],
     ['a non-http scheme', 'reg.example', 'file:///etc/passwd', {}, false],
   ] as const)('credentialScope: %s', (_name, registry, realm, env, ok) => {
     expect(credentialScope(new URL(realm), registry, env).ok).toBe(ok)

@@ -4,7 +4,7 @@ import { parseSandboxOptions } from '../src/config/options.js'
 import { defaultJcard } from '../src/sandbox/jcard.js'
 
 describe('default jcard', () => {
-  test("is what mb would write for the sandbox, without secret values", () => {
+  test('is what mb would write for the sandbox, without secret values', () => {
     const options = parseSandboxOptions({
       resources: { cpus: 2, memory: '1GiB' },
       shared: [{ host: '/src', guest: '/workspace', readonly: true }],

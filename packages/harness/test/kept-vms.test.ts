@@ -27,7 +27,17 @@ function keptDir(id: string, options: { alive: boolean; record?: Partial<KeptVm>
     pid = child.pid as number
     children.push(pid)
   }
-  const record: KeptVm = { id, pid, vmDir: dir, arch: 'x86_64', mixtape: 'fixture', ssh: ['-i', join(dir, 'ssh_key'), 'admin@x'], reason: 'a.test.ts failed', keptAt: new Date().toISOString(), ...options.record }
+  const record: KeptVm = {
+    id,
+    pid,
+    vmDir: dir,
+    arch: 'x86_64',
+    mixtape: 'fixture',
+    ssh: ['-i', join(dir, 'ssh_key'), 'admin@x'],
+    reason: 'a.test.ts failed',
+    keptAt: new Date().toISOString(),
+    ...options.record,
+  }
   writeFileSync(join(dir, 'kept.json'), JSON.stringify(record))
   writeFileSync(join(dir, 'kept'), 'kept\n')
   return { dir, pid }

@@ -30,7 +30,10 @@ describe('WWW-Authenticate challenges', () => {
       scheme: 'bearer',
       params: { realm: 'https://auth.example/token', service: 'registry.example', scope: 'repository:mixtapes/coder:pull' },
     })
-    expect(parseChallenge('Bearer realm="a\\"b", error=insufficient_scope')).toEqual({ scheme: 'bearer', params: { realm: 'a"b', error: 'insufficient_scope' } })
+    expect(parseChallenge('Bearer realm="a\\"b", error=insufficient_scope')).toEqual({
+      scheme: 'bearer',
+      params: { realm: 'a"b', error: 'insufficient_scope' },
+    })
     expect(parseChallenge('Basic realm="Registry Realm"')).toEqual({ scheme: 'basic', params: { realm: 'Registry Realm' } })
     expect(parseChallenge(null)).toBeUndefined()
   })
@@ -66,7 +69,10 @@ describe('credentials: environment, then the docker config file', () => {
   test('credHelpers and credsStore run docker-credential-<name> get', () => {
     const bin = temp('sh-bin-')
     const helper = join(bin, 'docker-credential-fake')
-    writeFileSync(helper, '#!/bin/sh\nread server\ncase "$server" in\n  helped.example) echo "{\\"ServerURL\\":\\"$server\\",\\"Username\\":\\"carol\\",\\"Secret\\":\\"s3cret\\"}" ;;\n  *) echo "credentials not found in native keychain"; exit 1 ;;\nesac\n')
+    writeFileSync(
+      helper,
+      '#!/bin/sh\nread server\ncase "$server" in\n  helped.example) echo "{\\"ServerURL\\":\\"$server\\",\\"Username\\":\\"carol\\",\\"Secret\\":\\"s3cret\\"}" ;;\n  *) echo "credentials not found in native keychain"; exit 1 ;;\nesac\n',
+    )
     chmodSync(helper, 0o755)
     const env = { ...cleanEnv(dockerConfig({ credHelpers: { 'helped.example': 'fake' }, credsStore: 'fake' })), PATH: `${bin}:${process.env.PATH}` }
     expect(findCredentials('helped.example', env)).toMatchObject({ username: 'carol', password: 's3cret', source: 'docker-credential-fake' })
@@ -129,7 +135,9 @@ describe('the bearer token flow against a token server in front of the real regi
     const none = pull(guarded, cleanEnv())
     const err = await none.result.catch((e: unknown) => e)
     expect(isHarnessError(err, 'REGISTRY')).toBe(true)
-    expect((err as Error).message).toMatch(/registry 127\.0\.0\.1:\d+ denied access to mixtapes\/private: its token server http:\/\/127\.0\.0\.1:\d+\/token answered 401 to an anonymous request/)
+    expect((err as Error).message).toMatch(
+      /registry 127\.0\.0\.1:\d+ denied access to mixtapes\/private: its token server http:\/\/127\.0\.0\.1:\d+\/token answered 401 to an anonymous request/,
+    )
     expect((err as Error).message).toMatch(/Fix: .*docker login 127\.0\.0\.1:\d+.*STEREOS_REGISTRY_USERNAME/)
     expect(existsSync(join(none.base, 'mixtapes'))).toBe(false)
 

@@ -37,11 +37,15 @@ describe('stereos-harness pull / ls / rm / prune (built bin, real registry)', { 
   })
 
   test('processes pulling two tags of the same image at once still download each blob once (per-blob lock)', async () => {
-    const body = await fetch(`${registry.url}/v2/mixtapes/coder/manifests/v1`, { headers: { accept: 'application/vnd.oci.image.index.v1+json' } }).then((r) => r.text())
+    const body = await fetch(`${registry.url}/v2/mixtapes/coder/manifests/v1`, { headers: { accept: 'application/vnd.oci.image.index.v1+json' } }).then((r) =>
+      r.text(),
+    )
     await pushManifest(registry.url, 'mixtapes/coder', 'v2', 'application/vnd.oci.image.index.v1+json', body)
     const base = tempDir('sh-mb-')
     proxy.reset()
-    const results = await Promise.all(['v1', 'v2', 'v1', 'v2'].map((tag) => run(['pull', `${proxy.host}/mixtapes/coder:${tag}`, '--arch', 'x86_64', '--json'], base)))
+    const results = await Promise.all(
+      ['v1', 'v2', 'v1', 'v2'].map((tag) => run(['pull', `${proxy.host}/mixtapes/coder:${tag}`, '--arch', 'x86_64', '--json'], base)),
+    )
     for (const r of results) expect(r.exitCode, r.stderr).toBe(0)
     expect(proxy.blobGets()).toHaveLength(6)
     expect(readdirSync(join(base, 'mixtapes', 'coder')).sort()).toEqual(['v1', 'v2'])

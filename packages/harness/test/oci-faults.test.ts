@@ -33,7 +33,11 @@ describe('bad content from the registry: a clear error and no cache entry', () =
     const kernel = sha256(m.files.bzImage)
     proxy.fault = (req) => (req.path.endsWith(kernel) ? { flipByteAt: 100 } : undefined)
     try {
-      const base = await expectFailure(`${proxy.host}/mixtapes/corrupt:v1`, 'MIXTAPE_INVALID', new RegExp(`blob ${kernel} from the registry hashes to sha256:[0-9a-f]{64}: its content is not what the manifest names`))
+      const base = await expectFailure(
+        `${proxy.host}/mixtapes/corrupt:v1`,
+        'MIXTAPE_INVALID',
+        new RegExp(`blob ${kernel} from the registry hashes to sha256:[0-9a-f]{64}: its content is not what the manifest names`),
+      )
       expect(existsSync(join(base, 'stereos-harness', 'blobs', 'sha256', kernel.slice(7)))).toBe(false)
       expect(existsSync(join(base, 'stereos-harness', 'partial', 'sha256', kernel.slice(7)))).toBe(false)
     } finally {
@@ -47,7 +51,11 @@ describe('bad content from the registry: a clear error and no cache entry', () =
     const initrd = sha256(m.files.initrd)
     proxy.fault = (req) => (req.path.endsWith(initrd) ? { body: Buffer.alloc(m.files.initrd.length, 7) } : undefined)
     try {
-      await expectFailure(`${proxy.host}/mixtapes/wrongdigest:v1`, 'MIXTAPE_INVALID', new RegExp(`blob ${initrd} from the registry hashes to ${sha256(Buffer.alloc(m.files.initrd.length, 7))}`))
+      await expectFailure(
+        `${proxy.host}/mixtapes/wrongdigest:v1`,
+        'MIXTAPE_INVALID',
+        new RegExp(`blob ${initrd} from the registry hashes to ${sha256(Buffer.alloc(m.files.initrd.length, 7))}`),
+      )
     } finally {
       proxy.fault = undefined
     }
@@ -58,7 +66,11 @@ describe('bad content from the registry: a clear error and no cache entry', () =
     const child = published.manifests['x86_64/raw']!
     proxy.fault = (req) => (req.path.endsWith(`/manifests/${child}`) ? { body: Buffer.from('{"schemaVersion":2,"layers":[]}') } : undefined)
     try {
-      await expectFailure(`${proxy.host}/mixtapes/badmanifest:v1`, 'MIXTAPE_INVALID', new RegExp(`served a manifest for mixtapes/badmanifest@${child} whose content hashes to sha256:`))
+      await expectFailure(
+        `${proxy.host}/mixtapes/badmanifest:v1`,
+        'MIXTAPE_INVALID',
+        new RegExp(`served a manifest for mixtapes/badmanifest@${child} whose content hashes to sha256:`),
+      )
     } finally {
       proxy.fault = undefined
     }
@@ -85,7 +97,8 @@ describe('bad content from the registry: a clear error and no cache entry', () =
   test('a corrupt zstd disk layer (valid digest, not zstd) is MIXTAPE_INVALID naming the layer', async () => {
     await publishMixtape(registry.url, 'mixtapes/badzstd', 'v1', {
       archs: ['x86_64'],
-      layers: (_arch, _format, layers) => layers.map((l, i) => (i === 0 ? { ...l, data: Buffer.concat([l.data.subarray(0, 4), Buffer.alloc(4096, 0x5a)]) } : l)),
+      layers: (_arch, _format, layers) =>
+        layers.map((l, i) => (i === 0 ? { ...l, data: Buffer.concat([l.data.subarray(0, 4), Buffer.alloc(4096, 0x5a)]) } : l)),
     })
     await expectFailure(`${proxy.host}/mixtapes/badzstd:v1`, 'MIXTAPE_INVALID', /layer stereos\.img\.zst \(sha256:[0-9a-f]{64}\) is not a valid zstd stream/)
   })
@@ -100,9 +113,21 @@ describe('bad content from the registry: a clear error and no cache entry', () =
 
   test('files that do not match mixtape.toml checksums are MIXTAPE_INVALID listing each mismatch', async () => {
     const m = syntheticMixtape('x86_64')
-    const lying = { ...m, files: { ...m.files, 'mixtape.toml': Buffer.from(m.files['mixtape.toml'].toString().replace(/(\[artifacts\.kernel\.bzimage\]\nfile = "bzImage"\nsha256 = ")[0-9a-f]{8}/, '$1deadbeef')) } }
+    const lying = {
+      ...m,
+      files: {
+        ...m.files,
+        'mixtape.toml': Buffer.from(
+          m.files['mixtape.toml'].toString().replace(/(\[artifacts\.kernel\.bzimage\]\nfile = "bzImage"\nsha256 = ")[0-9a-f]{8}/, '$1deadbeef'),
+        ),
+      },
+    }
     await publishMixtape(registry.url, 'mixtapes/lying', 'v1', { archs: ['x86_64'], mixtapes: { x86_64: lying } })
-    await expectFailure(`${proxy.host}/mixtapes/lying:v1`, 'MIXTAPE_INVALID', /do not match the image's mixtape\.toml checksums:\n {2}bzImage: mixtape\.toml \[artifacts\.kernel\.bzimage\] says sha256 deadbeef/)
+    await expectFailure(
+      `${proxy.host}/mixtapes/lying:v1`,
+      'MIXTAPE_INVALID',
+      /do not match the image's mixtape\.toml checksums:\n {2}bzImage: mixtape\.toml \[artifacts\.kernel\.bzimage\] says sha256 deadbeef/,
+    )
   })
 
   test('a title that would escape the mixtape dir is refused before anything is fetched', async () => {

@@ -7,7 +7,19 @@ import type { Descriptor } from '../src/mixtape/oci/media-types.js'
 import { selectIndexManifest } from '../src/mixtape/oci/platform.js'
 import { plainProgress } from '../src/mixtape/oci/progress.js'
 import { pullMixtape } from '../src/mixtape/pull.js'
-import { mixtapeLayers, publishMixtape, pushImage, pushIndex, pushManifest, startRegistry, syntheticMixtape, OCI_MANIFEST, type Registry, removeTempDirs, tempDir } from './support/registry.js'
+import {
+  mixtapeLayers,
+  publishMixtape,
+  pushImage,
+  pushIndex,
+  pushManifest,
+  startRegistry,
+  syntheticMixtape,
+  OCI_MANIFEST,
+  type Registry,
+  removeTempDirs,
+  tempDir,
+} from './support/registry.js'
 
 afterAll(removeTempDirs)
 

@@ -6,7 +6,19 @@ import { readRecord, RECORD_FILE } from '../src/mixtape/cache.js'
 import { plainProgress } from '../src/mixtape/oci/progress.js'
 import { findCachedMixtape, pullMixtape, type PullOptions } from '../src/mixtape/pull.js'
 import { resolveMixtape } from '../src/mixtape/resolve.js'
-import { mixtapeLayers, publishMixtape, pushImage, pushIndex, sha256, freePort, syntheticMixtape, type Proxy as RegistryProxy, type Registry, tempDir, registryWithProxy } from './support/registry.js'
+import {
+  mixtapeLayers,
+  publishMixtape,
+  pushImage,
+  pushIndex,
+  sha256,
+  freePort,
+  syntheticMixtape,
+  type Proxy as RegistryProxy,
+  type Registry,
+  tempDir,
+  registryWithProxy,
+} from './support/registry.js'
 
 const FAST_RETRY = { attempts: 3, baseMs: 20, maxMs: 100 }
 
@@ -170,7 +182,12 @@ describe('pull from a real registry (docker-registry 2.8 on 127.0.0.1)', () => {
     proxy.reset()
     const c = await pull(`${proxy.host}/mixtapes/heal:a`, other, { arch: 'x86_64' })
     expect(c.lines.some((l) => l.includes(`a resumed download of ${kernel} did not verify`))).toBe(true)
-    expect(proxy.blobGets().filter((r) => r.path.endsWith(kernel)).map((r) => r.range)).toEqual(['bytes=1000-', undefined])
+    expect(
+      proxy
+        .blobGets()
+        .filter((r) => r.path.endsWith(kernel))
+        .map((r) => r.range),
+    ).toEqual(['bytes=1000-', undefined])
     expect(readFileSync(join(c.dir, 'bzImage')).equals(m.files.bzImage)).toBe(true)
   })
 
@@ -200,7 +217,8 @@ describe('pull from a real registry (docker-registry 2.8 on 127.0.0.1)', () => {
     await publishMixtape(registry.url, 'mixtapes/flaky', 'v1', { archs: ['x86_64'] })
     const base = freshBase()
     proxy.reset()
-    proxy.fault = (req, nth) => (req.path.endsWith('/manifests/v1') && nth <= 2 ? { status: 503 } : req.path.includes('/blobs/') && nth === 1 ? { status: 500 } : undefined)
+    proxy.fault = (req, nth) =>
+      req.path.endsWith('/manifests/v1') && nth <= 2 ? { status: 503 } : req.path.includes('/blobs/') && nth === 1 ? { status: 500 } : undefined
     const result = await pull(`${proxy.host}/mixtapes/flaky:v1`, base, { arch: 'x86_64' })
     expect(result.upToDate).toBe(false)
     expect(proxy.requests.filter((r) => r.path.endsWith('/manifests/v1'))).toHaveLength(3)

@@ -49,7 +49,17 @@ describe("mixtape references, parsed as mb's ParseReference + local name/tag rul
 
   test('http for loopback, localhost, .local and RFC 1918 hosts and $STEREOS_REGISTRY_INSECURE; https otherwise', () => {
     const env = { STEREOS_REGISTRY_INSECURE: 'reg.lan:5000' }
-    for (const host of ['127.0.0.1:5000', 'localhost', 'localhost:5000', 'box.local', '10.1.2.3', '172.20.0.1:5000', '192.168.1.9', '[::1]:5000', 'reg.lan:5000']) {
+    for (const host of [
+      '127.0.0.1:5000',
+      'localhost',
+      'localhost:5000',
+      'box.local',
+      '10.1.2.3',
+      '172.20.0.1:5000',
+      '192.168.1.9',
+      '[::1]:5000',
+      'reg.lan:5000',
+    ]) {
       expect(registryScheme(host, env), host).toBe('http')
     }
     for (const host of ['download.stereos.ai', '172.32.0.1', '8.8.8.8:5000', 'reg.lan']) expect(registryScheme(host, env), host).toBe('https')
@@ -57,7 +67,12 @@ describe("mixtape references, parsed as mb's ParseReference + local name/tag rul
 })
 
 describe('layer → file, by media type and title (mb resolveLayerOutput)', () => {
-  const layer = (mediaType: string, title?: string): Descriptor => ({ mediaType, digest: DIGEST, size: 1, ...(title ? { annotations: { 'org.opencontainers.image.title': title } } : {}) })
+  const layer = (mediaType: string, title?: string): Descriptor => ({
+    mediaType,
+    digest: DIGEST,
+    size: 1,
+    ...(title ? { annotations: { 'org.opencontainers.image.title': title } } : {}),
+  })
   const none = new Set<string>()
 
   test.each([
@@ -79,7 +94,12 @@ describe('layer → file, by media type and title (mb resolveLayerOutput)', () =
   })
 
   test('names that escape, hide or collide are MIXTAPE_INVALID', () => {
-    for (const [title, reserved] of [['..', none], ['.hidden', none], ['a/', none], ['bzImage', new Set(['bzImage'])]] as const) {
+    for (const [title, reserved] of [
+      ['..', none],
+      ['.hidden', none],
+      ['a/', none],
+      ['bzImage', new Set(['bzImage'])],
+    ] as const) {
       expect(() => layerOutput(layer(MEDIA.kernel, title), reserved), title).toThrow(/not a plain file name or is already taken/)
     }
   })

@@ -37,7 +37,9 @@ describe('sandbox options', () => {
     expect(fail).toThrow(
       expect.objectContaining({
         code: 'INVALID_OPTIONS',
-        message: expect.stringMatching(/options\.resources\.cpus:[\s\S]*options\.resources\.memory: expected a size like "512MiB"[\s\S]*options\.network\.mode[\s\S]*options\.network\.forwards\.0\.host[\s\S]*options\.shared\.0\.guest: must be an absolute guest path[\s\S]*options\.secrets\.bad\/name[\s\S]*bootTimeout[\s\S]*Fix: /),
+        message: expect.stringMatching(
+          /options\.resources\.cpus:[\s\S]*options\.resources\.memory: expected a size like "512MiB"[\s\S]*options\.network\.mode[\s\S]*options\.network\.forwards\.0\.host[\s\S]*options\.shared\.0\.guest: must be an absolute guest path[\s\S]*options\.secrets\.bad\/name[\s\S]*bootTimeout[\s\S]*Fix: /,
+        ),
       }),
     )
   })

@@ -54,7 +54,10 @@ describe('waitReady', () => {
 
   test('a guest that reports shutdown fails at once', async () => {
     const guest = await bootingGuest(0, ['shutdown'])
-    await expect(waitReady(new TcpTransport('127.0.0.1', guest.port), { deadline: Date.now() + 5_000 })).rejects.toMatchObject({ code: 'CONTROL_PLANE', message: expect.stringContaining('"shutdown"') })
+    await expect(waitReady(new TcpTransport('127.0.0.1', guest.port), { deadline: Date.now() + 5_000 })).rejects.toMatchObject({
+      code: 'CONTROL_PLANE',
+      message: expect.stringContaining('"shutdown"'),
+    })
   })
 
   test('nobody listening: BOOT_TIMEOUT naming the endpoint and the last error', async () => {
@@ -71,6 +74,8 @@ describe('waitReady', () => {
     const port = await freePort()
     const abort = new AbortController()
     setTimeout(() => abort.abort(new Error('QEMU exited with code 1')), 300)
-    await expect(waitReady(new TcpTransport('127.0.0.1', port), { deadline: Date.now() + 60_000, signal: abort.signal })).rejects.toThrow('QEMU exited with code 1')
+    await expect(waitReady(new TcpTransport('127.0.0.1', port), { deadline: Date.now() + 60_000, signal: abort.signal })).rejects.toThrow(
+      'QEMU exited with code 1',
+    )
   })
 })

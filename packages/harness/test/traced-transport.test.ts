@@ -68,7 +68,11 @@ describe('traced transport (real agent on this host)', () => {
 
   async function run(): Promise<string[]> {
     const lines: string[] = []
-    const transport = traced(new TcpTransport('127.0.0.1', agent.port), 'wire', debug('stereos:wire', (text) => lines.push(text)))
+    const transport = traced(
+      new TcpTransport('127.0.0.1', agent.port),
+      'wire',
+      debug('stereos:wire', (text) => lines.push(text)),
+    )
     const client = await AgentClient.connect(transport, agent.token, 5000)
     try {
       expect(await client.exec('sh', ['-c', 'echo hi; echo err >&2'])).toEqual({ exitCode: 0, signal: null, stdout: 'hi\n', stderr: 'err\n' })

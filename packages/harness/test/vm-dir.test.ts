@@ -118,7 +118,7 @@ describe('runtime dir: refused unless private to this user', () => {
     expect(readdirSync(real)).toEqual([])
   })
 
-  test("a `vms` symlink is refused by the sweep, and nothing it points at is deleted (not even VM-like names)", () => {
+  test('a `vms` symlink is refused by the sweep, and nothing it points at is deleted (not even VM-like names)', () => {
     const runtime = mkdtempSync(join(tmpdir(), 'sh-rt-'))
     temps.push(runtime)
     // The victim's own files, one of them named and shaped like an orphaned VM dir.

@@ -49,7 +49,10 @@ describe('FrameDecoder', () => {
       const parts: Buffer[] = []
       for (let i = 0; i < 1 + (round % 5); i++) {
         const kind = Math.random()
-        if (kind < 0.4) parts.push(encodeFrame(Math.floor(Math.random() * 10), (1 + Math.floor(Math.random() * 6)) as FrameType, randomBytes(Math.floor(Math.random() * limit))))
+        if (kind < 0.4)
+          parts.push(
+            encodeFrame(Math.floor(Math.random() * 10), (1 + Math.floor(Math.random() * 6)) as FrameType, randomBytes(Math.floor(Math.random() * limit))),
+          )
         else if (kind < 0.6) parts.push(encodeFrame(1, FrameType.DATA, randomBytes(100)).subarray(0, Math.floor(Math.random() * 109)))
         else parts.push(randomBytes(Math.floor(Math.random() * 2 * limit)))
       }
@@ -87,7 +90,10 @@ describe('hello', () => {
   test('a wrong token is refused with AGENT_AUTH on the host, and the guest says why', async () => {
     const { sockA, sockB } = pair()
     const guest = helloAsGuest(sockB, 'secret', info, 2000)
-    await expect(helloAsHost(sockA, 'guess', 2000)).rejects.toMatchObject({ code: 'AGENT_AUTH', message: expect.stringMatching(/refused this host: wrong token/) })
+    await expect(helloAsHost(sockA, 'guess', 2000)).rejects.toMatchObject({
+      code: 'AGENT_AUTH',
+      message: expect.stringMatching(/refused this host: wrong token/),
+    })
     await expect(guest).rejects.toMatchObject({ code: 'AGENT_AUTH' })
   })
 

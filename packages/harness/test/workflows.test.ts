@@ -30,9 +30,13 @@ const lint = async (text: string, path: string): Promise<string[]> =>
 
 const workflowsDir = join(root, '.github', 'workflows')
 // Repository-relative paths: they name the tests and the findings.
-const workflows = readdirSync(workflowsDir).filter((name) => /\.ya?ml$/.test(name)).map((name) => `.github/workflows/${name}`)
+const workflows = readdirSync(workflowsDir)
+  .filter((name) => /\.ya?ml$/.test(name))
+  .map((name) => `.github/workflows/${name}`)
 const actionsDir = join(root, '.github', 'actions')
-const actions = readdirSync(actionsDir).map((name) => `.github/actions/${name}/action.yml`).filter((path) => existsSync(join(root, path)))
+const actions = readdirSync(actionsDir)
+  .map((name) => `.github/actions/${name}/action.yml`)
+  .filter((path) => existsSync(join(root, path)))
 
 describe('workflows pass actionlint', () => {
   test('there is something to lint', () => {
@@ -79,7 +83,10 @@ describe('composite actions', () => {
   const Step = z
     .strictObject({
       name: z.string().optional(),
-      id: z.string().regex(/^[A-Za-z_][\w-]*$/).optional(),
+      id: z
+        .string()
+        .regex(/^[A-Za-z_][\w-]*$/)
+        .optional(),
       if: z.string().optional(),
       run: z.string().optional(),
       shell: z.string().optional(),
@@ -97,7 +104,9 @@ describe('composite actions', () => {
       description: z.string().min(1),
       author: z.string().optional(),
       branding: z.record(z.string(), z.string()).optional(),
-      inputs: z.record(z.string(), z.strictObject({ description: z.string(), required: z.enum(['true', 'false']).optional(), default: z.string().optional() })).optional(),
+      inputs: z
+        .record(z.string(), z.strictObject({ description: z.string(), required: z.enum(['true', 'false']).optional(), default: z.string().optional() }))
+        .optional(),
       outputs: z.record(z.string(), z.strictObject({ description: z.string(), value: z.string() })).optional(),
       runs: z.strictObject({ using: z.literal('composite'), steps: z.array(Step).min(1) }),
     })
@@ -204,7 +213,10 @@ function readYaml(text: string): Yaml {
         const body: string[] = []
         while (i < lines.length && (lines[i]!.indent > indent || !lines[i]!.raw.trim())) body.push(lines[i++]!.raw)
         const bodyIndent = Math.min(...body.filter((l) => l.trim()).map((l) => l.search(/\S/)))
-        map[key!] = body.map((l) => l.slice(bodyIndent)).join('\n').trim()
+        map[key!] = body
+          .map((l) => l.slice(bodyIndent))
+          .join('\n')
+          .trim()
       } else if (value) {
         map[key!] = scalar(value)
       } else {

@@ -4,7 +4,9 @@ import { z } from 'zod'
 /** Environment variable names as POSIX shells and agentd's env tables accept them. */
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/
 /** One line, no NUL: values travel through jcards and tmux `-e` flags on stereOS, where a newline splits them. */
-const EnvValue = z.string().refine((v) => !/[\n\r\0]/.test(v), 'must be one line without NUL (a newline would split it in the guest: pass multi-line data as a file)')
+const EnvValue = z
+  .string()
+  .refine((v) => !/[\n\r\0]/.test(v), 'must be one line without NUL (a newline would split it in the guest: pass multi-line data as a file)')
 
 /** 64 MiB: a log or a screenshot fits; a runaway file does not become host memory. */
 export const DEFAULT_ATTACHMENT_MAX_BYTES = 64 * 1024 ** 2
@@ -30,7 +32,8 @@ export const StereosOptions = SandboxOptions.extend({
     .record(z.string(), EnvValue)
     .superRefine((env, ctx) => {
       for (const key of Object.keys(env)) {
-        if (!ENV_NAME.test(key)) ctx.addIssue({ code: 'custom', path: [key], message: 'must be a variable name (letters, digits, _; not starting with a digit)' })
+        if (!ENV_NAME.test(key))
+          ctx.addIssue({ code: 'custom', path: [key], message: 'must be a variable name (letters, digits, _; not starting with a digit)' })
       }
     })
     .default({}),

@@ -43,7 +43,10 @@ export function stereosPool(project: TestProject, options: StereosOptionsInput =
     context?.dispose()
     // One line per kept VM, with the command that enters it (and the runtime dir, when not the default).
     const env = process.env.STEREOS_RUNTIME_DIR ? `STEREOS_RUNTIME_DIR=${process.env.STEREOS_RUNTIME_DIR} ` : ''
-    for (const vm of context?.kept ?? []) log(`kept VM ${vm.id} running (${vm.reason}): enter it with \`${env}npx stereos-harness ssh ${vm.id}\`, stop it with \`${env}npx stereos-harness stop ${vm.id}\``)
+    for (const vm of context?.kept ?? [])
+      log(
+        `kept VM ${vm.id} running (${vm.reason}): enter it with \`${env}npx stereos-harness ssh ${vm.id}\`, stop it with \`${env}npx stereos-harness stop ${vm.id}\``,
+      )
   })
   return {
     name: POOL_NAME,

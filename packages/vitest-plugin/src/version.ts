@@ -9,6 +9,9 @@ export function checkVitestVersion(version: string): void {
   const minor = m ? Number(m[2]) : NaN
   if (major === 5 || (major === 4 && minor >= 1)) return
   throw new HarnessError('HOST', `@stereos/vitest-plugin supports Vitest ${SUPPORTED}; this is Vitest ${version}`, {
-    fix: major < 4 || (major === 4 && minor < 1) ? 'upgrade vitest to 4.1 or 5.x (the custom pool API this needs appeared in 4.1)' : 'use a @stereos/vitest-plugin release that supports this Vitest major',
+    fix:
+      major < 4 || (major === 4 && minor < 1)
+        ? 'upgrade vitest to 4.1 or 5.x (the custom pool API this needs appeared in 4.1)'
+        : 'use a @stereos/vitest-plugin release that supports this Vitest major',
   })
 }

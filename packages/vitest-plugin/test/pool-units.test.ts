@@ -38,8 +38,12 @@ describe.sandbox('cast', { isolation: 'vm' as const, resources: { cpus: 1 } sati
   test('process.env.NAME is read on the host inside secrets and env; a missing variable is an error naming it', () => {
     const file = join(dir, 'env.test.ts')
     writeFileSync(file, `describe.sandbox('s', { secrets: { T: process.env.STEREOS_UNIT_T }, env: { MODE: process.env['STEREOS_UNIT_MODE'] } }, () => {})\n`)
-    expect(sandboxOptionsInFile(file, { STEREOS_UNIT_T: 'tok', STEREOS_UNIT_MODE: 'm' })).toEqual([{ options: { secrets: { T: 'tok' }, env: { MODE: 'm' } }, line: 1 }])
-    expect(() => sandboxOptionsInFile(file, { STEREOS_UNIT_MODE: 'm' })).toThrow(/env\.test\.ts:1: describe\.sandbox\.secrets\.T reads process\.env\.STEREOS_UNIT_T, which is not set on the host/)
+    expect(sandboxOptionsInFile(file, { STEREOS_UNIT_T: 'tok', STEREOS_UNIT_MODE: 'm' })).toEqual([
+      { options: { secrets: { T: 'tok' }, env: { MODE: 'm' } }, line: 1 },
+    ])
+    expect(() => sandboxOptionsInFile(file, { STEREOS_UNIT_MODE: 'm' })).toThrow(
+      /env\.test\.ts:1: describe\.sandbox\.secrets\.T reads process\.env\.STEREOS_UNIT_T, which is not set on the host/,
+    )
   })
 
   test('anything computed is an error naming the file, line and option, never silently ignored', () => {
@@ -73,7 +77,9 @@ test('meta carries the names of secrets and env variables, never their values', 
 })
 
 test('options errors name the option path; env values must be one line', () => {
-  expect(() => parseStereosOptions({ resources: { memory: 'lots' }, isolation: 'thread' }, 'stereos')).toThrow(/stereos\.resources\.memory: expected a size[\s\S]*stereos\.isolation/)
+  expect(() => parseStereosOptions({ resources: { memory: 'lots' }, isolation: 'thread' }, 'stereos')).toThrow(
+    /stereos\.resources\.memory: expected a size[\s\S]*stereos\.isolation/,
+  )
   expect(() => parseStereosOptions({ env: { MULTI: 'a\nb' } }, 'stereos')).toThrow(/stereos\.env\.MULTI: must be one line/)
   expect(() => parseStereosOptions({ env: { 'BAD-NAME': 'x' } }, 'stereos')).toThrow(/stereos\.env\.BAD-NAME: must be a variable name/)
   expect(parseStereosOptions({}, 'stereos').bootstrap).toBe('ssh')
@@ -105,7 +111,16 @@ test("the guest gets Vitest's variables, test.env and the env option: nothing el
     CI: 'true',
     FROM_CONFIG: 'c',
   }
-  expect(guestEnv(host, { FROM_CONFIG: 'c' }, { EXPLICIT: 'e' })).toEqual({ VITEST: 'true', VITEST_POOL_ID: '1', NODE_ENV: 'test', TZ: 'UTC', LC_ALL: 'C', CI: 'true', FROM_CONFIG: 'c', EXPLICIT: 'e' })
+  expect(guestEnv(host, { FROM_CONFIG: 'c' }, { EXPLICIT: 'e' })).toEqual({
+    VITEST: 'true',
+    VITEST_POOL_ID: '1',
+    NODE_ENV: 'test',
+    TZ: 'UTC',
+    LC_ALL: 'C',
+    CI: 'true',
+    FROM_CONFIG: 'c',
+    EXPLICIT: 'e',
+  })
 })
 
 test('failed tests are found in an onTaskUpdate frame: test-finished events whose result failed', () => {
@@ -222,14 +237,19 @@ describe('the project view never exposes the home directory', () => {
 
   test('a project that is the home directory itself is refused with the fix', () => {
     mkdirSync(join(home, 'node_modules', 'vitest', 'dist'), { recursive: true })
-    expect(() => viewRoots(home, join(home, 'node_modules', 'vitest', 'dist'), join(home, 'node_modules', 'vitest', 'dist'), home)).toThrow(/would have to share .*home with the guest/)
+    expect(() => viewRoots(home, join(home, 'node_modules', 'vitest', 'dist'), join(home, 'node_modules', 'vitest', 'dist'), home)).toThrow(
+      /would have to share .*home with the guest/,
+    )
   })
 })
 
 test('attachments are read from the guest: every path is found and pointed at a host copy of the guest bytes', () => {
   const annotation = { type: 'internal:annotation', annotation: { message: 'm', type: 'notice', attachment: { path: '/tmp/in-guest.png' } } }
   const custom = { type: 'x:y', attachments: [{ path: '/etc/hostname' }, { path: 'rel/guest.txt' }, { body: 'inline' }] }
-  const found = [...pathAttachments({ t: 'q', m: 'onTaskArtifactRecord', a: ['t1', annotation] }), ...pathAttachments({ t: 'q', m: 'onTaskArtifactRecord', a: ['t1', custom] })]
+  const found = [
+    ...pathAttachments({ t: 'q', m: 'onTaskArtifactRecord', a: ['t1', annotation] }),
+    ...pathAttachments({ t: 'q', m: 'onTaskArtifactRecord', a: ['t1', custom] }),
+  ]
   expect(found.map((a) => a.path)).toEqual(['/tmp/in-guest.png', '/etc/hostname', 'rel/guest.txt'])
   localizeAttachment(found[0]!, Buffer.from('png bytes'), dir)
   expect(annotation.annotation.attachment.path).toMatch(new RegExp(`^${dir}/[0-9a-f]{40}\\.png$`))

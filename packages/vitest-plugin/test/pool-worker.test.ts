@@ -152,7 +152,9 @@ describe('StereosPoolWorker against a scripted guest (no QEMU)', () => {
     send('run', runRequest)
     // The worker waits briefly for QEMU's exit to name the real cause, then reports.
     for (let i = 0; i < 100 && errors.length === 0; i++) await new Promise((r) => setTimeout(r, 100))
-    expect(errors.map((e) => e.message.split('\n')[0])).toEqual(['stereos pool: the guest worker process exited (code 137, signal SIGKILL) while running a test file in VM vm-fake. Last lines of its console:'])
+    expect(errors.map((e) => e.message.split('\n')[0])).toEqual([
+      'stereos pool: the guest worker process exited (code 137, signal SIGKILL) while running a test file in VM vm-fake. Last lines of its console:',
+    ])
     send('stop')
     await next('stopped')
     await worker.stop()

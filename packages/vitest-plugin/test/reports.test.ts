@@ -23,12 +23,21 @@ function sandboxWithLogs(serial: string | Buffer, qemu: string): Sandbox {
 describe('a file whose VM cannot be had is reported as a failed file (#13.2)', () => {
   test("the file task has the running Vitest's file id, state fail, the error with its fix; calls in a worker's order", async () => {
     const hash = await fileHashOf(distPath)
-    const task = failedFileTask('/p/tests/a.test.ts', '/p', 'unit', hash, serializeError(Object.assign(new Error('cannot boot\nFix: do this'), { code: 'BOOT_TIMEOUT' })))
+    const task = failedFileTask(
+      '/p/tests/a.test.ts',
+      '/p',
+      'unit',
+      hash,
+      serializeError(Object.assign(new Error('cannot boot\nFix: do this'), { code: 'BOOT_TIMEOUT' })),
+    )
     const { generateFileHash } = (await import('vitest/node')) as { generateFileHash: (f: string, p?: string) => string }
     expect(task.id).toBe(generateFileHash('tests/a.test.ts', 'unit'))
     expect(task.name).toBe('tests/a.test.ts')
     expect(task.file).toBe(task)
-    expect(task.result).toEqual({ state: 'fail', errors: [{ name: 'Error', message: 'cannot boot\nFix: do this', stack: 'Error: cannot boot\nFix: do this', code: 'BOOT_TIMEOUT' }] })
+    expect(task.result).toEqual({
+      state: 'fail',
+      errors: [{ name: 'Error', message: 'cannot boot\nFix: do this', stack: 'Error: cannot boot\nFix: do this', code: 'BOOT_TIMEOUT' }],
+    })
     expect(failedFileCalls(task, 'run').map(([m]) => m)).toEqual(['onQueued', 'onCollected', 'onTaskUpdate'])
     expect(failedFileCalls(task, 'collect').map(([m]) => m)).toEqual(['onCollected', 'onTaskUpdate'])
     expect(failedFileCalls(task, 'run')[2]?.[1]).toEqual([[[task.id, task.result, task.meta]], [[task.id, 'suite-failed-early', undefined]]])
@@ -48,7 +57,9 @@ describe('VM logs travel inside the report (#13.7)', () => {
   })
 
   test('a qemu.log with content is attached', () => {
-    const messages = (vmLogAnnotations(sandboxWithLogs('boot\n', 'qemu: warning\n')) as { annotation: { message: string; attachment?: { body: string } } }[]).map((a) => [a.annotation.message, a.annotation.attachment && Buffer.from(a.annotation.attachment.body, 'base64').toString()])
+    const messages = (
+      vmLogAnnotations(sandboxWithLogs('boot\n', 'qemu: warning\n')) as { annotation: { message: string; attachment?: { body: string } } }[]
+    ).map((a) => [a.annotation.message, a.annotation.attachment && Buffer.from(a.annotation.attachment.body, 'base64').toString()])
     expect(messages).toEqual([
       ['VM vm-t serial console (x86_64, tcg)', 'boot\n'],
       ['VM vm-t qemu.log', 'qemu: warning\n'],

@@ -81,10 +81,7 @@ export class AgentClient {
     const lost = this.peer.closed.then((err) => {
       throw err ?? new HarnessError('AGENT_UNREACHABLE', `the agent connection closed while ${cmd} (pid ${pid}) was running`)
     })
-    const exited: Promise<ProcessExit> = Promise.race([
-      exit.then((e) => ({ exitCode: e.code, signal: e.signal })),
-      lost,
-    ])
+    const exited: Promise<ProcessExit> = Promise.race([exit.then((e) => ({ exitCode: e.code, signal: e.signal })), lost])
     exited.catch(() => undefined)
     const peer = this.peer
     return {
@@ -123,7 +120,12 @@ export class AgentClient {
       let size = 0
       stream.on('data', (chunk: Buffer) => {
         size += chunk.length
-        if (size > maxBuffer) fail(new HarnessError('AGENT', `${cmd}: ${name} exceeded maxBuffer (${maxBuffer} bytes)`, { fix: 'raise maxBuffer, or use spawn() and read the stream' }))
+        if (size > maxBuffer)
+          fail(
+            new HarnessError('AGENT', `${cmd}: ${name} exceeded maxBuffer (${maxBuffer} bytes)`, {
+              fix: 'raise maxBuffer, or use spawn() and read the stream',
+            }),
+          )
         else chunks.push(chunk)
       })
       return () => Buffer.concat(chunks)
@@ -132,7 +134,10 @@ export class AgentClient {
     const stderr = collect(child.stderr, 'stderr')
     child.stdin?.on('error', () => undefined)
     if (input !== undefined) child.stdin?.end(input)
-    const timer = timeoutMs === undefined ? undefined : setTimeout(() => fail(new HarnessError('AGENT', `${cmd} ran longer than ${timeoutMs} ms and was killed`)), timeoutMs)
+    const timer =
+      timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => fail(new HarnessError('AGENT', `${cmd} ran longer than ${timeoutMs} ms and was killed`)), timeoutMs)
     try {
       const [exit] = await Promise.all([child.exited, ended(child.stdout), ended(child.stderr)])
       if (failure) throw failure

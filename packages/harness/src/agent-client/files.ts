@@ -61,7 +61,9 @@ async function hashFile(path: string): Promise<string> {
 /** Walks a host path into place entries (files hashed), parents first. */
 async function scan(hostPath: string): Promise<{ root: 'file' | 'dir'; files: LocalFile[]; others: PlaceEntry[] }> {
   const top = await lstat(hostPath).catch((err: NodeJS.ErrnoException) => {
-    throw new HarnessError('INVALID_OPTIONS', `copyIn: ${hostPath} cannot be read: ${err.code ?? err.message}`, { fix: 'pass an existing host file or directory' })
+    throw new HarnessError('INVALID_OPTIONS', `copyIn: ${hostPath} cannot be read: ${err.code ?? err.message}`, {
+      fix: 'pass an existing host file or directory',
+    })
   })
   const files: LocalFile[] = []
   const others: PlaceEntry[] = []
@@ -147,7 +149,9 @@ function tooLarge(path: string, size: string, maxBytes: number): HarnessError {
 export async function readFile(peer: WirePeer, path: string, options: ReadFileOptions = {}): Promise<Buffer> {
   const maxBytes = options.maxBytes ?? DEFAULT_READ_FILE_MAX_BYTES
   if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) {
-    throw new HarnessError('INVALID_OPTIONS', `readFile: maxBytes must be a non-negative integer, got ${maxBytes}`, { fix: 'pass a byte count, e.g. { maxBytes: 256 * 1024 * 1024 }' })
+    throw new HarnessError('INVALID_OPTIONS', `readFile: maxBytes must be a non-negative integer, got ${maxBytes}`, {
+      fix: 'pass a byte count, e.g. { maxBytes: 256 * 1024 * 1024 }',
+    })
   }
   const { stat } = await peer.request('stat', { path })
   if (stat?.kind === 'file' && stat.size > maxBytes) throw tooLarge(path, String(stat.size), maxBytes)
@@ -175,7 +179,8 @@ export async function readFile(peer: WirePeer, path: string, options: ReadFileOp
     await ended
     if (overflow) throw overflow
     const out = Buffer.concat(chunks)
-    if (out.length !== size) throw new HarnessError('AGENT', `${path}: read ${out.length} bytes, the guest announced ${size} (the file changed while it was read?)`)
+    if (out.length !== size)
+      throw new HarnessError('AGENT', `${path}: read ${out.length} bytes, the guest announced ${size} (the file changed while it was read?)`)
     return out
   } catch (err) {
     channel.destroy()
@@ -196,7 +201,10 @@ async function clearFor(target: string, what: string): Promise<void> {
     throw err
   })
   if (!existing) return
-  if (existing.isDirectory()) throw new HarnessError('AGENT', `copyOut: ${target} is a directory on the host; the guest's ${what} cannot replace it`, { fix: 'remove it, or copy into another directory' })
+  if (existing.isDirectory())
+    throw new HarnessError('AGENT', `copyOut: ${target} is a directory on the host; the guest's ${what} cannot replace it`, {
+      fix: 'remove it, or copy into another directory',
+    })
   await unlink(target)
 }
 
@@ -237,7 +245,10 @@ function checkListing(entries: ListEntry[], guestPath: string): ListEntry[] {
     if (seen.has(entry.path)) throw new HarnessError('PROTOCOL', `copyOut: the agent listed ${entry.path} twice (as ${seen.get(entry.path)} and ${entry.kind})`)
     const parent = parts.slice(0, -1).join('/')
     if (parent && seen.get(parent) !== 'dir') {
-      throw new HarnessError('PROTOCOL', `copyOut: the agent listed ${entry.path}, but its parent ${parent} is ${seen.has(parent) ? `a ${seen.get(parent)}` : 'not listed before it'}, not a directory`)
+      throw new HarnessError(
+        'PROTOCOL',
+        `copyOut: the agent listed ${entry.path}, but its parent ${parent} is ${seen.has(parent) ? `a ${seen.get(parent)}` : 'not listed before it'}, not a directory`,
+      )
     }
     seen.set(entry.path, entry.kind)
   }
@@ -285,7 +296,11 @@ export async function copyOut(peer: WirePeer, guestPath: string, hostPath: strin
       if (err.code !== 'EEXIST') throw err
       const existing = await lstat(target)
       if (!existing.isDirectory()) {
-        throw new HarnessError('AGENT', `copyOut: ${target} exists on the host as a ${existing.isSymbolicLink() ? 'symlink' : 'file'}, where the guest has a directory`, { fix: 'remove it, or copy into an empty directory' })
+        throw new HarnessError(
+          'AGENT',
+          `copyOut: ${target} exists on the host as a ${existing.isSymbolicLink() ? 'symlink' : 'file'}, where the guest has a directory`,
+          { fix: 'remove it, or copy into an empty directory' },
+        )
       }
     })
   }

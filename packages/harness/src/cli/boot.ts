@@ -23,8 +23,15 @@ export async function bootCommand(args: BootArgs): Promise<number> {
     return 0
   }
   const out = (line: string) => process.stdout.write(`${line}\n`)
-  out(`Booted ${info.mixtape.ref} (${info.mixtape.version ?? 'unversioned'}) for ${info.arch} under ${info.accel.toUpperCase()}${info.accelNote && info.accel === 'tcg' ? ` — ${info.accelNote}` : ''}`)
-  const plane = info.transport.kind === 'tcp' ? `tcp 127.0.0.1:${info.transport.port}` : info.transport.kind === 'unix' ? `unix ${info.transport.path}` : `vsock cid ${info.transport.cid}`
+  out(
+    `Booted ${info.mixtape.ref} (${info.mixtape.version ?? 'unversioned'}) for ${info.arch} under ${info.accel.toUpperCase()}${info.accelNote && info.accel === 'tcg' ? ` — ${info.accelNote}` : ''}`,
+  )
+  const plane =
+    info.transport.kind === 'tcp'
+      ? `tcp 127.0.0.1:${info.transport.port}`
+      : info.transport.kind === 'unix'
+        ? `unix ${info.transport.path}`
+        : `vsock cid ${info.transport.cid}`
   const ssh = info.sockets.ssh ?? (info.ports.ssh === undefined ? 'none (no network)' : `127.0.0.1:${info.ports.ssh}`)
   out(`control plane: ${plane}   ssh: ${ssh}`)
   out('boot timeline:')

@@ -22,13 +22,21 @@ export function keptCommand(args: { json: boolean }): number {
 export async function sshCommand(args: { id: string | undefined; command: string[] }): Promise<number> {
   if (!args.id) throw new HarnessError('INVALID_OPTIONS', 'ssh needs the id of a kept VM', { fix: 'stereos-harness kept lists them' })
   const vm = findKeptVm(args.id)
-  if (!vm.running) throw new HarnessError('AGENT_UNREACHABLE', `kept VM ${vm.id} is not running any more (QEMU pid ${vm.pid} is gone)`, { fix: `read ${vm.vmDir}/serial.log, then remove it with \`stereos-harness stop ${vm.id}\`` })
-  if (!vm.ssh) throw new HarnessError('AGENT_UNREACHABLE', `kept VM ${vm.id} has no SSH forward`, { fix: 'keep a VM booted with networking (network.mode nat, or none with vsock)' })
+  if (!vm.running)
+    throw new HarnessError('AGENT_UNREACHABLE', `kept VM ${vm.id} is not running any more (QEMU pid ${vm.pid} is gone)`, {
+      fix: `read ${vm.vmDir}/serial.log, then remove it with \`stereos-harness stop ${vm.id}\``,
+    })
+  if (!vm.ssh)
+    throw new HarnessError('AGENT_UNREACHABLE', `kept VM ${vm.id} has no SSH forward`, {
+      fix: 'keep a VM booted with networking (network.mode nat, or none with vsock)',
+    })
   // A terminal when there is one and no command: an interactive shell, as `ssh host` gives.
   const tty = args.command.length === 0 && process.stdin.isTTY ? ['-t'] : []
   const child = spawn('ssh', [...tty, ...vm.ssh, ...args.command], { stdio: 'inherit' })
   return await new Promise<number>((resolve, reject) => {
-    child.on('error', (err) => reject(new HarnessError('HOST', `cannot run ssh: ${err.message}`, { fix: 'install an OpenSSH client (apt-get install openssh-client)' })))
+    child.on('error', (err) =>
+      reject(new HarnessError('HOST', `cannot run ssh: ${err.message}`, { fix: 'install an OpenSSH client (apt-get install openssh-client)' })),
+    )
     child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1)))
   })
 }

@@ -6,7 +6,17 @@ export function lsCommand(args: { json: boolean }): number {
   const layout = cacheLayout()
   const entries = listCached(layout)
   if (args.json) {
-    const rows = entries.map(({ name, tag, dir, size, record }) => ({ name, tag, dir, size, digest: record?.digest, format: record?.format, platform: record?.platform, reference: record?.reference, pulledBy: record ? 'stereos-harness' : 'mb' }))
+    const rows = entries.map(({ name, tag, dir, size, record }) => ({
+      name,
+      tag,
+      dir,
+      size,
+      digest: record?.digest,
+      format: record?.format,
+      platform: record?.platform,
+      reference: record?.reference,
+      pulledBy: record ? 'stereos-harness' : 'mb',
+    }))
     process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`)
     return 0
   }
@@ -14,9 +24,22 @@ export function lsCommand(args: { json: boolean }): number {
     process.stdout.write(`No mixtapes in ${layout.mixtapes}. Pull one with: stereos-harness pull <name>\n`)
     return 0
   }
-  const rows = entries.map((e) => [e.name, e.tag, formatBytes(e.size), e.record ? e.record.digest.slice(7, 19) : '-', e.record ? `${e.record.platform ?? e.record.for} ${e.record.format}` : '-', e.record?.reference ?? '(mb pull)'])
+  const rows = entries.map((e) => [
+    e.name,
+    e.tag,
+    formatBytes(e.size),
+    e.record ? e.record.digest.slice(7, 19) : '-',
+    e.record ? `${e.record.platform ?? e.record.for} ${e.record.format}` : '-',
+    e.record?.reference ?? '(mb pull)',
+  ])
   const table = [['NAME', 'TAG', 'SIZE', 'DIGEST', 'PLATFORM', 'SOURCE'], ...rows]
   const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)))
-  for (const row of table) process.stdout.write(`${row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()}\n`)
+  for (const row of table)
+    process.stdout.write(
+      `${row
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd()}\n`,
+    )
   return 0
 }

@@ -67,9 +67,13 @@ async function main(argv: string[]): Promise<number> {
   })
   if (arches.length > 1 && command !== 'share') throw new HarnessError('INVALID_OPTIONS', `${command} takes one --arch`)
   const arch = arches[0] === undefined ? undefined : { data: arches[0] }
-  if (values.bootstrap !== 'agentd' && values.bootstrap !== 'ssh') throw new HarnessError('INVALID_OPTIONS', `--bootstrap must be agentd or ssh, got ${values.bootstrap}`)
+  if (values.bootstrap !== 'agentd' && values.bootstrap !== 'ssh')
+    throw new HarnessError('INVALID_OPTIONS', `--bootstrap must be agentd or ssh, got ${values.bootstrap}`)
   const wanted = command === 'pull' || command === 'rm' || command === 'stop' ? 1 : 0
-  if (positionals.length > wanted && ['doctor', 'boot', 'pull', 'ls', 'rm', 'prune', 'share', 'kept', 'stop'].includes(command)) throw new HarnessError('INVALID_OPTIONS', `unexpected argument(s) for ${command}: ${positionals.slice(wanted).join(' ')}`, { fix: 'see stereos-harness --help' })
+  if (positionals.length > wanted && ['doctor', 'boot', 'pull', 'ls', 'rm', 'prune', 'share', 'kept', 'stop'].includes(command))
+    throw new HarnessError('INVALID_OPTIONS', `unexpected argument(s) for ${command}: ${positionals.slice(wanted).join(' ')}`, {
+      fix: 'see stereos-harness --help',
+    })
   switch (command) {
     case 'doctor':
       return doctorCommand({ json: values.json })

@@ -8,6 +8,8 @@ export async function pruneCommand(args: { json: boolean }): Promise<number> {
     process.stdout.write(`${JSON.stringify(report, null, 2)}\n`)
     return 0
   }
-  process.stdout.write(`removed ${report.blobs.length} unused blob(s), ${report.partials.length} partial download(s), ${report.tmp.length} staging dir(s): ${formatBytes(report.freedBytes)} freed\n`)
+  process.stdout.write(
+    `removed ${report.blobs.length} unused blob(s), ${report.partials.length} partial download(s), ${report.tmp.length} staging dir(s): ${formatBytes(report.freedBytes)} freed\n`,
+  )
   return 0
 }

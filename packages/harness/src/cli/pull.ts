@@ -12,7 +12,8 @@ export interface PullArgs {
 
 /** `pull REF`: progress on stderr (a bar on a terminal), the result on stdout. */
 export async function pullCommand(args: PullArgs): Promise<number> {
-  if (!args.ref) throw new HarnessError('INVALID_OPTIONS', 'pull needs a reference', { fix: 'stereos-harness pull coder:latest (or a full registry reference)' })
+  if (!args.ref)
+    throw new HarnessError('INVALID_OPTIONS', 'pull needs a reference', { fix: 'stereos-harness pull coder:latest (or a full registry reference)' })
   const result = await pullMixtape(args.ref, { arch: args.arch, force: args.force, progress: progressFor(process.stderr) })
   if (args.json) {
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`)

@@ -6,6 +6,12 @@ import { log } from '../log.js'
 export async function shareCommand(args: { arches: Arch[]; json: boolean }): Promise<number> {
   const dirs: Record<string, string> = {}
   for (const arch of args.arches) dirs[arch] = await ensureHarnessShare(arch, { log })
-  process.stdout.write(args.json ? `${JSON.stringify(dirs, null, 2)}\n` : `${Object.entries(dirs).map(([a, d]) => `${a}\t${d}`).join('\n')}\n`)
+  process.stdout.write(
+    args.json
+      ? `${JSON.stringify(dirs, null, 2)}\n`
+      : `${Object.entries(dirs)
+          .map(([a, d]) => `${a}\t${d}`)
+          .join('\n')}\n`,
+  )
   return 0
 }

@@ -7,16 +7,14 @@ import { parseSize } from './size.js'
 export const Arch = z.enum(['x86_64', 'aarch64'])
 export type Arch = z.infer<typeof Arch>
 
-const Size = z
-  .union([z.string(), z.number()])
-  .transform((value, ctx) => {
-    const bytes = parseSize(value)
-    if (bytes === undefined) {
-      ctx.addIssue({ code: 'custom', message: `expected a size like "512MiB", "4GiB" or a byte count, got ${JSON.stringify(value)}` })
-      return z.NEVER
-    }
-    return bytes
-  })
+const Size = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const bytes = parseSize(value)
+  if (bytes === undefined) {
+    ctx.addIssue({ code: 'custom', message: `expected a size like "512MiB", "4GiB" or a byte count, got ${JSON.stringify(value)}` })
+    return z.NEVER
+  }
+  return bytes
+})
 
 const Port = z.int().min(1).max(65535)
 

@@ -1,14 +1,7 @@
 import type { Duplex } from 'node:stream'
 import { HarnessError, RequestRejectedError } from '../errors.js'
 import { encodeLine, LineDecoder, MAX_LINE_BYTES } from './line-codec.js'
-import {
-  GuestMessage,
-  type HealthPayload,
-  type HostRequests,
-  type HostRequestType,
-  type MountPayload,
-  type SecretPayload,
-} from './messages.js'
+import { GuestMessage, type HealthPayload, type HostRequests, type HostRequestType, type MountPayload, type SecretPayload } from './messages.js'
 import type { Transport } from './transport.js'
 
 export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000
@@ -151,7 +144,10 @@ export class StereosdClient {
     const parsed = GuestMessage.safeParse(json)
     if (!parsed.success) {
       const issue = parsed.error.issues[0]
-      this.settle(undefined, this.protocolError(`sent a message that does not match the protocol (${issue?.path.join('.') || 'type'}: ${issue?.message}): ${clip(line)}`))
+      this.settle(
+        undefined,
+        this.protocolError(`sent a message that does not match the protocol (${issue?.path.join('.') || 'type'}: ${issue?.message}): ${clip(line)}`),
+      )
       return
     }
     if (parsed.data.type === 'lifecycle') return

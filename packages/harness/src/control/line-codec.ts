@@ -6,9 +6,13 @@ export const MAX_LINE_BYTES = 1024 * 1024
 export function encodeLine(message: unknown): Buffer {
   const line = Buffer.from(`${JSON.stringify(message)}\n`)
   if (line.length > MAX_LINE_BYTES) {
-    throw new HarnessError('REQUEST_TOO_LARGE', `A stereosd request line would be ${line.length} bytes; stereosd reads lines of at most ${MAX_LINE_BYTES} bytes and drops the connection on longer ones`, {
-      fix: 'send less per request (split secrets, or share large content through a mount instead)',
-    })
+    throw new HarnessError(
+      'REQUEST_TOO_LARGE',
+      `A stereosd request line would be ${line.length} bytes; stereosd reads lines of at most ${MAX_LINE_BYTES} bytes and drops the connection on longer ones`,
+      {
+        fix: 'send less per request (split secrets, or share large content through a mount instead)',
+      },
+    )
   }
   return line
 }

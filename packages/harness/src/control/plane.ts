@@ -64,7 +64,9 @@ const VSOCK_FIX =
   "then check with `stereos-harness doctor`; or use controlPlane: 'auto' or 'tcp'"
 
 /** Whether vsock can be used here, without reserving anything (doctor asks this too). */
-export async function vsockAvailability(load: LoadVsock = loadVsock): Promise<{ ok: true; vsock: VsockModule; reason: string } | { ok: false; reason: string }> {
+export async function vsockAvailability(
+  load: LoadVsock = loadVsock,
+): Promise<{ ok: true; vsock: VsockModule; reason: string } | { ok: false; reason: string }> {
   let vsock: VsockModule
   try {
     vsock = await load()

@@ -82,5 +82,9 @@ export async function waitReady(transport: Transport, options: WaitReadyOptions)
   } finally {
     client?.close()
   }
-  throw new HarnessError('BOOT_TIMEOUT', `stereosd did not become ready via ${transport.describe()} (${attempts} connection attempts; last error: ${lastError?.message ?? 'none'})`, { cause: lastError })
+  throw new HarnessError(
+    'BOOT_TIMEOUT',
+    `stereosd did not become ready via ${transport.describe()} (${attempts} connection attempts; last error: ${lastError?.message ?? 'none'})`,
+    { cause: lastError },
+  )
 }

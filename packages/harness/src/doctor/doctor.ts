@@ -48,7 +48,12 @@ export async function runDoctor(): Promise<DoctorReport> {
   checks.push(
     which('setpriv')
       ? { name: 'setpriv', status: 'ok', detail: 'QEMU is started with --pdeathsig KILL and dies with its runner' }
-      : { name: 'setpriv', status: 'warn', detail: 'not found: a SIGKILLed runner leaves QEMU running until the next sweep', fix: 'apt-get install util-linux' },
+      : {
+          name: 'setpriv',
+          status: 'warn',
+          detail: 'not found: a SIGKILLed runner leaves QEMU running until the next sweep',
+          fix: 'apt-get install util-linux',
+        },
   )
 
   if (native) {
@@ -68,7 +73,12 @@ export async function runDoctor(): Promise<DoctorReport> {
     checks.push(
       fw
         ? { name: `firmware ${arch}`, status: 'ok', detail: fw }
-        : { name: `firmware ${arch}`, status: 'warn', detail: 'no EFI firmware: only mixtapes with kernel artifacts can boot', fix: arch === 'x86_64' ? 'apt-get install ovmf' : 'apt-get install qemu-efi-aarch64' },
+        : {
+            name: `firmware ${arch}`,
+            status: 'warn',
+            detail: 'no EFI firmware: only mixtapes with kernel artifacts can boot',
+            fix: arch === 'x86_64' ? 'apt-get install ovmf' : 'apt-get install qemu-efi-aarch64',
+          },
     )
   }
   return { checks, canBoot: bootable.length > 0 && qemuImg !== undefined }
@@ -79,7 +89,12 @@ function nodeCheck(): Check {
   const ok = major > 22 || (major === 22 && minor >= 12)
   return ok
     ? { name: 'node', status: 'ok', detail: process.version }
-    : { name: 'node', status: 'warn', detail: `${process.version}: Vitest 5 and this harness need Node >= 22.12`, fix: 'install Node 22.12+ (or add the npm package `node@24` as a devDependency)' }
+    : {
+        name: 'node',
+        status: 'warn',
+        detail: `${process.version}: Vitest 5 and this harness need Node >= 22.12`,
+        fix: 'install Node 22.12+ (or add the npm package `node@24` as a devDependency)',
+      }
 }
 
 async function qemuCheck(arch: Arch): Promise<Check> {
@@ -88,7 +103,8 @@ async function qemuCheck(arch: Arch): Promise<Check> {
   if (!path) return { name: binary, status: arch === hostArch() ? 'fail' : 'warn', detail: 'not found on PATH', fix: `apt-get install ${QEMU_PACKAGE[arch]}` }
   const result = await execa(path, ['--version'], { reject: false, timeout: 10_000 })
   const version = /version (\S+)/.exec(result.stdout)?.[1]
-  if (result.exitCode !== 0 || !version) return { name: binary, status: 'fail', detail: `${path} --version failed: ${result.stderr.trim()}`, fix: `reinstall ${QEMU_PACKAGE[arch]}` }
+  if (result.exitCode !== 0 || !version)
+    return { name: binary, status: 'fail', detail: `${path} --version failed: ${result.stderr.trim()}`, fix: `reinstall ${QEMU_PACKAGE[arch]}` }
   return { name: binary, status: 'ok', detail: `${version} (${path})` }
 }
 
@@ -105,7 +121,7 @@ export async function vsockCheck(load: LoadVsock = loadVsock): Promise<Check> {
       status: 'ok',
       detail:
         `${found.reason}; controlPlane 'auto' uses vsock (a kernel-reserved CID per VM, no control port forward). ` +
-        'Note: ANY local user can open AF_VSOCK to a guest\'s CID, and stereosd has no authentication, so on a host shared with other users ' +
+        "Note: ANY local user can open AF_VSOCK to a guest's CID, and stereosd has no authentication, so on a host shared with other users " +
         "they can take over the VM (inject an SSH key, read its secrets); use controlPlane: 'tcp' there (private unix sockets, see the 'private forwards' check)",
     }
   }
@@ -150,13 +166,23 @@ function egressCheck(userns: boolean): Check {
   const name = 'guest egress'
   const slirp = egressAvailable()
   if (!slirp) {
-    return { name, status: 'warn', detail: "slirp4netns not found: guests in network.mode 'nat' have no outbound network (the harness still reaches them)", fix: 'apt-get install slirp4netns' }
+    return {
+      name,
+      status: 'warn',
+      detail: "slirp4netns not found: guests in network.mode 'nat' have no outbound network (the harness still reaches them)",
+      fix: 'apt-get install slirp4netns',
+    }
   }
   if (userns) {
     try {
       accessSync('/dev/net/tun', constants.R_OK | constants.W_OK)
     } catch {
-      return { name, status: 'warn', detail: "/dev/net/tun is not readable and writable by this user: slirp4netns cannot give guests outbound network", fix: 'chmod 0666 /dev/net/tun (the usual mode; access is still confined to the caller\'s namespaces)' }
+      return {
+        name,
+        status: 'warn',
+        detail: '/dev/net/tun is not readable and writable by this user: slirp4netns cannot give guests outbound network',
+        fix: "chmod 0666 /dev/net/tun (the usual mode; access is still confined to the caller's namespaces)",
+      }
     }
   }
   return { name, status: 'ok', detail: `${slirp}: guests reach out through a second user-mode NAT; the host's 127.0.0.1 stays closed to them` }

@@ -57,7 +57,9 @@ export async function place(store: BlobStore, root: string, entries: PlaceEntry[
       await rm(target, { force: true })
       await copyFile(blob, target, constants.COPYFILE_FICLONE).catch((err: NodeJS.ErrnoException) => {
         if (err.code === 'ENOENT' && !store.has(entry.hash as string)) {
-          throw new HarnessError('AGENT', `blob ${entry.hash} for ${entry.path} is not in the guest's store`, { fix: 'send it with putBlob first (Sandbox.copyIn does)' })
+          throw new HarnessError('AGENT', `blob ${entry.hash} for ${entry.path} is not in the guest's store`, {
+            fix: 'send it with putBlob first (Sandbox.copyIn does)',
+          })
         }
         throw err
       })
@@ -98,7 +100,13 @@ export async function list(path: string): Promise<ListEntry[]> {
       const s = await lstat(full)
       const kind = kindOf(s)
       if (kind === 'other') continue
-      out.push({ path: relPath, kind, mode: s.mode & 0o7777, size: kind === 'file' ? s.size : 0, ...(kind === 'symlink' ? { target: await readlink(full) } : {}) })
+      out.push({
+        path: relPath,
+        kind,
+        mode: s.mode & 0o7777,
+        size: kind === 'file' ? s.size : 0,
+        ...(kind === 'symlink' ? { target: await readlink(full) } : {}),
+      })
       if (kind === 'dir') await walk(relPath)
     }
   }

@@ -42,12 +42,19 @@ export function agentUserName(): string {
 export function identityFor(user: GuestUser | undefined, defaultUser = 'agent'): Identity | undefined {
   if (user === 'root') {
     if (agentIsRoot()) return undefined
-    throw new HarnessError('AGENT', `user 'root' was requested, but the guest agent runs as ${agentUserName()}: agentd starts it as \`agent\`, which stereOS denies sudo`, {
-      fix: "boot with bootstrap: 'ssh' (the agent then runs as root through admin's sudo) or drop user: 'root'",
-    })
+    throw new HarnessError(
+      'AGENT',
+      `user 'root' was requested, but the guest agent runs as ${agentUserName()}: agentd starts it as \`agent\`, which stereOS denies sudo`,
+      {
+        fix: "boot with bootstrap: 'ssh' (the agent then runs as root through admin's sudo) or drop user: 'root'",
+      },
+    )
   }
   if (!agentIsRoot() || defaultUser === 'root') return undefined
   const entry = passwdEntry(defaultUser)
-  if (!entry) throw new HarnessError('AGENT', `the guest has no \`${defaultUser}\` user in /etc/passwd`, { fix: "pass user: 'root', or use a stereOS mixtape (they all have the agent user)" })
+  if (!entry)
+    throw new HarnessError('AGENT', `the guest has no \`${defaultUser}\` user in /etc/passwd`, {
+      fix: "pass user: 'root', or use a stereOS mixtape (they all have the agent user)",
+    })
   return entry
 }

@@ -20,7 +20,13 @@ interface VsockAddon {
  * vhost-vsock-pci device), else TCP on all interfaces, reached through the host's hostfwd.
  * The addon is loaded from `vsockModule` (in the harness share) only when needed.
  */
-export async function listen(mode: ListenMode, port: number, host: string, vsockModule: string | undefined, onConnection: (socket: Duplex) => void): Promise<Listening> {
+export async function listen(
+  mode: ListenMode,
+  port: number,
+  host: string,
+  vsockModule: string | undefined,
+  onConnection: (socket: Duplex) => void,
+): Promise<Listening> {
   if (mode !== 'tcp') {
     const why = await vsockUsable(vsockModule)
     if (why.ok) {

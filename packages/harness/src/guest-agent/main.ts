@@ -47,7 +47,9 @@ async function main(): Promise<void> {
   const here = dirname(fileURLToPath(import.meta.url))
   const token = readToken()
   delete process.env[TOKEN_SECRET]
-  const storeDir = values.store ?? (agentIsRoot() ? '/var/cache/stereos-harness/blobs' : join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'stereos-harness', 'blobs'))
+  const storeDir =
+    values.store ??
+    (agentIsRoot() ? '/var/cache/stereos-harness/blobs' : join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'stereos-harness', 'blobs'))
   const vsockModule = values.vsock ?? join(here, '..', '..', 'vsock', 'dist', 'index.js')
   const info: AgentInfo = {
     agentVersion: shareVersion(here),

@@ -39,7 +39,11 @@ async function runProbe(arch: Arch, qemuBinary: string): Promise<KvmProbe> {
   try {
     accessSync('/dev/kvm', constants.R_OK | constants.W_OK)
   } catch {
-    return { usable: false, reason: '/dev/kvm is not readable and writable by this user', fix: 'add the user to the kvm group or install a udev rule giving /dev/kvm mode 0666' }
+    return {
+      usable: false,
+      reason: '/dev/kvm is not readable and writable by this user',
+      fix: 'add the user to the kvm group or install a udev rule giving /dev/kvm mode 0666',
+    }
   }
   if (existsSync('/sys/module/kvm_pvm')) {
     return { usable: false, reason: '/dev/kvm is backed by kvm_pvm, which cannot boot normal kernels' }

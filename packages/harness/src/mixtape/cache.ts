@@ -170,9 +170,13 @@ export async function removeMixtape(ref: string, layout: CacheLayout, onWait?: (
   return withCacheLock(layout, 'exclusive', onWait, async () => {
     const entries = listCached(layout).filter((e) => e.name === parsed.name && (!explicitTag || e.tag === parsed.localTag))
     if (entries.length === 0) {
-      throw new HarnessError('MIXTAPE_NOT_FOUND', `mixtape ${explicitTag ? `${parsed.name}:${parsed.localTag}` : parsed.name} is not in the cache (${layout.mixtapes})`, {
-        fix: 'see what is cached with `stereos-harness ls`',
-      })
+      throw new HarnessError(
+        'MIXTAPE_NOT_FOUND',
+        `mixtape ${explicitTag ? `${parsed.name}:${parsed.localTag}` : parsed.name} is not in the cache (${layout.mixtapes})`,
+        {
+          fix: 'see what is cached with `stereos-harness ls`',
+        },
+      )
     }
     const candidates = entries.flatMap((e) => e.record?.blobs ?? [])
     for (const entry of entries) rmSync(entry.dir, { recursive: true, force: true })

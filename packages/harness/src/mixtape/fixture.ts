@@ -39,9 +39,13 @@ interface FixtureBuilder {
 export async function fixtureMixtapeDir(arch: Arch, log: (line: string) => void, ref: FixtureMixtape = 'fixture'): Promise<string> {
   const builder = findFixtureBuilder()
   if (!builder) {
-    throw new HarnessError('MIXTAPE_NOT_FOUND', `mixtape "${ref}" needs the stereos-harness repository (fixtures/guest/build.mjs) and none was found above the working directory`, {
-      fix: 'run from a checkout of stereos-harness, set STEREOS_FIXTURE_BUILDER to its fixtures/guest/build.mjs, or name a real mixtape',
-    })
+    throw new HarnessError(
+      'MIXTAPE_NOT_FOUND',
+      `mixtape "${ref}" needs the stereos-harness repository (fixtures/guest/build.mjs) and none was found above the working directory`,
+      {
+        fix: 'run from a checkout of stereos-harness, set STEREOS_FIXTURE_BUILDER to its fixtures/guest/build.mjs, or name a real mixtape',
+      },
+    )
   }
   const mod = (await import(pathToFileURL(builder).href)) as FixtureBuilder
   // A build is worth streaming; a cache hit is not worth a line on every boot.

@@ -62,19 +62,24 @@ export interface PullResult {
 export async function pullMixtape(ref: string, options: PullOptions = {}): Promise<PullResult> {
   const parsed = parseReference(ref)
   const arch = options.arch ?? hostArch()
-  if (!arch) throw new HarnessError('HOST', `This host's architecture (${process.arch}) has no matching guest architecture`, { fix: 'pass an arch (x86_64 or aarch64)' })
+  if (!arch)
+    throw new HarnessError('HOST', `This host's architecture (${process.arch}) has no matching guest architecture`, { fix: 'pass an arch (x86_64 or aarch64)' })
   const layout = cacheLayout(options.base)
   const progress = options.progress ?? (() => undefined)
   const platform = `linux/${OCI_ARCH[arch]}`
   // The cache shared (rm and prune take it exclusive), then the tag: one process per tag at a time.
   const locks = [cacheLockRequest(layout, 'shared'), { path: join(layout.locks, `tag-${parsed.name}@${parsed.localTag}.lock`) }]
-  return withLocks(locks, { onWait: () => progress({ type: 'waiting', what: `another process is pulling ${parsed.name}:${parsed.localTag} (or pruning the cache)` }) }, async () => {
-    if (options.preferCache) {
-      const dir = findCachedMixtape(ref, { base: layout.base, arch })
-      if (dir) return resultFromCache(parsed, dir, readRecord(dir))
-    }
-    return pullLocked(parsed, platform, layout, { ...options, progress })
-  })
+  return withLocks(
+    locks,
+    { onWait: () => progress({ type: 'waiting', what: `another process is pulling ${parsed.name}:${parsed.localTag} (or pruning the cache)` }) },
+    async () => {
+      if (options.preferCache) {
+        const dir = findCachedMixtape(ref, { base: layout.base, arch })
+        if (dir) return resultFromCache(parsed, dir, readRecord(dir))
+      }
+      return pullLocked(parsed, platform, layout, { ...options, progress })
+    },
+  )
 }
 
 /**
@@ -95,16 +100,33 @@ export function findCachedMixtape(ref: string, options: { base?: string | undefi
   return recordIntact(dir, record) ? dir : undefined
 }
 
-async function pullLocked(parsed: MixtapeReference, platform: string, layout: CacheLayout, options: PullOptions & { progress: PullProgress }): Promise<PullResult> {
+async function pullLocked(
+  parsed: MixtapeReference,
+  platform: string,
+  layout: CacheLayout,
+  options: PullOptions & { progress: PullProgress },
+): Promise<PullResult> {
   const { progress } = options
   const started = performance.now()
   const retry = options.retry ?? DEFAULT_RETRY
   const env = options.env ?? process.env
-  const client = new RegistryClient(parsed, { credentials: findCredentials(parsed.registry, env), retry, onRetry: (notice) => progress({ type: 'retry', notice }), fetch: options.fetch, env, bodyLimits: options.bodyLimits })
+  const client = new RegistryClient(parsed, {
+    credentials: findCredentials(parsed.registry, env),
+    retry,
+    onRetry: (notice) => progress({ type: 'retry', notice }),
+    fetch: options.fetch,
+    env,
+    bodyLimits: options.bodyLimits,
+  })
   const top = await client.manifest(parsed.digest ?? parsed.tag!)
   const dir = tagDir(layout, parsed.name, parsed.localTag)
   const existing = readRecord(dir)
-  const current = existing && existing.digest === top.digest && existing.for === platform && existing.repository === parsed.repository && existing.registry === parsed.registry
+  const current =
+    existing &&
+    existing.digest === top.digest &&
+    existing.for === platform &&
+    existing.repository === parsed.repository &&
+    existing.registry === parsed.registry
   if (!options.force && current && recordIntact(dir, existing)) {
     progress({ type: 'up-to-date', ref: parsed.canonical, dir })
     return resultFromCache(parsed, dir, existing)
@@ -113,7 +135,16 @@ async function pullLocked(parsed: MixtapeReference, platform: string, layout: Ca
   const { manifest, pick } = await pickManifest(client, top, platform)
   const plan = planLayers(manifest.json, new Set([RECORD_FILE]))
   const format = diskFormat(plan)
-  progress({ type: 'resolved', ref: parsed.canonical, digest: top.digest, manifest: manifest.digest, platform: pick?.descriptor.platform ? `${pick.descriptor.platform.os}/${pick.descriptor.platform.architecture}` : 'no platform', format, tier: pick?.tier ?? 0, warning: pick?.warning })
+  progress({
+    type: 'resolved',
+    ref: parsed.canonical,
+    digest: top.digest,
+    manifest: manifest.digest,
+    platform: pick?.descriptor.platform ? `${pick.descriptor.platform.os}/${pick.descriptor.platform.architecture}` : 'no platform',
+    format,
+    tier: pick?.tier ?? 0,
+    warning: pick?.warning,
+  })
 
   mkdirSync(layout.tmp, { recursive: true })
   const staging = mkdtempSync(join(layout.tmp, `${parsed.name}-${parsed.localTag}-${process.pid}-`))
@@ -151,7 +182,14 @@ async function pullLocked(parsed: MixtapeReference, platform: string, layout: Ca
  * Install the layers into `staging` holding the locks of the blobs the store lacks (together, in
  * digest order: another tag's pull may share them), then check the files against mixtape.toml.
  */
-async function installVerified(plan: PlannedLayer[], staging: string, layout: CacheLayout, client: RegistryClient, retry: RetryPolicy, progress: PullProgress): Promise<{ installed: Installed; verified: string[] }> {
+async function installVerified(
+  plan: PlannedLayer[],
+  staging: string,
+  layout: CacheLayout,
+  client: RegistryClient,
+  retry: RetryPolicy,
+  progress: PullProgress,
+): Promise<{ installed: Installed; verified: string[] }> {
   const missing = [...new Set(plan.filter((l) => !layout.store.has(l.desc)).map((l) => l.desc.digest))].sort()
   const release = await acquireLocks(
     missing.map((digest) => ({ path: layout.store.lockPath(digest) })),
@@ -171,7 +209,8 @@ async function installVerified(plan: PlannedLayer[], staging: string, layout: Ca
     return { installed, verified: [] }
   }
   const result = verifyMixtapeToml(readFileSync(join(staging, toml), 'utf8'), installed.files, installed.compressed)
-  if (result.unlisted.length) progress({ type: 'warning', message: `mixtape.toml lists no checksum for ${result.unlisted.join(', ')} (their blob digests were verified)` })
+  if (result.unlisted.length)
+    progress({ type: 'warning', message: `mixtape.toml lists no checksum for ${result.unlisted.join(', ')} (their blob digests were verified)` })
   return { installed, verified: result.verified }
 }
 
@@ -180,13 +219,20 @@ function hostIoError(err: unknown, layout: CacheLayout): unknown {
   const code = (err as NodeJS.ErrnoException).code
   if (!code || !['ENOSPC', 'EDQUOT', 'EACCES', 'EPERM', 'EROFS'].includes(code)) return err
   return new HarnessError('HOST', `writing the mixtape cache under ${layout.base} failed: ${(err as Error).message}`, {
-    fix: code === 'ENOSPC' || code === 'EDQUOT' ? 'free disk space (`stereos-harness prune` removes unused blobs), or point MB_CONFIG_DIR at a larger disk' : `make ${layout.base} writable, or point MB_CONFIG_DIR elsewhere`,
+    fix:
+      code === 'ENOSPC' || code === 'EDQUOT'
+        ? 'free disk space (`stereos-harness prune` removes unused blobs), or point MB_CONFIG_DIR at a larger disk'
+        : `make ${layout.base} writable, or point MB_CONFIG_DIR elsewhere`,
     cause: err,
   })
 }
 
 /** The index's pick (mb's tiers, probing children for a raw disk layer), or the manifest itself. */
-async function pickManifest(client: RegistryClient, top: FetchedManifest, platform: string): Promise<{ manifest: FetchedManifest; pick: PlatformPick | undefined }> {
+async function pickManifest(
+  client: RegistryClient,
+  top: FetchedManifest,
+  platform: string,
+): Promise<{ manifest: FetchedManifest; pick: PlatformPick | undefined }> {
   const isIndex = isIndexMediaType(top.mediaType) || (Array.isArray(top.json.manifests) && !Array.isArray(top.json.layers))
   if (!isIndex) return { manifest: top, pick: undefined }
   const entries = Array.isArray(top.json.manifests) ? top.json.manifests : []
@@ -204,7 +250,9 @@ async function pickManifest(client: RegistryClient, top: FetchedManifest, platfo
   })
   const manifest = await child(pick.descriptor)
   if (isIndexMediaType(manifest.mediaType)) {
-    throw new HarnessError('MIXTAPE_INVALID', `the index entry ${pick.descriptor.digest} is itself an index`, { fix: 'the image is published wrongly: republish it with image manifests in the index' })
+    throw new HarnessError('MIXTAPE_INVALID', `the index entry ${pick.descriptor.digest} is itself an index`, {
+      fix: 'the image is published wrongly: republish it with image manifests in the index',
+    })
   }
   return { manifest, pick }
 }

@@ -19,7 +19,9 @@ export async function chooseAccel(options: ResolvedSandboxOptions, arch: Arch, l
   const kvm = await probeKvm(arch, options.qemuBinary)
   if (kvm.usable) return { accel: 'kvm', note: undefined }
   if (options.accel === 'kvm') {
-    throw new HarnessError('HOST', `options.accel is 'kvm' but KVM cannot run this guest: ${kvm.reason}`, { fix: kvm.fix ?? "use accel: 'auto' to fall back to TCG" })
+    throw new HarnessError('HOST', `options.accel is 'kvm' but KVM cannot run this guest: ${kvm.reason}`, {
+      fix: kvm.fix ?? "use accel: 'auto' to fall back to TCG",
+    })
   }
   const note = `KVM unusable (${kvm.reason}); using TCG emulation, which is several times slower`
   if (!notedArches.has(arch)) {

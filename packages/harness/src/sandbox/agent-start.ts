@@ -69,10 +69,14 @@ async function waitForAgent(transport: Transport, token: string, options: WaitAg
     }
     await sleep(250)
   }
-  throw new HarnessError('AGENT_UNREACHABLE', `the guest agent did not answer on ${transport.describe()} (guest port ${AGENT_PORT}); last error: ${(last as Error | undefined)?.message ?? 'none'}`, {
-    fix: `${options.hint}; the agent's own messages are in ${options.logs.serial}`,
-    logs: options.logs,
-  })
+  throw new HarnessError(
+    'AGENT_UNREACHABLE',
+    `the guest agent did not answer on ${transport.describe()} (guest port ${AGENT_PORT}); last error: ${(last as Error | undefined)?.message ?? 'none'}`,
+    {
+      fix: `${options.hint}; the agent's own messages are in ${options.logs.serial}`,
+      logs: options.logs,
+    },
+  )
 }
 
 /**

@@ -74,7 +74,15 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     // QEMU in a private network namespace where possible: its forwards then reach only this user.
     const nic = !(plane.kind === 'vsock' && options.network.mode === 'none')
     const scope = await chooseForwardScope({ nic, udpForwards: options.network.forwards.some((f) => f.proto === 'udp') }, { log })
-    const net = await planNetwork({ plane, mode: options.network.mode, forwards: options.network.forwards, agent: agentShare !== undefined, load, scope, vmDir: vm.dir })
+    const net = await planNetwork({
+      plane,
+      mode: options.network.mode,
+      forwards: options.network.forwards,
+      agent: agentShare !== undefined,
+      load,
+      scope,
+      vmDir: vm.dir,
+    })
     const guest = guestCredentials(vm, options)
 
     const qemu = await timeline.phase(
@@ -103,7 +111,9 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     if (agentShare && net.agent) {
       const endpoint = traced(net.agent, 'wire')
       const bootstrap: AgentBootstrap =
-        options.bootstrap === 'ssh' ? { kind: 'ssh', ssh: { transport: net.ssh, user: 'admin', keyPath: guest.key.privateKeyPath } } : { kind: 'agentd', jcard: guest.baseJcard }
+        options.bootstrap === 'ssh'
+          ? { kind: 'ssh', ssh: { transport: net.ssh, user: 'admin', keyPath: guest.key.privateKeyPath } }
+          : { kind: 'agentd', jcard: guest.baseJcard }
       agent = await timeline.phase(
         'agent',
         () => startAgent({ bootstrap, transport: endpoint, token: guest.token, timeoutMs: options.agentTimeoutMs, signal: qemu.died, logs: logsOf(vm) }),
@@ -154,7 +164,9 @@ function resolveOptions(input: unknown): { options: ResolvedSandboxOptions; arch
   const options = parseSandboxOptions(input)
   const arch = options.arch ?? hostArch()
   if (!arch) {
-    throw new HarnessError('HOST', `This host's architecture (${process.arch}) has no matching guest architecture`, { fix: "set arch: 'x86_64' or 'aarch64' to emulate one" })
+    throw new HarnessError('HOST', `This host's architecture (${process.arch}) has no matching guest architecture`, {
+      fix: "set arch: 'x86_64' or 'aarch64' to emulate one",
+    })
   }
   checkShares(options)
   return { options, arch }
@@ -213,7 +225,6 @@ function provisionPlan(options: ResolvedSandboxOptions, guest: GuestCredentials,
     jcard: guest.jcard,
   }
 }
-
 
 function logsOf(vm: VmPaths): { qemu: string; serial: string } {
   return { qemu: vm.qemuLog, serial: vm.serialLog }

@@ -78,7 +78,10 @@ export function startQemu(binary: string, spec: QemuSpec, vm: VmPaths, fds: numb
 export async function killQemu(qemu: RunningQemu): Promise<void> {
   qemu.process.kill('SIGKILL')
   await qemu.process.exited
-  await qemu.qmp.then((client) => client.close(), () => undefined)
+  await qemu.qmp.then(
+    (client) => client.close(),
+    () => undefined,
+  )
 }
 
 function qemuExitedError(code: number | undefined, signal: string | undefined, vm: VmPaths): HarnessError {
@@ -92,11 +95,15 @@ function qemuExitedError(code: number | undefined, signal: string | undefined, v
 /** A stereosd wait that timed out, restated with the console's last lines. */
 export function bootTimeoutError(err: unknown, timeoutMs: number, vm: VmPaths): unknown {
   if (err instanceof HarnessError && err.code === 'BOOT_TIMEOUT') {
-    return new HarnessError('BOOT_TIMEOUT', `The guest did not become ready within ${timeoutMs} ms: ${err.message}. The guest console is in ${vm.serialLog}; its last lines:\n${tail(vm.serialLog)}`, {
-      fix: `read ${vm.serialLog} for where the boot stopped; raise bootTimeoutMs if the host is slow (TCG)`,
-      logs: { qemu: vm.qemuLog, serial: vm.serialLog },
-      cause: err,
-    })
+    return new HarnessError(
+      'BOOT_TIMEOUT',
+      `The guest did not become ready within ${timeoutMs} ms: ${err.message}. The guest console is in ${vm.serialLog}; its last lines:\n${tail(vm.serialLog)}`,
+      {
+        fix: `read ${vm.serialLog} for where the boot stopped; raise bootTimeoutMs if the host is slow (TCG)`,
+        logs: { qemu: vm.qemuLog, serial: vm.serialLog },
+        cause: err,
+      },
+    )
   }
   return err
 }

@@ -54,7 +54,9 @@ export class Sandbox implements AsyncDisposable {
   async agent(): Promise<AgentClient> {
     const agent = this.parts.agent
     if (!agent) {
-      throw new HarnessError('AGENT', 'this sandbox was booted with bootstrap: none, so it has no guest agent', { fix: "boot with bootstrap: 'agentd' (the default) or 'ssh'" })
+      throw new HarnessError('AGENT', 'this sandbox was booted with bootstrap: none, so it has no guest agent', {
+        fix: "boot with bootstrap: 'agentd' (the default) or 'ssh'",
+      })
     }
     if (this.stopping) throw new HarnessError('AGENT_UNREACHABLE', `sandbox ${this.info.id} is shutting down`)
     if (this.agentClient && !this.agentClient.closed) return this.agentClient
@@ -72,7 +74,9 @@ export class Sandbox implements AsyncDisposable {
       if (!lost || this.agentRestarted) throw err
       this.agentRestarted = true
       const how = agent.bootstrap === 'agentd' ? 'through agentd (set_config with a changed [[agents]] entry)' : 'over SSH'
-      this.parts.log(`sandbox ${this.info.id}: the guest agent stopped answering (${(err as Error).message.split('\n')[0]}); starting it again ${how}, once per sandbox`)
+      this.parts.log(
+        `sandbox ${this.info.id}: the guest agent stopped answering (${(err as Error).message.split('\n')[0]}); starting it again ${how}, once per sandbox`,
+      )
       return agent.restart(() => this.connect())
     }
   }
@@ -164,19 +168,29 @@ export class Sandbox implements AsyncDisposable {
    */
   detach(reason: string): void {
     if (!this.parts.detachable) {
-      throw new HarnessError('INVALID_OPTIONS', `sandbox ${this.info.id} was not booted detachable, so its QEMU dies with this process`, { fix: 'boot with detachable: true to keep a VM beyond this process' })
+      throw new HarnessError('INVALID_OPTIONS', `sandbox ${this.info.id} was not booted detachable, so its QEMU dies with this process`, {
+        fix: 'boot with detachable: true to keep a VM beyond this process',
+      })
     }
     markKept(this.info.vmDir, reason)
     this.agentClient?.close()
     this.current.close()
-    void this.parts.qmp().then((qmp) => qmp.close(), () => undefined)
+    void this.parts.qmp().then(
+      (qmp) => qmp.close(),
+      () => undefined,
+    )
     this.parts.qemu.unref()
     this.detached = true
   }
 
   /** Stop the VM (control plane → QMP powerdown → SIGTERM → SIGKILL) and remove its directory. */
   shutdown(options: ShutdownOptions = {}): Promise<ShutdownReport> {
-    if (this.detached) return Promise.reject(new HarnessError('INVALID_OPTIONS', `sandbox ${this.info.id} was detached and keeps running`, { fix: `stop it with \`stereos-harness stop ${this.info.id}\`` }))
+    if (this.detached)
+      return Promise.reject(
+        new HarnessError('INVALID_OPTIONS', `sandbox ${this.info.id} was detached and keeps running`, {
+          fix: `stop it with \`stereos-harness stop ${this.info.id}\``,
+        }),
+      )
     this.stopping ??= this.stop(options)
     return this.stopping
   }
@@ -206,7 +220,10 @@ export class Sandbox implements AsyncDisposable {
     })
     const exit = await parts.qemu.exited
     this.current.close()
-    await parts.qmp().then((qmp) => qmp.close(), () => undefined)
+    await parts.qmp().then(
+      (qmp) => qmp.close(),
+      () => undefined,
+    )
     const forced = stoppedBy === 'sigterm' || stoppedBy === 'sigkill'
     if (forced && parts.keepOnFailure) {
       markKept(this.info.vmDir, `shutdown needed ${stoppedBy}`)

@@ -93,7 +93,13 @@ async function sshHandshake(target: SshTarget, timeoutMs: number): Promise<void>
  * restarting); a HarnessError from `attempt` is final, anything else (refused, reset, not yet
  * authorized) is retried until the deadline.
  */
-async function retrySsh(target: SshTarget, deadline: number, signal: AbortSignal | undefined, timedOut: { code: HarnessErrorCode; fix: string }, attempt: (timeoutMs: number) => Promise<void>): Promise<void> {
+async function retrySsh(
+  target: SshTarget,
+  deadline: number,
+  signal: AbortSignal | undefined,
+  timedOut: { code: HarnessErrorCode; fix: string },
+  attempt: (timeoutMs: number) => Promise<void>,
+): Promise<void> {
   let last: unknown
   while (Date.now() < deadline) {
     if (signal?.aborted) throw signal.reason
@@ -105,7 +111,11 @@ async function retrySsh(target: SshTarget, deadline: number, signal: AbortSignal
     }
     await sleep(500)
   }
-  throw new HarnessError(timedOut.code, `SSH to ${target.transport.describe()} as ${target.user} did not succeed; last error: ${(last as Error | undefined)?.message ?? 'none'}`, { fix: timedOut.fix })
+  throw new HarnessError(
+    timedOut.code,
+    `SSH to ${target.transport.describe()} as ${target.user} did not succeed; last error: ${(last as Error | undefined)?.message ?? 'none'}`,
+    { fix: timedOut.fix },
+  )
 }
 
 const SSHD_FIX = 'the mixtape must run sshd on port 22 and accept the key stereosd injected for admin (inject_ssh_key)'

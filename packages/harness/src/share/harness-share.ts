@@ -91,7 +91,8 @@ async function shareFiles(arch: Arch, node: string): Promise<ShareFile[]> {
   // The launcher, for guests without it in the image (the SSH bootstrap runs it from here).
   files.push({ to: 'bin/agent', from: join(distDir, '..', 'guest', 'agent'), mode: 0o755 })
   files.push({ to: 'lib/errors.js', from: join(distDir, 'errors.js'), mode: 0o644 })
-  for (const sub of AGENT_LIB) for (const name of listJs(join(distDir, sub.from))) files.push({ to: `lib/${sub.to}/${name}`, from: join(distDir, sub.from, name), mode: 0o644 })
+  for (const sub of AGENT_LIB)
+    for (const name of listJs(join(distDir, sub.from))) files.push({ to: `lib/${sub.to}/${name}`, from: join(distDir, sub.from, name), mode: 0o644 })
   const vsock = await vsockRoot()
   files.push({ to: 'vsock/package.json', from: join(vsock, 'package.json'), mode: 0o644 })
   for (const name of listJs(join(vsock, 'dist'))) files.push({ to: `vsock/dist/${name}`, from: join(vsock, 'dist', name), mode: 0o644 })
@@ -129,7 +130,9 @@ export function ensureHarnessShare(arch: Arch, options: { cacheDir?: string; log
 
 async function assemble(arch: Arch, cacheDir: string, log: (line: string) => void): Promise<string> {
   if (!existsSync(join(distDir, 'guest-agent', 'main.js'))) {
-    throw new HarnessError('HOST', `the compiled guest agent is missing (${join(distDir, 'guest-agent', 'main.js')})`, { fix: 'build @stereos/harness (npm run build)' })
+    throw new HarnessError('HOST', `the compiled guest agent is missing (${join(distDir, 'guest-agent', 'main.js')})`, {
+      fix: 'build @stereos/harness (npm run build)',
+    })
   }
   const node = await ensureGuestNode(arch, cacheDir, log)
   const files = await shareFiles(arch, node)

@@ -12,9 +12,7 @@ export interface QemuSpec {
   accel: Accel
   cpus: number
   memoryMiB: number
-  boot:
-    | { kind: 'kernel'; kernel: string; initrd: string; cmdline: string }
-    | { kind: 'efi'; code: string; vars: string }
+  boot: { kind: 'kernel'; kernel: string; initrd: string; cmdline: string } | { kind: 'efi'; code: string; vars: string }
   disk: { path: string; format: 'raw' | 'qcow2' }
   qmpSocket: string
   serialLog: string
@@ -34,26 +32,26 @@ export interface QemuSpec {
  */
 export function buildQemuArgv(spec: QemuSpec): string[] {
   const { profile } = spec
-  const argv: string[] =
-    spec.accel === 'kvm'
-      ? ['-machine', `${profile.machine},accel=kvm`]
-      : ['-machine', profile.machine, '-accel', 'tcg,thread=multi']
+  const argv: string[] = spec.accel === 'kvm' ? ['-machine', `${profile.machine},accel=kvm`] : ['-machine', profile.machine, '-accel', 'tcg,thread=multi']
   argv.push('-cpu', profile.cpu[spec.accel], '-smp', String(spec.cpus), '-m', `${spec.memoryMiB}M`)
 
   if (spec.boot.kind === 'kernel') {
     argv.push('-kernel', spec.boot.kernel, '-initrd', spec.boot.initrd, '-append', spec.boot.cmdline)
   } else {
-    argv.push(
-      '-drive', `if=pflash,format=raw,file=${spec.boot.code},readonly=on`,
-      '-drive', `if=pflash,format=raw,file=${spec.boot.vars}`,
-    )
+    argv.push('-drive', `if=pflash,format=raw,file=${spec.boot.code},readonly=on`, '-drive', `if=pflash,format=raw,file=${spec.boot.vars}`)
   }
   argv.push('-drive', `if=virtio,format=${spec.disk.format},file=${spec.disk.path},discard=unmap`)
   argv.push(
-    '-qmp', `unix:${spec.qmpSocket},server,nowait`,
-    '-serial', `file:${spec.serialLog}`,
-    '-nographic', '-nodefaults', '-no-user-config', '-no-reboot',
-    '-pidfile', spec.pidfile,
+    '-qmp',
+    `unix:${spec.qmpSocket},server,nowait`,
+    '-serial',
+    `file:${spec.serialLog}`,
+    '-nographic',
+    '-nodefaults',
+    '-no-user-config',
+    '-no-reboot',
+    '-pidfile',
+    spec.pidfile,
   )
   argv.push(...networkArgs(spec.network))
   if (spec.vsock) {
@@ -63,8 +61,10 @@ export function buildQemuArgv(spec: QemuSpec): string[] {
   for (const share of spec.shares) {
     const model = share.readonly ? 'none' : 'mapped-xattr'
     argv.push(
-      '-fsdev', `local,id=${share.tag},path=${share.host},security_model=${model}${share.readonly ? ',readonly=on' : ''}`,
-      '-device', `virtio-9p-pci,fsdev=${share.tag},mount_tag=${share.tag}`,
+      '-fsdev',
+      `local,id=${share.tag},path=${share.host},security_model=${model}${share.readonly ? ',readonly=on' : ''}`,
+      '-device',
+      `virtio-9p-pci,fsdev=${share.tag},mount_tag=${share.tag}`,
     )
   }
   return argv

@@ -37,14 +37,23 @@ export async function checkDiskImage(image: DiskImage): Promise<number> {
   const info = JSON.parse(await qemuImg(['info', '--output=json', '-U', '-f', image.format, image.path])) as ImageInfo
   const backing = info['full-backing-filename'] ?? info['backing-filename']
   const dataFile = info['format-specific']?.data?.['data-file']
-  const names = [backing !== undefined ? `a backing file (${backing})` : undefined, dataFile !== undefined ? `an external data file (${dataFile})` : undefined].filter(Boolean)
+  const names = [
+    backing !== undefined ? `a backing file (${backing})` : undefined,
+    dataFile !== undefined ? `an external data file (${dataFile})` : undefined,
+  ].filter(Boolean)
   if (names.length) {
-    throw new HarnessError('MIXTAPE_INVALID', `the disk image ${image.path} names ${names.join(' and ')}: QEMU would give the guest that host file, so it is not used`, {
-      fix: 'use a self-contained image: pull the mixtape again from a trusted registry, or flatten it (`qemu-img convert -O qcow2 <image> <new image>`)',
-    })
+    throw new HarnessError(
+      'MIXTAPE_INVALID',
+      `the disk image ${image.path} names ${names.join(' and ')}: QEMU would give the guest that host file, so it is not used`,
+      {
+        fix: 'use a self-contained image: pull the mixtape again from a trusted registry, or flatten it (`qemu-img convert -O qcow2 <image> <new image>`)',
+      },
+    )
   }
   if (typeof info['virtual-size'] !== 'number') {
-    throw new HarnessError('MIXTAPE_INVALID', `qemu-img info reports no virtual size for ${image.path}`, { fix: 'the image is damaged: pull the mixtape again' })
+    throw new HarnessError('MIXTAPE_INVALID', `qemu-img info reports no virtual size for ${image.path}`, {
+      fix: 'the image is damaged: pull the mixtape again',
+    })
   }
   return info['virtual-size']
 }

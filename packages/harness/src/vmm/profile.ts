@@ -33,10 +33,6 @@ export const PROFILES: Record<Arch, PlatformProfile> = {
     machine: 'virt,highmem=on',
     // Emulated pointer authentication makes `max` ~4x slower to boot under TCG (MACHINE-FACTS).
     cpu: { kvm: 'host', tcg: 'max,pauth=off' },
-    efiCode: [
-      '/usr/share/qemu/edk2-aarch64-code.fd',
-      '/usr/share/AAVMF/AAVMF_CODE.fd',
-      '/usr/share/edk2/aarch64/QEMU_CODE.fd',
-    ],
+    efiCode: ['/usr/share/qemu/edk2-aarch64-code.fd', '/usr/share/AAVMF/AAVMF_CODE.fd', '/usr/share/edk2/aarch64/QEMU_CODE.fd'],
   },
 }

@@ -86,7 +86,8 @@ export function spawnQemu(options: SpawnQemuOptions): QemuProcess {
 
 /** setpriv → QEMU, or (private network namespace) unshare → sh → setpriv → QEMU, all one PID. */
 function launchCommand(binary: string, options: SpawnQemuOptions): { file: string; args: string[] } {
-  if (options.netns) return netnsCommand({ binary, argv: options.argv, forwards: options.netns.relay, userns: options.netns.userns, pdeathsig: !options.detachable })
+  if (options.netns)
+    return netnsCommand({ binary, argv: options.argv, forwards: options.netns.relay, userns: options.netns.userns, pdeathsig: !options.detachable })
   const setpriv = options.detachable ? undefined : which('setpriv')
   return setpriv ? { file: setpriv, args: ['--pdeathsig', 'KILL', '--', binary, ...options.argv] } : { file: binary, args: options.argv }
 }

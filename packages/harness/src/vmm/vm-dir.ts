@@ -65,9 +65,13 @@ function checkPrivateDir(path: string, runtimeDir: string): void {
           ? `is writable by ${s.mode & 0o020 ? 'its group' : 'other users'} (mode ${(s.mode & 0o7777).toString(8).padStart(4, '0')})`
           : undefined
   if (!problem) return
-  throw new HarnessError('HOST', `the harness runtime dir ${path} ${problem}; another local user may have created it to read or delete this user's VM files, so it is not used`, {
-    fix: `remove ${path} if it is not yours (or chmod 700 it if it is), or set STEREOS_RUNTIME_DIR (or the runtimeDir option) to a private directory; the runtime dir in use is ${runtimeDir}`,
-  })
+  throw new HarnessError(
+    'HOST',
+    `the harness runtime dir ${path} ${problem}; another local user may have created it to read or delete this user's VM files, so it is not used`,
+    {
+      fix: `remove ${path} if it is not yours (or chmod 700 it if it is), or set STEREOS_RUNTIME_DIR (or the runtimeDir option) to a private directory; the runtime dir in use is ${runtimeDir}`,
+    },
+  )
 }
 
 /** Create `<runtime>/vms/<id>/` owned by this process. */

@@ -52,7 +52,8 @@ function firstFrame(socket: Duplex, timeoutMs: number, what: string): Promise<{ 
 }
 
 function checkHelloFrame(frame: Frame): unknown {
-  if (frame.channel !== 0 || frame.type !== FrameType.HELLO) throw new WireError(`expected HELLO on channel 0, got frame type ${frame.type} on channel ${frame.channel}`)
+  if (frame.channel !== 0 || frame.type !== FrameType.HELLO)
+    throw new WireError(`expected HELLO on channel 0, got frame type ${frame.type} on channel ${frame.channel}`)
   return decodeV8(frame.payload, 'hello')
 }
 
@@ -82,7 +83,8 @@ export function tokenMatches(expected: string, given: string): boolean {
 /** Guest side: accept the connection only with the right token and protocol version. */
 export async function helloAsGuest(socket: Duplex, token: string, info: AgentInfo, timeoutMs: number): Promise<Handshake> {
   const { frame, ...rest } = await firstFrame(socket, timeoutMs, "the host's hello")
-  const reply = (body: Record<string, unknown>) => socket.write(encodeFrame(0, FrameType.HELLO, serialize({ magic: HELLO_MAGIC, version: PROTOCOL_VERSION, ...body })))
+  const reply = (body: Record<string, unknown>) =>
+    socket.write(encodeFrame(0, FrameType.HELLO, serialize({ magic: HELLO_MAGIC, version: PROTOCOL_VERSION, ...body })))
   let hello: HostHello
   try {
     hello = HostHello(checkHelloFrame(frame), 'host hello')

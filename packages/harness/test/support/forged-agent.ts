@@ -28,22 +28,34 @@ export async function forgedAgent(handlers: ForgedHandlers): Promise<ForgedAgent
   const server: Server = createServer((socket) => {
     sockets.push(socket)
     socket.on('error', () => undefined)
-    const info = { agentVersion: 'forged', node: process.version, arch: 'x86_64', pid: process.pid, user: 'root', root: true, listen: 'tcp', execPath: process.execPath }
-    void helloAsGuest(socket, TOKEN, info, 5_000).then(({ leftover, decoder }) => {
-      new WirePeer(
-        socket,
-        {
-          onRequest: (op, args, peer) => {
-            ops.push(op)
-            const handler = handlers[op]
-            return handler ? handler(args as Record<string, unknown>, peer) : Promise.reject(new Error(`forged agent has no ${op}`))
+    const info = {
+      agentVersion: 'forged',
+      node: process.version,
+      arch: 'x86_64',
+      pid: process.pid,
+      user: 'root',
+      root: true,
+      listen: 'tcp',
+      execPath: process.execPath,
+    }
+    void helloAsGuest(socket, TOKEN, info, 5_000).then(
+      ({ leftover, decoder }) => {
+        new WirePeer(
+          socket,
+          {
+            onRequest: (op, args, peer) => {
+              ops.push(op)
+              const handler = handlers[op]
+              return handler ? handler(args as Record<string, unknown>, peer) : Promise.reject(new Error(`forged agent has no ${op}`))
+            },
           },
-        },
-        leftover,
-        decoder,
-      )
-      socket.resume()
-    }, () => socket.destroy())
+          leftover,
+          decoder,
+        )
+        socket.resume()
+      },
+      () => socket.destroy(),
+    )
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const address = server.address()

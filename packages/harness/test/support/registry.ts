@@ -78,14 +78,31 @@ export async function startRegistry(): Promise<Registry> {
     const config = join(dir, 'config.yml')
     writeFileSync(
       config,
-      ['version: 0.1', 'log:', '  level: error', '  accesslog:', '    disabled: true', 'storage:', '  filesystem:', `    rootdirectory: ${join(dir, 'data')}`, '  delete:', '    enabled: true', 'http:', `  addr: 127.0.0.1:${port}`, ''].join('\n'),
+      [
+        'version: 0.1',
+        'log:',
+        '  level: error',
+        '  accesslog:',
+        '    disabled: true',
+        'storage:',
+        '  filesystem:',
+        `    rootdirectory: ${join(dir, 'data')}`,
+        '  delete:',
+        '    enabled: true',
+        'http:',
+        `  addr: 127.0.0.1:${port}`,
+        '',
+      ].join('\n'),
     )
     const child = spawn('docker-registry', ['serve', config], { stdio: ['ignore', 'ignore', 'pipe'] })
     let stderr = ''
     child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
     const url = `http://127.0.0.1:${port}`
     for (let i = 0; i < 100 && child.exitCode === null; i++) {
-      const ok = await fetch(`${url}/v2/`).then((r) => r.status === 200, () => false)
+      const ok = await fetch(`${url}/v2/`).then(
+        (r) => r.status === 200,
+        () => false,
+      )
       if (ok) {
         return {
           host: `127.0.0.1:${port}`,
@@ -132,7 +149,10 @@ export interface SyntheticMixtape {
 }
 
 /** A few KiB per file named like the real ones, with a correct mixtape.toml (lib/dist.nix's tables). */
-export function syntheticMixtape(arch: TestArch, options: { name?: string; version?: string; diskBytes?: number; seed?: string; randomDisk?: boolean; qcow2?: Buffer } = {}): SyntheticMixtape {
+export function syntheticMixtape(
+  arch: TestArch,
+  options: { name?: string; version?: string; diskBytes?: number; seed?: string; randomDisk?: boolean; qcow2?: Buffer } = {},
+): SyntheticMixtape {
   const seed = options.seed ?? randomBytes(4).toString('hex')
   const filler = (label: string, size: number) => {
     const out = Buffer.alloc(size)
@@ -144,7 +164,9 @@ export function syntheticMixtape(arch: TestArch, options: { name?: string; versi
     return out
   }
   // randomDisk: incompressible bytes (a benchmark's worst case), made fast.
-  const raw = options.randomDisk ? randomBytes(options.diskBytes ?? 16 * 1024) : Buffer.concat([filler('raw', options.diskBytes ?? 16 * 1024), Buffer.alloc(8 * 1024)])
+  const raw = options.randomDisk
+    ? randomBytes(options.diskBytes ?? 16 * 1024)
+    : Buffer.concat([filler('raw', options.diskBytes ?? 16 * 1024), Buffer.alloc(8 * 1024)])
   const qcow2 = options.qcow2 ?? qcow2Of(filler('qcow2', options.randomDisk ? 4096 : (options.diskBytes ?? 16 * 1024) / 2))
   const files = {
     'stereos.img': raw,
@@ -156,7 +178,8 @@ export function syntheticMixtape(arch: TestArch, options: { name?: string; versi
   }
   const zst = { raw: zstdCompressSync(raw), qcow2: zstdCompressSync(qcow2) }
   const entry = (file: string, data: Buffer) => `file = "${file}"\nsha256 = "${sha256(data).slice(7)}"\nsize = ${data.length}\n`
-  const compressed = (file: string, data: Buffer) => `compressed_file = "${file}"\ncompressed_sha256 = "${sha256(data).slice(7)}"\ncompressed_size = ${data.length}\n`
+  const compressed = (file: string, data: Buffer) =>
+    `compressed_file = "${file}"\ncompressed_sha256 = "${sha256(data).slice(7)}"\ncompressed_size = ${data.length}\n`
   const toml = [
     `name = "${options.name ?? 'coder'}"\nversion = "${options.version ?? `dev-${seed}`}"\narch = "${NIX[arch]}"\n`,
     `[artifacts.raw]\n${entry('stereos.img', raw)}${compressed('stereos.img.zst', zst.raw)}`,
@@ -191,7 +214,9 @@ export interface LayerSpec {
 /** mb's build convention: disk (zstd), kernel, initrd, cmdline, init, mixtape.toml, with title annotations. */
 export function mixtapeLayers(m: SyntheticMixtape, format: 'raw' | 'qcow2'): LayerSpec[] {
   return [
-    format === 'raw' ? { mediaType: MT.rawZstd, title: 'stereos.img.zst', data: m.zst.raw } : { mediaType: MT.qcow2Zstd, title: 'stereos.qcow2.zst', data: m.zst.qcow2 },
+    format === 'raw'
+      ? { mediaType: MT.rawZstd, title: 'stereos.img.zst', data: m.zst.raw }
+      : { mediaType: MT.qcow2Zstd, title: 'stereos.qcow2.zst', data: m.zst.qcow2 },
     { mediaType: MT.kernel, title: 'bzImage', data: m.files.bzImage },
     { mediaType: MT.initrd, title: 'initrd', data: m.files.initrd },
     { mediaType: MT.cmdline, title: 'cmdline', data: m.files.cmdline },
@@ -206,7 +231,12 @@ export async function pushImage(url: string, repo: string, layers: LayerSpec[]):
   const descriptors = []
   for (const layer of layers) {
     const digest = await pushBlob(url, repo, layer.data)
-    descriptors.push({ mediaType: layer.mediaType, digest, size: layer.data.length, ...(layer.title ? { annotations: { 'org.opencontainers.image.title': layer.title } } : {}) })
+    descriptors.push({
+      mediaType: layer.mediaType,
+      digest,
+      size: layer.data.length,
+      ...(layer.title ? { annotations: { 'org.opencontainers.image.title': layer.title } } : {}),
+    })
   }
   const body = JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: OCI_EMPTY, digest: config, size: 2 }, layers: descriptors })
   return pushManifest(url, repo, sha256(body), OCI_MANIFEST, body)
@@ -219,7 +249,11 @@ export interface IndexEntry {
 }
 
 export async function pushIndex(url: string, repo: string, tag: string, entries: IndexEntry[]): Promise<{ digest: string; size: number }> {
-  const body = JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: entries.map((e) => ({ mediaType: OCI_MANIFEST, digest: e.digest, size: e.size, ...(e.platform ? { platform: e.platform } : {}) })) })
+  const body = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: OCI_INDEX,
+    manifests: entries.map((e) => ({ mediaType: OCI_MANIFEST, digest: e.digest, size: e.size, ...(e.platform ? { platform: e.platform } : {}) })),
+  })
   return pushManifest(url, repo, tag, OCI_INDEX, body)
 }
 
@@ -238,7 +272,12 @@ export async function publishMixtape(
   url: string,
   repo: string,
   tag: string,
-  options: { archs?: TestArch[]; formats?: ('raw' | 'qcow2')[]; mixtapes?: Partial<Record<TestArch, SyntheticMixtape>>; layers?: (arch: TestArch, format: 'raw' | 'qcow2', layers: LayerSpec[]) => LayerSpec[] } = {},
+  options: {
+    archs?: TestArch[]
+    formats?: ('raw' | 'qcow2')[]
+    mixtapes?: Partial<Record<TestArch, SyntheticMixtape>>
+    layers?: (arch: TestArch, format: 'raw' | 'qcow2', layers: LayerSpec[]) => LayerSpec[]
+  } = {},
 ): Promise<Published> {
   const archs = options.archs ?? ['x86_64', 'aarch64']
   const formats = options.formats ?? ['raw', 'qcow2']
@@ -335,7 +374,12 @@ export async function startProxy(target: string, options: { auth?: { username: s
       const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1]
       if (!token || !tokens.has(token)) {
         const repo = /^\/v2\/(.+)\/(?:manifests|blobs)\//.exec(path)?.[1] ?? ''
-        res.writeHead(401, { 'www-authenticate': `Bearer realm="${origin}/token",service="test-registry",scope="repository:${repo}:pull"`, 'content-type': 'application/json' }).end('{"errors":[{"code":"UNAUTHORIZED"}]}')
+        res
+          .writeHead(401, {
+            'www-authenticate': `Bearer realm="${origin}/token",service="test-registry",scope="repository:${repo}:pull"`,
+            'content-type': 'application/json',
+          })
+          .end('{"errors":[{"code":"UNAUTHORIZED"}]}')
         return
       }
     }

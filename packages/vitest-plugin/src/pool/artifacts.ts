@@ -12,7 +12,9 @@ interface BirpcCall {
 }
 
 function isCall(frame: unknown, method: string): frame is BirpcCall {
-  return typeof frame === 'object' && frame !== null && (frame as BirpcCall).t === 'q' && (frame as BirpcCall).m === method && Array.isArray((frame as BirpcCall).a)
+  return (
+    typeof frame === 'object' && frame !== null && (frame as BirpcCall).t === 'q' && (frame as BirpcCall).m === method && Array.isArray((frame as BirpcCall).a)
+  )
 }
 
 interface Attachment {
@@ -98,7 +100,10 @@ export function vmLogAnnotations(sandbox: Sandbox): unknown[] {
   const serial = logTail(logs.serial)
   const qemu = logTail(logs.qemu)
   return [
-    annotation(`VM ${info.id} serial console (${info.arch}, ${info.accel})${serial.length === LOG_TAIL_BYTES ? `, last ${LOG_TAIL_BYTES / 1024} KiB` : ''}`, body(serial)),
+    annotation(
+      `VM ${info.id} serial console (${info.arch}, ${info.accel})${serial.length === LOG_TAIL_BYTES ? `, last ${LOG_TAIL_BYTES / 1024} KiB` : ''}`,
+      body(serial),
+    ),
     ...(qemu.length ? [annotation(`VM ${info.id} qemu.log`, body(qemu))] : []),
     annotation(`VM ${info.id} boot timeline: ${timeline}`),
   ]
@@ -122,7 +127,12 @@ export function failedSuitesIn(frame: unknown): { errors: unknown[] }[] {
 /** The VM's account as one more error of a failed file or suite: its id, where it ran, the end of its console. */
 export function vmLogError(sandbox: Sandbox): { name: string; message: string; stack: string } {
   const { info, logs } = sandbox
-  const lines = logTail(logs.serial, 16 * 1024).toString('utf8').trimEnd().split('\n').slice(-20).join('\n')
+  const lines = logTail(logs.serial, 16 * 1024)
+    .toString('utf8')
+    .trimEnd()
+    .split('\n')
+    .slice(-20)
+    .join('\n')
   const message = `this file ran in VM ${info.id} (${info.arch}, ${info.accel}, ${info.mixtape.ref}); last lines of its serial console:\n${lines.replace(/^/gm, '  ')}`
   return { name: 'StereosVmLogs', message, stack: `StereosVmLogs: ${message}` }
 }

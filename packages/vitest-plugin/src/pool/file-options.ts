@@ -71,7 +71,8 @@ function literal(node: Node, path: string, env: NodeJS.ProcessEnv): unknown {
       }
       break
     case 'UnaryExpression':
-      if (node.operator === '-' && (node.argument as Node).type === 'Literal' && typeof (node.argument as Node).value === 'number') return -((node.argument as Node).value as number)
+      if (node.operator === '-' && (node.argument as Node).type === 'Literal' && typeof (node.argument as Node).value === 'number')
+        return -((node.argument as Node).value as number)
       break
     case 'TSAsExpression':
     case 'TSSatisfiesExpression':
@@ -113,7 +114,13 @@ function literal(node: Node, path: string, env: NodeJS.ProcessEnv): unknown {
 function isSandboxCall(node: Node): boolean {
   if (node.type !== 'CallExpression') return false
   const callee = node.callee as Node
-  return callee.type === 'MemberExpression' && !callee.computed && (callee.property as Node).name === 'sandbox' && (callee.object as Node).type === 'Identifier' && ['describe', 'suite'].includes((callee.object as Node).name as string)
+  return (
+    callee.type === 'MemberExpression' &&
+    !callee.computed &&
+    (callee.property as Node).name === 'sandbox' &&
+    (callee.object as Node).type === 'Identifier' &&
+    ['describe', 'suite'].includes((callee.object as Node).name as string)
+  )
 }
 
 function* walk(node: unknown): Generator<Node> {
@@ -175,9 +182,13 @@ export function sandboxOptionsInFile(file: string, env: NodeJS.ProcessEnv = proc
         if (err instanceof HarnessError) throw new HarnessError(err.code, `${file}:${line}: ${err.message.split('\nFix: ')[0]}`, { fix: err.fix ?? '' })
         throw err
       }
-      throw new HarnessError('INVALID_OPTIONS', `${file}:${lineAt(source, err.at)}: the describe.sandbox option ${err.path.replace(/^describe\.sandbox\.?/, '') || '(the whole object)'} is not a literal, so the pool cannot read it before the file runs in its VM`, {
-        fix: 'write it as a literal (strings, numbers, booleans, arrays, objects), or read host variables as process.env.NAME inside secrets/env; options computed at run time belong in the project\'s stereos() options',
-      })
+      throw new HarnessError(
+        'INVALID_OPTIONS',
+        `${file}:${lineAt(source, err.at)}: the describe.sandbox option ${err.path.replace(/^describe\.sandbox\.?/, '') || '(the whole object)'} is not a literal, so the pool cannot read it before the file runs in its VM`,
+        {
+          fix: "write it as a literal (strings, numbers, booleans, arrays, objects), or read host variables as process.env.NAME inside secrets/env; options computed at run time belong in the project's stereos() options",
+        },
+      )
     }
   }
   return found

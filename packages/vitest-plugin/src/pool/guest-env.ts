@@ -14,7 +14,11 @@ const RUN_VARIABLES = /^(VITEST|VITEST_[A-Z0-9_]+|TEST|NODE_ENV|TZ|LANG|LANGUAGE
  * @param configEnv   the project's resolved `test.env`
  * @param explicit    the `env` option (stereos() merged with describe.sandbox)
  */
-export function guestEnv(env: Partial<NodeJS.ProcessEnv>, configEnv: Record<string, unknown> = {}, explicit: Record<string, string> = {}): Record<string, string> {
+export function guestEnv(
+  env: Partial<NodeJS.ProcessEnv>,
+  configEnv: Record<string, unknown> = {},
+  explicit: Record<string, string> = {},
+): Record<string, string> {
   const out: Record<string, string> = {}
   for (const [key, value] of Object.entries(env)) {
     if (value === undefined) continue

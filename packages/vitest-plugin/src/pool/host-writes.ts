@@ -111,8 +111,12 @@ const COVERAGE_MAX_BYTES = 512 * 1024 ** 2
  * reads it, and nothing else: the name must be one the providers make, in the provider's own
  * directory, created new and without following links.
  */
-export async function copyCoverageFile(path: unknown, coverageDir: string | undefined, read: (path: string, maxBytes: number) => Promise<Buffer>): Promise<void> {
-  if (typeof path !== 'string' || !coverageDir) refuse(String(path), 'coverage results go only to the coverage provider\'s own directory')
+export async function copyCoverageFile(
+  path: unknown,
+  coverageDir: string | undefined,
+  read: (path: string, maxBytes: number) => Promise<Buffer>,
+): Promise<void> {
+  if (typeof path !== 'string' || !coverageDir) refuse(String(path), "coverage results go only to the coverage provider's own directory")
   const file = resolve(path)
   if (resolve(file, '..') !== resolve(coverageDir) || !/^coverage-[0-9a-f-]{36}\.json$/.test(file.slice(resolve(coverageDir).length + 1))) {
     refuse(file, `coverage results go only to ${coverageDir}/coverage-<uuid>.json`)

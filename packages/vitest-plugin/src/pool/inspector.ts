@@ -56,9 +56,13 @@ export class InspectorForward {
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
         reject(
-          new HarnessError('HOST', `stereos: cannot forward the debugger port: 127.0.0.1:${port} is ${err.code === 'EADDRINUSE' ? 'in use' : `unavailable (${err.message})`}`, {
-            fix: 'pass another port (--inspect=127.0.0.1:9230 or --inspect-brk=…) or stop what listens there',
-          }),
+          new HarnessError(
+            'HOST',
+            `stereos: cannot forward the debugger port: 127.0.0.1:${port} is ${err.code === 'EADDRINUSE' ? 'in use' : `unavailable (${err.message})`}`,
+            {
+              fix: 'pass another port (--inspect=127.0.0.1:9230 or --inspect-brk=…) or stop what listens there',
+            },
+          ),
         ),
       )
       server.listen(port, '127.0.0.1', () => resolve())

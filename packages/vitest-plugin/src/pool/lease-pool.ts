@@ -19,7 +19,12 @@ interface Slot {
 
 /** Boot failures worth one more try: the guest died or stalled (e.g. a TCG timer panic under load), not bad input. */
 function transient(err: unknown): boolean {
-  return isHarnessError(err, 'QEMU_EXITED') || isHarnessError(err, 'BOOT_TIMEOUT') || isHarnessError(err, 'AGENT_UNREACHABLE') || isHarnessError(err, 'CONTROL_PLANE')
+  return (
+    isHarnessError(err, 'QEMU_EXITED') ||
+    isHarnessError(err, 'BOOT_TIMEOUT') ||
+    isHarnessError(err, 'AGENT_UNREACHABLE') ||
+    isHarnessError(err, 'CONTROL_PLANE')
+  )
 }
 
 /**

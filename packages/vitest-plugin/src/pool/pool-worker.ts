@@ -35,7 +35,12 @@ function isRequest(message: unknown): message is Request {
 }
 
 function isResponse(message: unknown, type: string): message is { type: string; error?: unknown } {
-  return typeof message === 'object' && message !== null && (message as { __vitest_worker_response__?: boolean }).__vitest_worker_response__ === true && (message as { type?: string }).type === type
+  return (
+    typeof message === 'object' &&
+    message !== null &&
+    (message as { __vitest_worker_response__?: boolean }).__vitest_worker_response__ === true &&
+    (message as { type?: string }).type === type
+  )
 }
 
 const response = (type: 'started' | 'stopped') => ({ __vitest_worker_response__: true, type })
@@ -164,7 +169,13 @@ export class StereosPoolWorker implements PoolWorker {
     let hung = false
     if (this.state.kind === 'running') {
       const { child } = this.state
-      const exited = await Promise.race([child.exited.then(() => true, () => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000).unref())])
+      const exited = await Promise.race([
+        child.exited.then(
+          () => true,
+          () => true,
+        ),
+        new Promise<boolean>((r) => setTimeout(() => r(false), 10_000).unref()),
+      ])
       if (!exited) {
         hung = true
         await child.kill('SIGKILL').catch(() => undefined)
@@ -314,7 +325,8 @@ export class StereosPoolWorker implements PoolWorker {
     if (isResponse(message, 'started')) {
       if (message.error) this.fail(message.error)
       // This file's process has imported Vitest: start the next file's on the same VM now.
-      else if (this.lease && this.plan && this.plan.options.isolation === 'process') this.ctx.spares.prepare(this.lease.sandbox, this.workerSpec(this.lease, this.plan))
+      else if (this.lease && this.plan && this.plan.options.isolation === 'process')
+        this.ctx.spares.prepare(this.lease.sandbox, this.workerSpec(this.lease, this.plan))
       return
     }
     if (isHostFsRequest(message)) {
@@ -387,7 +399,9 @@ export class StereosPoolWorker implements PoolWorker {
     const config = (project.config as { inspector?: InspectorConfig }).inspector ?? (project.vitest.config as { inspector?: InspectorConfig }).inspector
     if (!config?.enabled) return
     this.inspector = await InspectorForward.open(lease.sandbox, (await lease.sandbox.agent()).info.execPath, config)
-    project.vitest.logger.log(`stereos: debugger: attach to 127.0.0.1:${this.inspector.port} (the guest worker of ${files.join(', ')} in VM ${lease.sandbox.info.id})`)
+    project.vitest.logger.log(
+      `stereos: debugger: attach to 127.0.0.1:${this.inspector.port} (the guest worker of ${files.join(', ')} in VM ${lease.sandbox.info.id})`,
+    )
   }
 
   private count(files: string[]): void {
@@ -434,10 +448,16 @@ export class StereosPoolWorker implements PoolWorker {
     const why = exit !== undefined ? `the VM's QEMU (pid ${exit}) exited` : reason
     const logs: Record<string, string> = lease ? { serial: lease.sandbox.logs.serial, qemu: lease.sandbox.logs.qemu } : {}
     this.fail(
-      new HarnessError('AGENT_UNREACHABLE', `stereos pool: ${why} while running a test file${lease ? ` in VM ${lease.sandbox.info.id}. Last lines of its console:\n${tail(lease.sandbox.logs.serial).replace(/^/gm, '  ')}` : ''}`, {
-        fix: lease ? `read ${lease.sandbox.logs.serial} (guest console) and ${lease.sandbox.logs.qemu}; the pool replaces the VM for the next file` : 'see the error above',
-        logs,
-      }),
+      new HarnessError(
+        'AGENT_UNREACHABLE',
+        `stereos pool: ${why} while running a test file${lease ? ` in VM ${lease.sandbox.info.id}. Last lines of its console:\n${tail(lease.sandbox.logs.serial).replace(/^/gm, '  ')}` : ''}`,
+        {
+          fix: lease
+            ? `read ${lease.sandbox.logs.serial} (guest console) and ${lease.sandbox.logs.qemu}; the pool replaces the VM for the next file`
+            : 'see the error above',
+          logs,
+        },
+      ),
     )
     // Only 'error': Vitest fails the file with it and stops this worker (stop() discards the
     // VM). An 'exit' on top would surface as an unhandled "Worker exited unexpectedly".

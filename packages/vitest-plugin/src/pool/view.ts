@@ -56,9 +56,13 @@ export function viewRoots(projectRoot: string, distPath: string, pluginDir: stri
   const minimal = unique.filter((root) => !unique.some((other) => other !== root && root.startsWith(`${other}${sep}`)))
   for (const root of minimal) {
     if (tooBroad(root, home)) {
-      throw new HarnessError('INVALID_OPTIONS', `the stereos pool would have to share ${root} with the guest to show it the project (${project}) and Vitest (${vitest})`, {
-        fix: 'install vitest and @stereos/vitest-plugin in the project (or its workspace) rather than globally, and keep the project out of the home directory root',
-      })
+      throw new HarnessError(
+        'INVALID_OPTIONS',
+        `the stereos pool would have to share ${root} with the guest to show it the project (${project}) and Vitest (${vitest})`,
+        {
+          fix: 'install vitest and @stereos/vitest-plugin in the project (or its workspace) rather than globally, and keep the project out of the home directory root',
+        },
+      )
     }
     const system = GUEST_SYSTEM.find((s) => root === s || root.startsWith(`${s}/`))
     if (system) {
@@ -119,17 +123,25 @@ export function hostIdentity(): Identity {
 export async function mountView(sandbox: Sandbox, plan: ViewPlan, firstShare: number, who: Identity): Promise<void> {
   const agent = await sandbox.agent()
   if (!agent.info.root) {
-    throw new HarnessError('INVALID_OPTIONS', `the stereos pool needs the guest agent to run as root to lay out the project view, but it runs as ${agent.info.user}`, {
-      fix: "leave `bootstrap` unset (the pool uses 'ssh': admin's passwordless sudo, as on every stereOS mixtape) or use a mixtape whose admin user has sudo",
-    })
+    throw new HarnessError(
+      'INVALID_OPTIONS',
+      `the stereos pool needs the guest agent to run as root to lay out the project view, but it runs as ${agent.info.user}`,
+      {
+        fix: "leave `bootstrap` unset (the pool uses 'ssh': admin's passwordless sudo, as on every stereOS mixtape) or use a mixtape whose admin user has sudo",
+      },
+    )
   }
   const args = [String(who.uid), String(who.gid), ...plan.roots.flatMap((root, i) => [`share${firstShare + i}`, `${STAGING}/${i}`, root])]
   const result = await sandbox.exec('sh', ['-c', MOUNT_SCRIPT, 'stereos-view', ...args], { user: 'root' })
   if (result.exitCode !== 0) {
-    throw new HarnessError('AGENT', `laying out the project view in VM ${sandbox.info.id} failed (exit ${result.exitCode}): ${result.stderr.trim() || result.stdout.trim()}`, {
-      fix: `the guest needs 9p and overlay filesystems (stereOS has both); see ${sandbox.logs.serial}`,
-      logs: { serial: sandbox.logs.serial, qemu: sandbox.logs.qemu },
-    })
+    throw new HarnessError(
+      'AGENT',
+      `laying out the project view in VM ${sandbox.info.id} failed (exit ${result.exitCode}): ${result.stderr.trim() || result.stdout.trim()}`,
+      {
+        fix: `the guest needs 9p and overlay filesystems (stereOS has both); see ${sandbox.logs.serial}`,
+        logs: { serial: sandbox.logs.serial, qemu: sandbox.logs.qemu },
+      },
+    )
   }
 }
 
@@ -154,6 +166,9 @@ export async function ensureGuestDir(sandbox: Sandbox, dir: string, who: Identit
   coverageDirs.set(sandbox, done)
   if (done.has(dir)) return
   const result = await sandbox.exec('sh', ['-c', 'mkdir -p "$1" && chown "$2:$3" "$1"', 'stereos-dir', dir, String(who.uid), String(who.gid)], { user: 'root' })
-  if (result.exitCode !== 0) throw new HarnessError('AGENT', `cannot make ${dir} in VM ${sandbox.info.id}: ${result.stderr.trim()}`, { fix: 'set coverage.reportsDirectory to a directory inside the project' })
+  if (result.exitCode !== 0)
+    throw new HarnessError('AGENT', `cannot make ${dir} in VM ${sandbox.info.id}: ${result.stderr.trim()}`, {
+      fix: 'set coverage.reportsDirectory to a directory inside the project',
+    })
   done.add(dir)
 }

@@ -68,7 +68,11 @@ export class Authenticator {
       if (!scope.ok) throw this.denied(`it asks for Basic authentication, and the credentials from ${this.credentials.source} were not sent: ${scope.why}`)
       this.header = `Basic ${Buffer.from(`${this.credentials.username}:${this.credentials.password}`).toString('base64')}`
     } else {
-      throw this.denied(challenge ? `it asks for ${challenge.scheme} authentication${this.credentials ? '' : ' and no credentials were found'}` : 'it gave no WWW-Authenticate challenge')
+      throw this.denied(
+        challenge
+          ? `it asks for ${challenge.scheme} authentication${this.credentials ? '' : ' and no credentials were found'}`
+          : 'it gave no WWW-Authenticate challenge',
+      )
     }
     if (had === this.header) throw this.denied(this.credentials ? `it refused the credentials from ${this.credentials.source}` : 'it refused anonymous access')
   }
@@ -84,11 +88,23 @@ export class Authenticator {
     const scope = challenge.params.scope ?? `repository:${this.repository}:pull`
     const allowed = this.credentials ? credentialScope(url, this.registry, this.env) : undefined
     const creds = allowed?.ok ? this.credentials : undefined
-    if (this.credentials && allowed && !allowed.ok) this.withheld = `the credentials from ${this.credentials.source} were not sent to its token server ${url.origin}: ${allowed.why}`
+    if (this.credentials && allowed && !allowed.ok)
+      this.withheld = `the credentials from ${this.credentials.source} were not sent to its token server ${url.origin}: ${allowed.why}`
     let response: Response
     if (creds?.identityToken) {
-      const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: creds.identityToken, service: challenge.params.service ?? '', scope, client_id: 'stereos-harness' })
-      response = await fetchAnswer(this.fetchImpl, url, { method: 'POST', body: form, headers: { 'content-type': 'application/x-www-form-urlencoded' } }, this.limits)
+      const form = new URLSearchParams({
+        grant_type: 'refresh_token',
+        refresh_token: creds.identityToken,
+        service: challenge.params.service ?? '',
+        scope,
+        client_id: 'stereos-harness',
+      })
+      response = await fetchAnswer(
+        this.fetchImpl,
+        url,
+        { method: 'POST', body: form, headers: { 'content-type': 'application/x-www-form-urlencoded' } },
+        this.limits,
+      )
     } else {
       if (challenge.params.service) url.searchParams.set('service', challenge.params.service)
       url.searchParams.set('scope', scope)
@@ -97,9 +113,15 @@ export class Authenticator {
       response = await fetchAnswer(this.fetchImpl, url, { headers }, this.limits)
     }
     if (!response.ok) await response.body?.cancel().catch(() => undefined)
-    if (isRetryableStatus(response.status)) throw new TransientError(`token server ${url.host} answered ${response.status}`, response.headers.get('retry-after'))
-    if (!response.ok) throw this.denied(`its token server ${url.origin}${url.pathname} answered ${response.status}${creds ? ` to the credentials from ${creds.source}` : ' to an anonymous request'}`)
-    const bytes = await readWholeBody(response, 'the token answer', `${url.origin}${url.pathname}`, MAX_TOKEN_BYTES, this.limits, (message) => this.denied(message))
+    if (isRetryableStatus(response.status))
+      throw new TransientError(`token server ${url.host} answered ${response.status}`, response.headers.get('retry-after'))
+    if (!response.ok)
+      throw this.denied(
+        `its token server ${url.origin}${url.pathname} answered ${response.status}${creds ? ` to the credentials from ${creds.source}` : ' to an anonymous request'}`,
+      )
+    const bytes = await readWholeBody(response, 'the token answer', `${url.origin}${url.pathname}`, MAX_TOKEN_BYTES, this.limits, (message) =>
+      this.denied(message),
+    )
     const body = parseJson(bytes)
     const token = typeof body.token === 'string' ? body.token : typeof body.access_token === 'string' ? body.access_token : undefined
     if (!token) throw this.denied(`its token server ${url.origin} returned no token`)
@@ -112,8 +134,8 @@ export class Authenticator {
       fix: this.withheld
         ? `if that token server is really ${this.registry}'s, allow it with STEREOS_REGISTRY_AUTH_HOSTS (and STEREOS_REGISTRY_INSECURE for a plain-http registry you trust); otherwise the registry is not the one you meant`
         : this.credentials
-        ? `check the credentials from ${this.credentials.source} (or that ${this.repository} exists)`
-        : `check the name (registries often answer 401 for repositories that do not exist); for a private registry run \`docker login ${this.registry}\` or set STEREOS_REGISTRY_USERNAME and STEREOS_REGISTRY_PASSWORD`,
+          ? `check the credentials from ${this.credentials.source} (or that ${this.repository} exists)`
+          : `check the name (registries often answer 401 for repositories that do not exist); for a private registry run \`docker login ${this.registry}\` or set STEREOS_REGISTRY_USERNAME and STEREOS_REGISTRY_PASSWORD`,
     })
   }
 }

@@ -152,10 +152,14 @@ export class BlobStore {
           if (offset > before) attempt = 1
           const reason = err instanceof TransientError ? err.message : describeNetworkError(err)
           if (attempt >= options.retry.attempts) {
-            throw new HarnessError('REGISTRY', `downloading blob ${desc.digest} failed after ${attempt} attempt(s) without progress, at byte ${offset} of ${desc.size}: ${reason}`, {
-              fix: 'check the registry and the network, then pull again: the download resumes from where it stopped',
-              cause: err,
-            })
+            throw new HarnessError(
+              'REGISTRY',
+              `downloading blob ${desc.digest} failed after ${attempt} attempt(s) without progress, at byte ${offset} of ${desc.size}: ${reason}`,
+              {
+                fix: 'check the registry and the network, then pull again: the download resumes from where it stopped',
+                cause: err,
+              },
+            )
           }
           const delayMs = backoffMs(attempt, options.retry, err instanceof TransientError ? err.retryAfter : undefined)
           options.onRetry?.({ what: `blob ${desc.digest.slice(0, 19)}`, attempt, attempts: options.retry.attempts, delayMs, reason })
@@ -192,7 +196,11 @@ export class BlobStore {
   storedDigests(): string[] {
     const dir = join(this.root, 'blobs', 'sha256')
     // Only names that are digests: anything else is not ours.
-    return existsSync(dir) ? readdirSync(dir).filter((name) => /^[a-f0-9]{64}$/.test(name)).map((hex) => `sha256:${hex}`) : []
+    return existsSync(dir)
+      ? readdirSync(dir)
+          .filter((name) => /^[a-f0-9]{64}$/.test(name))
+          .map((hex) => `sha256:${hex}`)
+      : []
   }
 }
 

@@ -81,13 +81,24 @@ async function readBounded(response: Response, maxBytes: number, timeoutMs: numb
  * A body that must be read whole (manifest, token JSON): larger than `maxBytes`, or not ended
  * within the time limit, is an error naming `what`, the bound and the URL.
  */
-export async function readWholeBody(response: Response, what: string, url: string, maxBytes: number, limits: BodyLimits, tooLarge: (message: string) => HarnessError): Promise<Buffer> {
+export async function readWholeBody(
+  response: Response,
+  what: string,
+  url: string,
+  maxBytes: number,
+  limits: BodyLimits,
+  tooLarge: (message: string) => HarnessError,
+): Promise<Buffer> {
   const { bytes, outcome } = await readBounded(response, maxBytes, limits.timeoutMs)
   if (outcome === 'too-large') throw tooLarge(`${what} at ${url} is larger than ${maxBytes} bytes`)
   if (outcome === 'timed-out') {
-    throw new HarnessError('REGISTRY', `${what} at ${url} did not arrive within ${limits.timeoutMs} ms (${bytes.length} bytes came; the registry sends it too slowly or without end)`, {
-      fix: 'check the registry (or a proxy in between) and pull again; a registry that streams a body without end is broken or hostile',
-    })
+    throw new HarnessError(
+      'REGISTRY',
+      `${what} at ${url} did not arrive within ${limits.timeoutMs} ms (${bytes.length} bytes came; the registry sends it too slowly or without end)`,
+      {
+        fix: 'check the registry (or a proxy in between) and pull again; a registry that streams a body without end is broken or hostile',
+      },
+    )
   }
   return bytes
 }

@@ -38,5 +38,8 @@ function effectivePort(url: URL): string {
 }
 
 function list(value: string | undefined): string[] {
-  return (value ?? '').split(',').map((h) => h.trim()).filter(Boolean)
+  return (value ?? '')
+    .split(',')
+    .map((h) => h.trim())
+    .filter(Boolean)
 }

@@ -34,7 +34,10 @@ export function dockerConfigPath(env: NodeJS.ProcessEnv = process.env): string {
  * None → anonymous (the bearer token flow still runs, without a user).
  */
 export function findCredentials(registry: string, env: NodeJS.ProcessEnv = process.env): Credentials | undefined {
-  const hosts = (env.STEREOS_REGISTRY_HOSTS ?? '').split(',').map((h) => h.trim()).filter(Boolean)
+  const hosts = (env.STEREOS_REGISTRY_HOSTS ?? '')
+    .split(',')
+    .map((h) => h.trim())
+    .filter(Boolean)
   if (env.STEREOS_REGISTRY_USERNAME && env.STEREOS_REGISTRY_PASSWORD !== undefined && (hosts.length === 0 || hosts.includes(registry))) {
     return { username: env.STEREOS_REGISTRY_USERNAME, password: env.STEREOS_REGISTRY_PASSWORD, source: 'STEREOS_REGISTRY_USERNAME/PASSWORD' }
   }
@@ -44,7 +47,10 @@ export function findCredentials(registry: string, env: NodeJS.ProcessEnv = proce
   try {
     config = JSON.parse(readFileSync(path, 'utf8')) as DockerConfig
   } catch (cause) {
-    throw new HarnessError('REGISTRY', `${path} is not valid JSON: ${(cause as Error).message}`, { fix: 'repair or remove the docker config file (docker login rewrites it)', cause })
+    throw new HarnessError('REGISTRY', `${path} is not valid JSON: ${(cause as Error).message}`, {
+      fix: 'repair or remove the docker config file (docker login rewrites it)',
+      cause,
+    })
   }
   const keys = registryKeys(registry)
   const helper = Object.entries(config.credHelpers ?? {}).find(([key]) => keys.includes(normalizeKey(key)))?.[1]
@@ -84,10 +90,14 @@ function fromHelper(helper: string, registry: string, env: NodeJS.ProcessEnv): C
     const stdout = String((err as { stdout?: string }).stdout ?? '')
     // Helpers answer "credentials not found in native keychain" for unknown servers: anonymous.
     if (/not found/i.test(stdout) || /not found/i.test(String((err as { stderr?: string }).stderr ?? ''))) return undefined
-    throw new HarnessError('REGISTRY', `the docker credential helper docker-credential-${helper} failed for ${registry}: ${(err as Error).message.split('\n')[0]}`, {
-      fix: `install docker-credential-${helper} or remove it from ${dockerConfigPath(env)}`,
-      cause: err,
-    })
+    throw new HarnessError(
+      'REGISTRY',
+      `the docker credential helper docker-credential-${helper} failed for ${registry}: ${(err as Error).message.split('\n')[0]}`,
+      {
+        fix: `install docker-credential-${helper} or remove it from ${dockerConfigPath(env)}`,
+        cause: err,
+      },
+    )
   }
   const parsed = JSON.parse(out) as { Username?: string; Secret?: string }
   if (!parsed.Secret) return undefined

@@ -90,9 +90,13 @@ export async function installLayers(plan: PlannedLayer[], dir: string, deps: Ins
   let declared = new Map<string, number>()
   for (const layer of [...plan.filter(isToml), ...plan.filter((l) => !isToml(l))]) {
     if (isToml(layer) && layer.desc.size > MAX_TOML_BYTES) {
-      throw new HarnessError('MIXTAPE_INVALID', `the image's ${layer.out.file} layer is ${layer.desc.size} bytes; a mixtape.toml is at most ${MAX_TOML_BYTES}`, {
-        fix: 'the image is published wrongly: republish it, or pull another tag',
-      })
+      throw new HarnessError(
+        'MIXTAPE_INVALID',
+        `the image's ${layer.out.file} layer is ${layer.desc.size} bytes; a mixtape.toml is at most ${MAX_TOML_BYTES}`,
+        {
+          fix: 'the image is published wrongly: republish it, or pull another tag',
+        },
+      )
     }
     const limit = layer.out.zstd ? { bytes: declared.get(layer.out.file) ?? UNDECLARED_ZSTD_LIMIT, declared: declared.has(layer.out.file) } : undefined
     const write = () => writeLayer(layer, dir, deps, installed, limit)
@@ -106,7 +110,9 @@ export async function installLayers(plan: PlannedLayer[], dir: string, deps: Ins
         await write()
       } catch (again) {
         if (!(again instanceof RereadBlob)) throw again
-        throw new HarnessError('MIXTAPE_INVALID', `layer ${layer.out.file} (${layer.desc.digest}) failed verification twice: ${again.message}`, { fix: 'pull again; if it persists, the registry serves a corrupt blob' })
+        throw new HarnessError('MIXTAPE_INVALID', `layer ${layer.out.file} (${layer.desc.digest}) failed verification twice: ${again.message}`, {
+          fix: 'pull again; if it persists, the registry serves a corrupt blob',
+        })
       } finally {
         await release()
       }
@@ -184,11 +190,17 @@ function boundedTo(limit: UnpackLimit, out: LayerOutput, desc: Descriptor): Tran
     transform(chunk: Buffer, _encoding, callback) {
       total += chunk.length
       if (total <= limit.bytes) return callback(null, chunk)
-      const what = limit.declared ? `the ${limit.bytes} bytes its mixtape.toml declares for ${out.file}` : `${limit.bytes} bytes (mixtape.toml declares no size for ${out.file})`
+      const what = limit.declared
+        ? `the ${limit.bytes} bytes its mixtape.toml declares for ${out.file}`
+        : `${limit.bytes} bytes (mixtape.toml declares no size for ${out.file})`
       callback(
-        new HarnessError('MIXTAPE_INVALID', `layer ${out.blobName} (${desc.digest}, ${desc.size} bytes) unpacks to more than ${what}: unpacking stopped there`, {
-          fix: 'the image is published wrongly or is a decompression bomb; nothing was cached. Pull another tag, or report it to the publisher',
-        }),
+        new HarnessError(
+          'MIXTAPE_INVALID',
+          `layer ${out.blobName} (${desc.digest}, ${desc.size} bytes) unpacks to more than ${what}: unpacking stopped there`,
+          {
+            fix: 'the image is published wrongly or is a decompression bomb; nothing was cached. Pull another tag, or report it to the publisher',
+          },
+        ),
       )
     },
   })
@@ -196,7 +208,9 @@ function boundedTo(limit: UnpackLimit, out: LayerOutput, desc: Descriptor): Tran
 
 function zstdDecompressor(): Transform {
   if (typeof zlib.createZstdDecompress !== 'function') {
-    throw new HarnessError('HOST', `Node ${process.version} has no zstd in node:zlib (needed to unpack mixtape disks)`, { fix: 'use Node 22.15 or later (Node 24 recommended)' })
+    throw new HarnessError('HOST', `Node ${process.version} has no zstd in node:zlib (needed to unpack mixtape disks)`, {
+      fix: 'use Node 22.15 or later (Node 24 recommended)',
+    })
   }
   return zlib.createZstdDecompress({ chunkSize: 1024 * 1024 })
 }

@@ -70,8 +70,12 @@ async function holder(requests: LockRequest[]): Promise<() => Promise<void>> {
         const missing = /flock: (not found|command not found)|flock: No such file/.test(stderr) || code === 127
         reject(
           missing
-            ? new HarnessError('HOST', 'flock is not installed (the mixtape cache locks with it)', { fix: 'install util-linux (Debian/Ubuntu: apt-get install util-linux)' })
-            : new HarnessError('HOST', `could not lock ${requests.map((r) => r.path).join(', ')} (exit ${code}): ${stderr.trim()}`, { fix: 'check that the mixtape cache directory is writable' }),
+            ? new HarnessError('HOST', 'flock is not installed (the mixtape cache locks with it)', {
+                fix: 'install util-linux (Debian/Ubuntu: apt-get install util-linux)',
+              })
+            : new HarnessError('HOST', `could not lock ${requests.map((r) => r.path).join(', ')} (exit ${code}): ${stderr.trim()}`, {
+                fix: 'check that the mixtape cache directory is writable',
+              }),
         )
       })
     })

@@ -71,9 +71,13 @@ export function layerOutput(layer: Descriptor, reserved: ReadonlySet<string>): L
   const zstd = known?.zstd ?? false
   const file = zstd && blobName.endsWith('.zst') ? blobName.slice(0, -4) : blobName
   if (!file || file === '.' || file === '..' || file.startsWith('.') || file.includes('\0') || reserved.has(file)) {
-    throw new HarnessError('MIXTAPE_INVALID', `layer ${layer.digest} (${layer.mediaType}) would be written as "${file}", which is not a plain file name or is already taken`, {
-      fix: 'the image is published wrongly: republish it with plain, distinct org.opencontainers.image.title annotations',
-    })
+    throw new HarnessError(
+      'MIXTAPE_INVALID',
+      `layer ${layer.digest} (${layer.mediaType}) would be written as "${file}", which is not a plain file name or is already taken`,
+      {
+        fix: 'the image is published wrongly: republish it with plain, distinct org.opencontainers.image.title annotations',
+      },
+    )
   }
   return { file, zstd, blobName }
 }
@@ -90,9 +94,13 @@ export function checkDescriptor(value: unknown, where: string): Descriptor {
     Number.isSafeInteger(d.size) &&
     (d.size as number) >= 0
   if (!ok) {
-    throw new HarnessError('MIXTAPE_INVALID', `${where} holds a descriptor without a valid mediaType, sha256 digest and size: ${JSON.stringify(value).slice(0, 200)}`, {
-      fix: 'the image is published wrongly: republish it, or pull another tag',
-    })
+    throw new HarnessError(
+      'MIXTAPE_INVALID',
+      `${where} holds a descriptor without a valid mediaType, sha256 digest and size: ${JSON.stringify(value).slice(0, 200)}`,
+      {
+        fix: 'the image is published wrongly: republish it, or pull another tag',
+      },
+    )
   }
   return d as Descriptor
 }

@@ -18,9 +18,16 @@ export interface PlatformPick {
  * hit. `hasRaw` probes a child manifest for a raw disk layer; a probe that fails counts as "no".
  * The platform is the guest's (`linux/<arch>`), not the host's: a harness may boot a foreign arch.
  */
-export async function selectIndexManifest(manifests: Descriptor[], os: string, architecture: string, hasRaw: (d: Descriptor) => Promise<boolean>): Promise<PlatformPick> {
+export async function selectIndexManifest(
+  manifests: Descriptor[],
+  os: string,
+  architecture: string,
+  hasRaw: (d: Descriptor) => Promise<boolean>,
+): Promise<PlatformPick> {
   if (manifests.length === 0) {
-    throw new HarnessError('MIXTAPE_INVALID', 'the image index lists no manifests', { fix: 'the image is published wrongly: republish it, or pull another tag' })
+    throw new HarnessError('MIXTAPE_INVALID', 'the image index lists no manifests', {
+      fix: 'the image is published wrongly: republish it, or pull another tag',
+    })
   }
   let platformRaw: Descriptor | undefined
   let platformAny: Descriptor | undefined
@@ -37,7 +44,8 @@ export async function selectIndexManifest(manifests: Descriptor[], os: string, a
   }
   const where = `${os}/${architecture}`
   if (platformRaw) return { descriptor: platformRaw, tier: 1, warning: undefined }
-  if (platformAny) return { descriptor: platformAny, tier: 2, warning: `no raw format for ${where} in the index; using the ${where} manifest in another format` }
+  if (platformAny)
+    return { descriptor: platformAny, tier: 2, warning: `no raw format for ${where} in the index; using the ${where} manifest in another format` }
   if (anyRaw) return { descriptor: anyRaw, tier: 3, warning: `no ${where} manifest in the index; using a raw-format manifest that may not run on this host` }
   return { descriptor: manifests[0]!, tier: 4, warning: 'no raw format in the index; using its first manifest' }
 }

@@ -83,7 +83,9 @@ export function ttyProgress(stream: NodeJS.WriteStream): PullProgress {
       const filled = event.size ? Math.round((event.done / event.size) * width) : width
       const pct = event.size ? Math.floor((event.done / event.size) * 100) : 100
       const speed = rate(event.done, now - started)
-      stream.write(`\r\x1b[K  ${event.file.padEnd(14)} [${'='.repeat(filled)}${' '.repeat(width - filled)}] ${String(pct).padStart(3)}% ${formatBytes(event.done)}/${formatBytes(event.size)}${speed}`)
+      stream.write(
+        `\r\x1b[K  ${event.file.padEnd(14)} [${'='.repeat(filled)}${' '.repeat(width - filled)}] ${String(pct).padStart(3)}% ${formatBytes(event.done)}/${formatBytes(event.size)}${speed}`,
+      )
       drawn = true
       return
     }

@@ -51,7 +51,8 @@ export function parseReference(raw: string): MixtapeReference {
   const hasTag = colon > namePart.lastIndexOf('/')
   const repoPart = hasTag ? namePart.slice(0, colon) : namePart
   const tag = hasTag ? namePart.slice(colon + 1) : digest ? undefined : 'latest'
-  if (tag !== undefined && !TAG.test(tag)) throw invalid(raw, `the tag "${tag}" is not a valid tag (letters, digits, _ . -; at most 128; not starting with . or -)`)
+  if (tag !== undefined && !TAG.test(tag))
+    throw invalid(raw, `the tag "${tag}" is not a valid tag (letters, digits, _ . -; at most 128; not starting with . or -)`)
 
   const slash = repoPart.indexOf('/')
   const first = repoPart.slice(0, slash)
@@ -77,7 +78,10 @@ export function parseReference(raw: string): MixtapeReference {
  * https for everything else.
  */
 export function registryScheme(registry: string, env: NodeJS.ProcessEnv = process.env): 'http' | 'https' {
-  const insecure = (env.STEREOS_REGISTRY_INSECURE ?? '').split(',').map((h) => h.trim()).filter(Boolean)
+  const insecure = (env.STEREOS_REGISTRY_INSECURE ?? '')
+    .split(',')
+    .map((h) => h.trim())
+    .filter(Boolean)
   if (insecure.includes(registry)) return 'http'
   const host = registry.startsWith('[') ? registry.slice(0, registry.indexOf(']') + 1) : registry.replace(/:\d+$/, '')
   if (host === 'localhost' || host.endsWith('.localhost') || host.endsWith('.local') || host === '[::1]') return 'http'

@@ -57,25 +57,42 @@ export class RegistryClient {
       const response = await this.send(url, { accept: MANIFEST_ACCEPT })
       if (response.status === 404) {
         await response.body?.cancel()
-        throw new HarnessError('MIXTAPE_NOT_FOUND', `registry ${this.ref.registry} has no manifest ${this.ref.repository}${reference.startsWith('sha256:') ? '@' : ':'}${reference} (404)`, {
-          fix: 'check the mixtape name and tag (tags look like latest, nightly or 2026.03.01.0)',
-        })
+        throw new HarnessError(
+          'MIXTAPE_NOT_FOUND',
+          `registry ${this.ref.registry} has no manifest ${this.ref.repository}${reference.startsWith('sha256:') ? '@' : ':'}${reference} (404)`,
+          {
+            fix: 'check the mixtape name and tag (tags look like latest, nightly or 2026.03.01.0)',
+          },
+        )
       }
       await this.failUnlessOk(response, url)
-      const bytes = await readWholeBody(response, 'the manifest', url, MAX_MANIFEST_BYTES, this.limits, (message) => new HarnessError('MIXTAPE_INVALID', message, { fix: 'check the reference: this is not a mixtape manifest' }))
+      const bytes = await readWholeBody(
+        response,
+        'the manifest',
+        url,
+        MAX_MANIFEST_BYTES,
+        this.limits,
+        (message) => new HarnessError('MIXTAPE_INVALID', message, { fix: 'check the reference: this is not a mixtape manifest' }),
+      )
       const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`
       const announced = response.headers.get('docker-content-digest')
       const expected = reference.startsWith('sha256:') ? reference : announced?.startsWith('sha256:') ? announced : undefined
       if (expected && expected !== digest) {
-        throw new HarnessError('MIXTAPE_INVALID', `registry ${this.ref.registry} served a manifest for ${this.ref.repository}@${expected} whose content hashes to ${digest}`, {
-          fix: 'the registry or a proxy in between altered the manifest; pull again, and report it to the registry operator if it persists',
-        })
+        throw new HarnessError(
+          'MIXTAPE_INVALID',
+          `registry ${this.ref.registry} served a manifest for ${this.ref.repository}@${expected} whose content hashes to ${digest}`,
+          {
+            fix: 'the registry or a proxy in between altered the manifest; pull again, and report it to the registry operator if it persists',
+          },
+        )
       }
       let json: Record<string, unknown>
       try {
         json = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>
       } catch {
-        throw new HarnessError('MIXTAPE_INVALID', `the manifest at ${url} is not JSON`, { fix: 'the image is published wrongly: republish it, or pull another tag' })
+        throw new HarnessError('MIXTAPE_INVALID', `the manifest at ${url} is not JSON`, {
+          fix: 'the image is published wrongly: republish it, or pull another tag',
+        })
       }
       const header = response.headers.get('content-type')?.split(';')[0]?.trim()
       const mediaType = typeof json.mediaType === 'string' ? json.mediaType : (header ?? '')
@@ -129,7 +146,10 @@ export class RegistryClient {
     const detail = `${response.status} ${response.statusText}${text ? `: ${text}` : ''}`
     if (isRetryableStatus(response.status)) throw new TransientError(`the registry answered ${detail}`, response.headers.get('retry-after'))
     throw new HarnessError('REGISTRY', `GET ${url} was answered ${detail}`, {
-      fix: response.status === 401 || response.status === 403 ? `check your access to ${this.ref.repository} on ${this.ref.registry} (docker login, or STEREOS_REGISTRY_USERNAME/PASSWORD)` : 'check the reference and the registry; pull again',
+      fix:
+        response.status === 401 || response.status === 403
+          ? `check your access to ${this.ref.repository} on ${this.ref.registry} (docker login, or STEREOS_REGISTRY_USERNAME/PASSWORD)`
+          : 'check the reference and the registry; pull again',
     })
   }
 }

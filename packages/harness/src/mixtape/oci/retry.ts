@@ -44,18 +44,32 @@ export class TransientError extends Error {
 export function describeNetworkError(err: unknown): string {
   const cause = (err as { cause?: { code?: string; message?: string } }).cause
   const base = err instanceof Error ? err.message : String(err)
-  return cause?.code ? `${base} (${cause.code}${cause.message && !cause.message.includes(cause.code) ? `: ${cause.message}` : ''})` : cause?.message ? `${base} (${cause.message})` : base
+  return cause?.code
+    ? `${base} (${cause.code}${cause.message && !cause.message.includes(cause.code) ? `: ${cause.message}` : ''})`
+    : cause?.message
+      ? `${base} (${cause.message})`
+      : base
 }
 
 export function isNetworkError(err: unknown): boolean {
-  return err instanceof TypeError || (err as { name?: string }).name === 'AbortError' || (err as { code?: string }).code === 'ECONNRESET' || err instanceof TransientError
+  return (
+    err instanceof TypeError ||
+    (err as { name?: string }).name === 'AbortError' ||
+    (err as { code?: string }).code === 'ECONNRESET' ||
+    err instanceof TransientError
+  )
 }
 
 /**
  * Run `fn` until it succeeds, retrying TransientErrors and network errors with backoff; anything
  * else (a HarnessError, a 4xx answer) ends at once. After the last attempt the cause is named.
  */
-export async function withRetries<T>(what: string, policy: RetryPolicy, onRetry: ((notice: RetryNotice) => void) | undefined, fn: (attempt: number) => Promise<T>): Promise<T> {
+export async function withRetries<T>(
+  what: string,
+  policy: RetryPolicy,
+  onRetry: ((notice: RetryNotice) => void) | undefined,
+  fn: (attempt: number) => Promise<T>,
+): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await fn(attempt)

@@ -33,7 +33,10 @@ export function verifyMixtapeToml(text: string, files: Map<string, FileSum>, com
   try {
     doc = parseToml(text)
   } catch (cause) {
-    throw new HarnessError('MIXTAPE_INVALID', `the image's mixtape.toml is not valid TOML: ${(cause as Error).message}`, { fix: 'the image is published wrongly: republish it, or pull another tag', cause })
+    throw new HarnessError('MIXTAPE_INVALID', `the image's mixtape.toml is not valid TOML: ${(cause as Error).message}`, {
+      fix: 'the image is published wrongly: republish it, or pull another tag',
+      cause,
+    })
   }
   const artifacts = collect(doc.artifacts, 'artifacts')
   const verified: string[] = []
@@ -42,14 +45,18 @@ export function verifyMixtapeToml(text: string, files: Map<string, FileSum>, com
     const got = files.get(artifact.file)
     if (got) {
       if (got.sha256 !== artifact.sha256.toLowerCase() || got.size !== artifact.size) {
-        problems.push(`${artifact.file}: mixtape.toml [${artifact.table}] says sha256 ${artifact.sha256}, ${artifact.size} bytes; the pulled file has sha256 ${got.sha256}, ${got.size} bytes`)
+        problems.push(
+          `${artifact.file}: mixtape.toml [${artifact.table}] says sha256 ${artifact.sha256}, ${artifact.size} bytes; the pulled file has sha256 ${got.sha256}, ${got.size} bytes`,
+        )
       } else {
         verified.push(artifact.file)
       }
     }
     const blob = artifact.compressed && compressedBlobs.get(artifact.compressed.file)
     if (artifact.compressed && blob && (blob.sha256 !== artifact.compressed.sha256.toLowerCase() || blob.size !== artifact.compressed.size)) {
-      problems.push(`${artifact.compressed.file}: mixtape.toml [${artifact.table}] says compressed sha256 ${artifact.compressed.sha256}, ${artifact.compressed.size} bytes; the blob has sha256 ${blob.sha256}, ${blob.size} bytes`)
+      problems.push(
+        `${artifact.compressed.file}: mixtape.toml [${artifact.table}] says compressed sha256 ${artifact.compressed.sha256}, ${artifact.compressed.size} bytes; the blob has sha256 ${blob.sha256}, ${blob.size} bytes`,
+      )
     }
   }
   if (problems.length) {
@@ -70,7 +77,10 @@ export function declaredSizes(text: string): Map<string, number> {
   try {
     doc = parseToml(text)
   } catch (cause) {
-    throw new HarnessError('MIXTAPE_INVALID', `the image's mixtape.toml is not valid TOML: ${(cause as Error).message}`, { fix: 'the image is published wrongly: republish it, or pull another tag', cause })
+    throw new HarnessError('MIXTAPE_INVALID', `the image's mixtape.toml is not valid TOML: ${(cause as Error).message}`, {
+      fix: 'the image is published wrongly: republish it, or pull another tag',
+      cause,
+    })
   }
   const sizes = new Map<string, number>()
   for (const artifact of collect(doc.artifacts, 'artifacts')) {

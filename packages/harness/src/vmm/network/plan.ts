@@ -66,11 +66,23 @@ export async function planNetwork(request: NetworkRequest): Promise<NetworkPlan>
       const vsock = { cid: plane.cid, vhostfd: VHOST_FD_IN_CHILD }
       const agent = request.agent ? new VsockTransport(plane.cid, AGENT_PORT, request.load) : undefined
       if (request.mode === 'none') {
-        return { qemu: { network: { mode: 'none' }, vsock }, ports: { ssh: undefined, control: undefined, agent: undefined }, agent, ssh: new VsockTransport(plane.cid, SSH_PORT, request.load), ...host }
+        return {
+          qemu: { network: { mode: 'none' }, vsock },
+          ports: { ssh: undefined, control: undefined, agent: undefined },
+          agent,
+          ssh: new VsockTransport(plane.cid, SSH_PORT, request.load),
+          ...host,
+        }
       }
       const ssh = await alloc()
       const forwards = [tcp(ssh, SSH_PORT), ...request.forwards]
-      return { qemu: { network: { mode: 'user', restrict: false, forwards }, vsock }, ports: { ssh, control: undefined, agent: undefined }, agent, ssh: local(ssh), ...host }
+      return {
+        qemu: { network: { mode: 'user', restrict: false, forwards }, vsock },
+        ports: { ssh, control: undefined, agent: undefined },
+        agent,
+        ssh: local(ssh),
+        ...host,
+      }
     }
     case 'tcp': {
       const ssh = await alloc()

@@ -122,8 +122,9 @@ export interface NetnsLaunch {
 export function sshProxyCommand(socket: string): string {
   const here = dirname(fileURLToPath(import.meta.url))
   const script =
-    [join(here, 'unix-stdio.js'), join(here, '..', '..', '..', 'dist', 'vmm', 'network', 'unix-stdio.js'), join(here, 'unix-stdio.ts')].find((p) => existsSync(p)) ??
-    join(here, 'unix-stdio.js')
+    [join(here, 'unix-stdio.js'), join(here, '..', '..', '..', 'dist', 'vmm', 'network', 'unix-stdio.js'), join(here, 'unix-stdio.ts')].find((p) =>
+      existsSync(p),
+    ) ?? join(here, 'unix-stdio.js')
   return [process.execPath, script, socket].map(shellQuote).join(' ')
 }
 
