@@ -1,30 +1,14 @@
-import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
-import { promisify } from 'node:util'
 import { afterAll, describe, expect, test } from 'vitest'
-import { repoRoot, runtimeDir } from './support.js'
-
-const run = promisify(execFile)
-const VITEST = join(repoRoot, 'node_modules', 'vitest', 'vitest.mjs')
+import { repoRoot, vitestCli } from './support.js'
+import type { CommandResult } from './support.js'
 
 /** The real vitest CLI; never throws on test failures (exit code 1). */
-async function vitest(cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; output: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [VITEST, 'run', ...args], {
-      cwd,
-      env: { ...process.env, ...env, STEREOS_RUNTIME_DIR: runtimeDir(), NO_COLOR: '1' },
-      maxBuffer: 64 * 1024 * 1024,
-      timeout: 600_000,
-    })
-    return { code: 0, output: stdout + stderr }
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string }
-    if (typeof e.code !== 'number') throw err
-    return { code: e.code, output: `${e.stdout ?? ''}${e.stderr ?? ''}` }
-  }
+function vitest(cwd: string, args: string[], env: Record<string, string> = {}): Promise<CommandResult> {
+  return vitestCli(cwd, ['run', ...args], env)
 }
 
 /** Every path, link target and file content under `dir`, hashed (Vitest's own output dirs aside). */

@@ -1,13 +1,8 @@
-import { execFile } from 'node:child_process'
 import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
-import { promisify } from 'node:util'
 import { afterAll, expect, test } from 'vitest'
-import { repoRoot, runtimeDir } from './support.js'
-
-const run = promisify(execFile)
-const VITEST = join(repoRoot, 'node_modules', 'vitest', 'vitest.mjs')
+import { repoRoot, vitestCli } from './support.js'
 
 interface JsonReport {
   testResults: { name: string; assertionResults: { fullName: string; status: string }[] }[]
@@ -23,7 +18,6 @@ async function runWith(
 ): Promise<{ statuses: Record<string, string>; coverage: Record<string, string>; output: string }> {
   const json = join(out, `${pool}.json`)
   const args = [
-    VITEST,
     'run',
     `--pool=${pool}`,
     '--reporter=default',
@@ -32,20 +26,7 @@ async function runWith(
     '--coverage',
     `--coverage.reportsDirectory=${join(out, `coverage-${pool}`)}`,
   ]
-  let output = ''
-  try {
-    const r = await run(process.execPath, args, {
-      cwd,
-      env: { ...process.env, STEREOS_RUNTIME_DIR: runtimeDir(), NO_COLOR: '1' },
-      maxBuffer: 64 * 1024 * 1024,
-      timeout: 600_000,
-    })
-    output = r.stdout + r.stderr
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string }
-    if (typeof e.code !== 'number') throw err
-    output = `${e.stdout ?? ''}${e.stderr ?? ''}`
-  }
+  const { output } = await vitestCli(cwd, args)
   const report = JSON.parse(readFileSync(json, 'utf8')) as JsonReport
   const statuses = Object.fromEntries(report.testResults.flatMap((f) => f.assertionResults.map((a) => [`${relative(cwd, f.name)} > ${a.fullName}`, a.status])))
   const summary = JSON.parse(readFileSync(join(out, `coverage-${pool}`, 'coverage-summary.json'), 'utf8')) as Summary

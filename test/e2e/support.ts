@@ -1,7 +1,9 @@
+import { execFile } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
+import { promisify } from 'node:util'
 import type { Arch } from '@stereos/harness'
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -64,4 +66,33 @@ export function processExists(pid: number): boolean {
   } catch {
     return false
   }
+}
+
+export interface CommandResult {
+  code: number
+  /** stdout and stderr, in that order. */
+  output: string
+  stdout: string
+}
+
+const execFileAsync = promisify(execFile)
+
+/** Runs a command to its end (10 min at most); a non-zero exit is a result the test reads, only a failure to run it throws. */
+export async function runCommand(file: string, args: string[], options: { cwd: string; env: NodeJS.ProcessEnv }): Promise<CommandResult> {
+  try {
+    const { stdout, stderr } = await execFileAsync(file, args, { ...options, maxBuffer: 64 * 1024 * 1024, timeout: 600_000 })
+    return { code: 0, output: stdout + stderr, stdout }
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string }
+    if (typeof e.code !== 'number') throw err
+    return { code: e.code, output: `${e.stdout ?? ''}${e.stderr ?? ''}`, stdout: e.stdout ?? '' }
+  }
+}
+
+/** The repo's Vitest CLI. */
+export const VITEST_CLI = join(repoRoot, 'node_modules', 'vitest', 'vitest.mjs')
+
+/** A vitest CLI (`cli`: its vitest.mjs) as a user runs it, with a runtime dir of this run's and no colour. */
+export function vitestCli(cwd: string, args: string[], env: Record<string, string> = {}, cli = VITEST_CLI): Promise<CommandResult> {
+  return runCommand(process.execPath, [cli, ...args], { cwd, env: { ...process.env, ...env, STEREOS_RUNTIME_DIR: runtimeDir(), NO_COLOR: '1' } })
 }

@@ -1,28 +1,14 @@
-import { execFile } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { afterAll, describe, expect, test } from 'vitest'
-import { processExists, repoRoot, runtimeDir } from './support.js'
+import { processExists, repoRoot, runCommand, runtimeDir } from './support.js'
+import type { CommandResult } from './support.js'
 
-const run = promisify(execFile)
 const VITEST = join(repoRoot, 'node_modules', 'vitest', 'vitest.mjs')
 const CLI = join(repoRoot, 'packages', 'harness', 'dist', 'cli', 'main.js')
 
-async function node(args: string[], cwd: string, env: Record<string, string>): Promise<{ code: number; output: string; stdout: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, args, {
-      cwd,
-      env: { ...process.env, ...env, NO_COLOR: '1' },
-      maxBuffer: 64 * 1024 * 1024,
-      timeout: 600_000,
-    })
-    return { code: 0, output: stdout + stderr, stdout }
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string }
-    if (typeof e.code !== 'number') throw err
-    return { code: e.code, output: `${e.stdout ?? ''}${e.stderr ?? ''}`, stdout: e.stdout ?? '' }
-  }
+function node(args: string[], cwd: string, env: Record<string, string>): Promise<CommandResult> {
+  return runCommand(process.execPath, args, { cwd, env: { ...process.env, ...env, NO_COLOR: '1' } })
 }
 
 interface Kept {

@@ -1,27 +1,18 @@
-import { execFile } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, relative } from 'node:path'
-import { promisify } from 'node:util'
 import type { Arch } from '@stereos/harness'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { fixtureDir, repoRoot, runtimeDir } from './support.js'
+import { fixtureDir, repoRoot, runCommand, runtimeDir } from './support.js'
+import type { CommandResult } from './support.js'
 
-const run = promisify(execFile)
 const arch: Arch = process.arch === 'arm64' ? 'aarch64' : 'x86_64'
 /** This repo's Node 24 and its npm: what a user's CI would have. */
 const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}`, NO_COLOR: '1' }
 delete env.STEREOS_FIXTURE_BUILDER
 
-async function sh(file: string, args: string[], cwd: string, extra: Record<string, string> = {}): Promise<{ code: number; output: string }> {
-  try {
-    const { stdout, stderr } = await run(file, args, { cwd, env: { ...env, ...extra }, maxBuffer: 64 * 1024 * 1024, timeout: 600_000 })
-    return { code: 0, output: stdout + stderr }
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string }
-    if (typeof e.code !== 'number') throw err
-    return { code: e.code, output: `${e.stdout ?? ''}${e.stderr ?? ''}` }
-  }
+function sh(file: string, args: string[], cwd: string, extra: Record<string, string> = {}): Promise<CommandResult> {
+  return runCommand(file, args, { cwd, env: { ...env, ...extra } })
 }
 
 /**

@@ -1,12 +1,10 @@
-import { execFile } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { afterAll, describe, expect, test } from 'vitest'
-import { repoRoot, runtimeDir } from './support.js'
+import { repoRoot, vitestCli } from './support.js'
+import type { CommandResult } from './support.js'
 
-const run = promisify(execFile)
 const VITEST5 = join(repoRoot, 'node_modules', 'vitest', 'vitest.mjs')
 const VITEST4 = join(repoRoot, 'fixtures', 'projects', 'vitest4', 'node_modules', 'vitest', 'vitest.mjs')
 
@@ -23,20 +21,8 @@ interface Annotated {
 }
 
 /** The real vitest CLI (`run` or `--merge-reports`), as a user runs it; never throws on test failures. */
-async function vitest(cli: string, cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; output: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [cli, ...args], {
-      cwd,
-      env: { ...process.env, ...env, STEREOS_RUNTIME_DIR: runtimeDir(), NO_COLOR: '1' },
-      maxBuffer: 64 * 1024 * 1024,
-      timeout: 600_000,
-    })
-    return { code: 0, output: stdout + stderr }
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string }
-    if (typeof e.code !== 'number') throw err
-    return { code: e.code, output: `${e.stdout ?? ''}${e.stderr ?? ''}` }
-  }
+function vitest(cli: string, cwd: string, args: string[], env: Record<string, string> = {}): Promise<CommandResult> {
+  return vitestCli(cwd, args, env, cli)
 }
 
 describe('reports under --pool=stereos (real vitest CLI, fixture VMs)', () => {

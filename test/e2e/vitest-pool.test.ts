@@ -1,13 +1,12 @@
-import { execFile, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { gunzipSync } from 'node:zlib'
 import { afterAll, describe, expect, test } from 'vitest'
-import { processExists, repoRoot, runtimeDir } from './support.js'
+import { processExists, repoRoot, runtimeDir, vitestCli } from './support.js'
+import type { CommandResult } from './support.js'
 
-const run = promisify(execFile)
 const VITEST = join(repoRoot, 'node_modules', 'vitest', 'vitest.mjs')
 
 interface JsonReport {
@@ -29,20 +28,8 @@ function vitest(cwd: string, args: string[], env: Record<string, string> = {}): 
   return vitestAt(VITEST, cwd, args, env)
 }
 
-async function vitestAt(cli: string, cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; output: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [cli, 'run', ...args], {
-      cwd,
-      env: { ...process.env, ...env, STEREOS_RUNTIME_DIR: runtimeDir(), NO_COLOR: '1' },
-      maxBuffer: 64 * 1024 * 1024,
-      timeout: 600_000,
-    })
-    return { code: 0, output: stdout + stderr }
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string }
-    if (typeof e.code !== 'number') throw err
-    return { code: e.code, output: `${e.stdout ?? ''}${e.stderr ?? ''}` }
-  }
+function vitestAt(cli: string, cwd: string, args: string[], env: Record<string, string> = {}): Promise<CommandResult> {
+  return vitestCli(cwd, ['run', ...args], env, cli)
 }
 
 /** fixtures/projects/vitest4's own Vitest 4.1 (scripts/setup.mjs installs it). */
