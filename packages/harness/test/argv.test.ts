@@ -88,10 +88,4 @@ describe('QEMU argv', () => {
     expect(after(argv, '-fsdev')).toEqual(['local,id=share0,path=/src,security_model=mapped-xattr', 'local,id=share1,path=/ro,security_model=none,readonly=on'])
     expect(after(argv, '-device')).toContain('virtio-9p-pci,fsdev=share1,mount_tag=share1')
   })
-
-  test('EFI boot uses the firmware as read-only pflash and per-VM vars', () => {
-    const argv = buildQemuArgv(qemuSpec({ boot: { kind: 'efi', code: '/fw/OVMF_CODE.fd', vars: '/vm/efi-vars.fd' } }))
-    expect(argv).not.toContain('-kernel')
-    expect(after(argv, '-drive').slice(0, 2)).toEqual(['if=pflash,format=raw,file=/fw/OVMF_CODE.fd,readonly=on', 'if=pflash,format=raw,file=/vm/efi-vars.fd'])
-  })
 })

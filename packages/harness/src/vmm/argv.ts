@@ -12,7 +12,8 @@ export interface QemuSpec {
   accel: Accel
   cpus: number
   memoryMiB: number
-  boot: { kind: 'kernel'; kernel: string; initrd: string; cmdline: string } | { kind: 'efi'; code: string; vars: string }
+  /** Direct kernel boot, as mb does for every mixtape with kernel artifacts (boot refuses disk-only ones). */
+  boot: { kind: 'kernel'; kernel: string; initrd: string; cmdline: string }
   disk: { path: string; format: 'raw' | 'qcow2' }
   qmpSocket: string
   serialLog: string
@@ -35,11 +36,7 @@ export function buildQemuArgv(spec: QemuSpec): string[] {
   const argv: string[] = spec.accel === 'kvm' ? ['-machine', `${profile.machine},accel=kvm`] : ['-machine', profile.machine, '-accel', 'tcg,thread=multi']
   argv.push('-cpu', profile.cpu[spec.accel], '-smp', String(spec.cpus), '-m', `${spec.memoryMiB}M`)
 
-  if (spec.boot.kind === 'kernel') {
-    argv.push('-kernel', spec.boot.kernel, '-initrd', spec.boot.initrd, '-append', spec.boot.cmdline)
-  } else {
-    argv.push('-drive', `if=pflash,format=raw,file=${spec.boot.code},readonly=on`, '-drive', `if=pflash,format=raw,file=${spec.boot.vars}`)
-  }
+  argv.push('-kernel', spec.boot.kernel, '-initrd', spec.boot.initrd, '-append', spec.boot.cmdline)
   argv.push('-drive', `if=virtio,format=${spec.disk.format},file=${spec.disk.path},discard=unmap`)
   argv.push(
     '-qmp',

@@ -16,7 +16,6 @@ export interface VmPaths {
   pidfile: string
   sshKey: string
   jcard: string
-  efiVars: string
 }
 
 interface Owner {
@@ -92,7 +91,6 @@ export function createVmDir(runtimeDir: string, prefix = 'vm'): VmPaths {
     pidfile: join(dir, 'qemu.pid'),
     sshKey: join(dir, 'ssh_key'),
     jcard: join(dir, 'jcard.toml'),
-    efiVars: join(dir, 'efi-vars.fd'),
   }
 }
 
