@@ -1,16 +1,15 @@
 import { EventEmitter } from 'node:events'
-import { isAbsolute, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { HarnessError, keepVm, tail, type GuestProcess } from '@stereos/harness'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
 import type { PoolOptions, PoolTask, PoolWorker, WorkerRequest } from 'vitest/node'
-import { HOST_FS_TAG, isHostFsRequest, type HostFsReply } from '../shared/host-fs.js'
-import { failedSuitesIn, failedTestsIn, localizeAttachment, pathAttachments, vmLogAnnotations, vmLogError } from './artifacts.js'
+import { isHostFsRequest } from '../shared/host-fs.js'
+import { failedSuitesIn, failedTestsIn, vmLogAnnotations, vmLogError } from './artifacts.js'
+import { Boundary, type Frame } from './boundary.js'
 import { failedFileCalls, failedFileTask, fileHashOf, serializeError } from './failed-file.js'
-import { CONFINED_METHODS, outsideView } from './confine.js'
 import type { FilePlan, PoolContext } from './context.js'
 import { guestEnv } from './guest-env.js'
-import { copyCoverageFile, serveHostWrite, type UpdateMode, type WritePolicy } from './host-writes.js'
+import type { UpdateMode } from './host-writes.js'
 import type { Lease } from './lease-pool.js'
 import { InspectorForward, type InspectorConfig } from './inspector.js'
 import { ensureGuestDir, forgetCachedReads, GUEST_HOME, hostIdentity } from './view.js'
@@ -19,16 +18,6 @@ import type { WorkerSpec } from './warm-workers.js'
 const GUEST_ENTRY = fileURLToPath(new URL('../guest/worker-entry.js', import.meta.url))
 
 type Request = WorkerRequest & { type: string; context?: { files?: { filepath: string }[] } }
-
-/** A birpc frame: calls `{ t: 'q', m, a, i? }`, replies `{ t: 's', i, r?, e? }`. */
-interface Frame {
-  t?: string
-  m?: string
-  a?: unknown[]
-  i?: string
-  r?: unknown
-  e?: unknown
-}
 
 function isRequest(message: unknown): message is Request {
   return typeof message === 'object' && message !== null && (message as { __vitest_worker_request__?: boolean }).__vitest_worker_request__ === true
@@ -82,12 +71,11 @@ export class StereosPoolWorker implements PoolWorker {
   private stopPending = false
   /** stop() began: the guest going away now is expected. */
   private stopping = false
-  /** Guest calls whose replies the pool checks, by birpc id → method. */
-  private readonly watched = new Map<string, string>()
   /** This pool's own calls to Vitest, by birpc id; their replies never reach the guest. */
   private readonly ownCalls = new Map<string, () => void>()
   private nextCall = 0
-  private readonly writes: WritePolicy
+  /** What crosses from the guest to the host, checked. */
+  private readonly boundary: Boundary
   private inspector: InspectorForward | undefined
   /** A test or the file failed in this worker's VM (keepVm keeps such a VM). */
   private failed = false
@@ -97,8 +85,14 @@ export class StereosPoolWorker implements PoolWorker {
     private readonly options: PoolOptions,
     private readonly ctx: PoolContext,
   ) {
-    const config = options.project.config as { root: string; snapshotOptions?: { updateSnapshot?: UpdateMode } }
-    this.writes = { projectRoot: ctx.projectRoot, update: config.snapshotOptions?.updateSnapshot ?? 'new', snapshotFiles: new Set() }
+    const config = options.project.config as { snapshotOptions?: { updateSnapshot?: UpdateMode } }
+    this.boundary = new Boundary({
+      viewRoots: ctx.view.roots,
+      projectRoot: ctx.projectRoot,
+      update: config.snapshotOptions?.updateSnapshot,
+      coverageDir: () => this.coverageDir(),
+      guestFilesDir: () => ctx.guestFilesDir(),
+    })
   }
 
   on(event: string, callback: (...args: any[]) => void): void {
@@ -138,7 +132,7 @@ export class StereosPoolWorker implements PoolWorker {
         own()
         return
       }
-      this.checkReply(frame)
+      this.boundary.checkReply(frame)
     }
     if (isRequest(m) && m.type === 'stop') this.stopPending = true
     // isolate: false: Vitest hands this worker more files (canReuse said yes).
@@ -301,24 +295,6 @@ export class StereosPoolWorker implements PoolWorker {
     if (this.state.kind === 'running') this.state.child.ipc?.write(encodeV8(message))
   }
 
-  /** A reply from Vitest to a guest call the pool watches: confine module files, learn snapshot paths. */
-  private checkReply(frame: Frame): void {
-    const method = this.watched.get(frame.i as string)
-    if (!method) return
-    this.watched.delete(frame.i as string)
-    if (method === 'resolveSnapshotPath') {
-      if (typeof frame.r === 'string') this.writes.snapshotFiles.add(resolve(frame.r))
-      return
-    }
-    const outside = frame.e === undefined ? outsideView(frame.r, this.ctx.view.roots) : undefined
-    if (outside) {
-      delete frame.r
-      frame.e = new HarnessError('INVALID_OPTIONS', `stereos: ${outside} is outside the project view, so the guest may not import it (${method})`, {
-        fix: `the guest sees only ${this.ctx.view.roots.join(', ')}; move the file into the project, or import it from a package installed there`,
-      })
-    }
-  }
-
   private async receive(message: unknown): Promise<void> {
     // The guest answers the replayed `start`; Vitest already has its answer.
     if (isResponse(message, 'stopped')) this.stopPending = false
@@ -330,28 +306,20 @@ export class StereosPoolWorker implements PoolWorker {
       return
     }
     if (isHostFsRequest(message)) {
-      const reply: HostFsReply = { [HOST_FS_TAG]: 'reply', id: message.id }
-      try {
-        await serveHostWrite(message.request, this.writes)
-      } catch (err) {
-        reply.error = (err as Error).message
-      }
-      this.toGuest(reply)
+      this.toGuest(await this.boundary.hostWrite(message))
       return
     }
     const frame = message as Frame
-    if (frame.t === 'q' && typeof frame.i === 'string' && typeof frame.m === 'string' && (CONFINED_METHODS.has(frame.m) || frame.m === 'resolveSnapshotPath')) {
-      this.watched.set(frame.i, frame.m)
-    }
+    this.boundary.watch(frame)
     if (this.lease) {
       try {
-        await this.readAttachments(message, this.lease)
+        await this.boundary.readAttachments(message, this.lease.sandbox, this.plan?.options.attachmentMaxBytes)
       } catch (err) {
         // The test's annotate()/recordArtifact() rejects with the reason; Vitest never sees the call.
         if (typeof frame.i === 'string') this.toGuest({ t: 's', i: frame.i, e: err })
         return
       }
-      if (frame.t === 'q' && frame.m === 'onAfterSuiteRun') await this.shipCoverage(frame, this.lease)
+      await this.boundary.shipCoverage(frame, this.lease.sandbox)
       const failedSuites = failedSuitesIn(message)
       for (const result of failedSuites) result.errors.push(vmLogError(this.lease.sandbox))
       const failed = failedTestsIn(message)
@@ -365,32 +333,10 @@ export class StereosPoolWorker implements PoolWorker {
     this.events.emit('message', message)
   }
 
-  /** Attachments name guest files: read them from the guest (bounded), hand Vitest host copies. */
-  private async readAttachments(message: unknown, lease: Lease): Promise<void> {
-    const root = this.options.project.config.root
-    const maxBytes = this.plan?.options.attachmentMaxBytes
-    for (const attachment of pathAttachments(message)) {
-      const guestPath = isAbsolute(attachment.path as string) ? (attachment.path as string) : resolve(root, attachment.path as string)
-      const bytes = await lease.sandbox.readFile(guestPath, maxBytes === undefined ? {} : { maxBytes }).catch((err: unknown) => {
-        throw new HarnessError('AGENT', `stereos: cannot attach ${guestPath}: ${(err as Error).message.split('\n')[0]}`, {
-          fix: `attachments are read from the guest (the host's files of the same name are never used), up to attachmentMaxBytes (${maxBytes} bytes) of the stereos() options`,
-        })
-      })
-      localizeAttachment(attachment, bytes, this.ctx.guestFilesDir())
-    }
-  }
-
   /** Where the coverage provider wants each worker's results, when coverage is on. */
   private coverageDir(): string | undefined {
     const provider = (this.options.project.vitest as { coverageProvider?: { coverageFilesDirectory?: string } | null }).coverageProvider
     return provider?.coverageFilesDirectory
-  }
-
-  /** The coverage results file the guest worker names: copied from the guest to the same host path first. */
-  private async shipCoverage(frame: Frame, lease: Lease): Promise<void> {
-    const [meta] = (frame.a ?? []) as [{ coverage?: unknown } | undefined]
-    if (typeof meta?.coverage !== 'string') return
-    await copyCoverageFile(meta.coverage, this.coverageDir(), (path, maxBytes) => lease.sandbox.readFile(path, { maxBytes }))
   }
 
   /** --inspect/--inspect-brk: the guest worker's inspector, reachable on the host's 127.0.0.1 as with forks. */
