@@ -29,7 +29,9 @@ async function sshRun(target: SshTarget, command: string, input: string, timeout
       sock.destroy()
       reject(err)
     }
-    client.once('error', fail)
+    // `on`, not `once`: ssh2 may emit a second error (e.g. "Connection lost before handshake" after
+    // a protocol error), and an unheard 'error' would crash the process; the promise settles once.
+    client.on('error', fail)
     client.once('ready', () => {
       client.exec(command, (err, stream) => {
         if (err) return fail(err)
@@ -75,7 +77,8 @@ async function sshHandshake(target: SshTarget, timeoutMs: number): Promise<void>
   const sock = await target.transport.connect(timeoutMs)
   const client = new Client()
   return new Promise<void>((resolve, reject) => {
-    client.once('error', (err) => {
+    // `on`, not `once`: see sshRun.
+    client.on('error', (err) => {
       client.end()
       sock.destroy()
       reject(err)
