@@ -1,4 +1,4 @@
-import { connect } from 'node:net'
+import { connect, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { HarnessError } from '../errors.js'
 
@@ -8,6 +8,24 @@ export interface Transport {
   /** For messages: `tcp 127.0.0.1:41235`, `unix /run/…/control.sock`, `vsock cid 3 port 1024`. */
   describe(): string
   connect(timeoutMs: number): Promise<Duplex>
+}
+
+/** Resolves with the socket once connected; a timeout destroys it and names `what`. */
+export function connectWithin(socket: Socket, timeoutMs: number, what: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.destroy()
+      reject(new HarnessError('CONTROL_PLANE', `connect to ${what} timed out after ${timeoutMs} ms`))
+    }, timeoutMs)
+    socket.once('connect', () => {
+      clearTimeout(timer)
+      resolve(socket)
+    })
+    socket.once('error', (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+  })
 }
 
 export class TcpTransport implements Transport {
@@ -21,22 +39,9 @@ export class TcpTransport implements Transport {
     return `tcp ${this.host}:${this.port}`
   }
 
-  connect(timeoutMs: number): Promise<Duplex> {
-    return new Promise((resolve, reject) => {
-      const socket = connect({ host: this.host, port: this.port })
-      const timer = setTimeout(() => {
-        socket.destroy()
-        reject(new HarnessError('CONTROL_PLANE', `connect to ${this.describe()} timed out after ${timeoutMs} ms`))
-      }, timeoutMs)
-      socket.once('connect', () => {
-        clearTimeout(timer)
-        socket.setNoDelay(true)
-        resolve(socket)
-      })
-      socket.once('error', (err) => {
-        clearTimeout(timer)
-        reject(err)
-      })
-    })
+  async connect(timeoutMs: number): Promise<Duplex> {
+    const socket = await connectWithin(connect({ host: this.host, port: this.port }), timeoutMs, this.describe())
+    socket.setNoDelay(true)
+    return socket
   }
 }

@@ -1,7 +1,6 @@
 import { connect } from 'node:net'
 import type { Duplex } from 'node:stream'
-import { HarnessError } from '../errors.js'
-import type { Transport } from './transport.js'
+import { connectWithin, type Transport } from './transport.js'
 
 /**
  * A guest port reached through a unix socket in the VM dir: the relay in QEMU's private network
@@ -21,20 +20,6 @@ export class UnixTransport implements Transport {
   }
 
   connect(timeoutMs: number): Promise<Duplex> {
-    return new Promise((resolve, reject) => {
-      const socket = connect({ path: this.path })
-      const timer = setTimeout(() => {
-        socket.destroy()
-        reject(new HarnessError('CONTROL_PLANE', `connect to ${this.describe()} timed out after ${timeoutMs} ms`))
-      }, timeoutMs)
-      socket.once('connect', () => {
-        clearTimeout(timer)
-        resolve(socket)
-      })
-      socket.once('error', (err) => {
-        clearTimeout(timer)
-        reject(err)
-      })
-    })
+    return connectWithin(connect({ path: this.path }), timeoutMs, this.describe())
   }
 }
