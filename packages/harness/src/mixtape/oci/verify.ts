@@ -22,6 +22,18 @@ interface Artifact {
   compressed?: { file: string; sha256: string; size: number }
 }
 
+/** mixtape.toml as a document; text that is not TOML is an image published wrongly. */
+function parseMixtapeToml(text: string): Record<string, unknown> {
+  try {
+    return parseToml(text)
+  } catch (cause) {
+    throw new HarnessError('MIXTAPE_INVALID', `the image's mixtape.toml is not valid TOML: ${(cause as Error).message}`, {
+      fix: 'the image is published wrongly: republish it, or pull another tag',
+      cause,
+    })
+  }
+}
+
 /**
  * Check the installed files against mixtape.toml (STEREOS-FACTS §4.5): every `[artifacts.*]`
  * entry whose `file` was installed must match in sha256 and size, and a `compressed_file` that was
@@ -29,15 +41,7 @@ interface Artifact {
  * not install (the other disk format) are skipped. A mismatch is MIXTAPE_INVALID.
  */
 export function verifyMixtapeToml(text: string, files: Map<string, FileSum>, compressedBlobs: Map<string, FileSum>): VerifyResult {
-  let doc: Record<string, unknown>
-  try {
-    doc = parseToml(text)
-  } catch (cause) {
-    throw new HarnessError('MIXTAPE_INVALID', `the image's mixtape.toml is not valid TOML: ${(cause as Error).message}`, {
-      fix: 'the image is published wrongly: republish it, or pull another tag',
-      cause,
-    })
-  }
+  const doc = parseMixtapeToml(text)
   const artifacts = collect(doc.artifacts, 'artifacts')
   const verified: string[] = []
   const problems: string[] = []
@@ -73,15 +77,7 @@ export function verifyMixtapeToml(text: string, files: Map<string, FileSum>, com
  * for unpacking zstd layers. Read before the disk layer is unpacked.
  */
 export function declaredSizes(text: string): Map<string, number> {
-  let doc: Record<string, unknown>
-  try {
-    doc = parseToml(text)
-  } catch (cause) {
-    throw new HarnessError('MIXTAPE_INVALID', `the image's mixtape.toml is not valid TOML: ${(cause as Error).message}`, {
-      fix: 'the image is published wrongly: republish it, or pull another tag',
-      cause,
-    })
-  }
+  const doc = parseMixtapeToml(text)
   const sizes = new Map<string, number>()
   for (const artifact of collect(doc.artifacts, 'artifacts')) {
     if (Number.isSafeInteger(artifact.size) && artifact.size >= 0) sizes.set(artifact.file, artifact.size)
