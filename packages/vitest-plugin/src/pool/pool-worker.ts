@@ -113,14 +113,15 @@ export class StereosPoolWorker implements PoolWorker {
 
   send(message: WorkerRequest): void {
     const m = message as unknown
-    if (isRequest(m) && m.type === 'start') {
-      this.startRequest = m
+    const request = isRequest(m) ? m : undefined
+    if (request?.type === 'start') {
+      this.startRequest = request
       setImmediate(() => this.events.emit('message', response('started')))
       return
     }
     // Nothing in the guest can answer `stop` when there is no process (or it is going: Vitest 4
     // may close the pool, and so the VMs, before it stops its workers).
-    if (isRequest(m) && m.type === 'stop' && (this.state.kind === 'idle' || this.state.kind === 'dead' || this.ctx.pool.closing)) {
+    if (request?.type === 'stop' && (this.state.kind === 'idle' || this.state.kind === 'dead' || this.ctx.pool.closing)) {
       setImmediate(() => this.events.emit('message', response('stopped')))
       return
     }
@@ -134,19 +135,21 @@ export class StereosPoolWorker implements PoolWorker {
       }
       this.boundary.checkReply(frame)
     }
-    if (isRequest(m) && m.type === 'stop') this.stopPending = true
-    // isolate: false: Vitest hands this worker more files (canReuse said yes).
-    if (isRequest(m) && (m.type === 'run' || m.type === 'collect') && this.state.kind === 'running') this.count((m.context?.files ?? []).map((f) => f.filepath))
-    if (isRequest(m) && (m.type === 'run' || m.type === 'collect') && this.state.kind === 'idle') {
-      const files = (m.context?.files ?? []).map((f) => f.filepath)
-      const method = m.type === 'collect' ? 'collect' : 'run'
-      // A file whose VM cannot be had fails as a file (with the reason), not as the worker.
-      const launched = this.launch(files).catch((err: unknown) => this.reportUnusable(files, method, err))
-      this.state = { kind: 'launching', launched }
+    if (request?.type === 'stop') this.stopPending = true
+    if (request?.type === 'run' || request?.type === 'collect') {
+      const files = (request.context?.files ?? []).map((f) => f.filepath)
+      // isolate: false: Vitest hands a running worker more files (canReuse said yes).
+      if (this.state.kind === 'running') this.count(files)
+      if (this.state.kind === 'idle') {
+        const method = request.type === 'collect' ? 'collect' : 'run'
+        // A file whose VM cannot be had fails as a file (with the reason), not as the worker.
+        const launched = this.launch(files).catch((err: unknown) => this.reportUnusable(files, method, err))
+        this.state = { kind: 'launching', launched }
+      }
     }
     const launched = this.state.kind === 'launching' ? this.state.launched : undefined
     // Watch mode: the host changed files since the VM cached them; the guest reads them anew.
-    const changed = isRequest(m) && m.type === 'run' && ((m.context as { invalidates?: string[] } | undefined)?.invalidates?.length ?? 0) > 0
+    const changed = request?.type === 'run' && ((request.context as { invalidates?: string[] } | undefined)?.invalidates?.length ?? 0) > 0
     this.outbound = this.outbound
       .then(() => launched)
       .then(() => (changed && this.state.kind === 'running' ? forgetCachedReads(this.state.lease.sandbox) : undefined))

@@ -154,7 +154,8 @@ export async function forgetCachedReads(sandbox: Sandbox): Promise<void> {
   await sandbox.exec('sh', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches'], { user: 'root' })
 }
 
-const coverageDirs = new WeakMap<Sandbox, Set<string>>()
+/** Dirs made in each VM by ensureGuestDir. */
+const madeDirs = new WeakMap<Sandbox, Set<string>>()
 
 /**
  * Coverage providers write each worker's results into their own directory and expect it to
@@ -162,8 +163,8 @@ const coverageDirs = new WeakMap<Sandbox, Set<string>>()
  * project (e.g. in /tmp) is made in the guest, once per VM, owned by the tests' user.
  */
 export async function ensureGuestDir(sandbox: Sandbox, dir: string, who: Identity): Promise<void> {
-  const done = coverageDirs.get(sandbox) ?? new Set<string>()
-  coverageDirs.set(sandbox, done)
+  const done = madeDirs.get(sandbox) ?? new Set<string>()
+  madeDirs.set(sandbox, done)
   if (done.has(dir)) return
   const result = await sandbox.exec('sh', ['-c', 'mkdir -p "$1" && chown "$2:$3" "$1"', 'stereos-dir', dir, String(who.uid), String(who.gid)], { user: 'root' })
   if (result.exitCode !== 0)
