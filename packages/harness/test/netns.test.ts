@@ -172,6 +172,24 @@ test('the relay script exists where netnsCommand looks for it', () => {
   expect(existsSync(args[args.indexOf('/bin/true') - 3]!)).toBe(true)
 })
 
+test('a relay whose QEMU died before its parent-death signal was armed exits at once, listening on nothing', async () => {
+  const { args } = netnsCommand({ binary: '/bin/true', argv: [], forwards: [] })
+  const dir = realpathSync(mkdtempSync(join(tmpdir(), 'relay-orphan-')))
+  try {
+    const socket = join(dir, 'control.sock')
+    // The wrapper passes its own PID ($$); here that PID is not the relay's parent (we are).
+    const notOurParent = process.ppid
+    const relay = await execa(process.execPath, [args[args.indexOf('/bin/true') - 3]!, JSON.stringify([{ path: socket, port: INNER_PORT }]), String(notOurParent)], {
+      reject: false,
+      timeout: 10_000,
+    })
+    expect(relay.exitCode).toBe(0)
+    expect(existsSync(socket)).toBe(false)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
 /** Connects where each request line ({ host, port }) says and answers what the far end said or the error. */
 const DIALER = `
 const { createServer, connect } = require('node:net')

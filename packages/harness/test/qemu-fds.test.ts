@@ -52,3 +52,25 @@ describe.skipIf(process.platform !== 'linux')('the vhost fd reaches QEMU', () =>
     }
   })
 })
+
+describe.skipIf(process.platform !== 'linux')('QEMU exits on its own terms', () => {
+  test('a killed QEMU has exited although a process it started still holds its qemu.log', async () => {
+    const dir = realpathSync(mkdtempSync(join(tmpdir(), 'qemu-exit-')))
+    // As the netns wrapper starts its relay: a background child that inherits stdout/stderr.
+    const script = join(dir, 'fake-qemu')
+    const orphanPid = join(dir, 'orphan.pid')
+    writeFileSync(script, `#!/bin/sh\nsleep 60 &\necho $! > "$1"\nexec sleep 60\n`)
+    chmodSync(script, 0o755)
+    const qemu = spawnQemu({ binary: script, argv: [orphanPid], qemuLog: join(dir, 'qemu.log') })
+    try {
+      for (let i = 0; i < 200 && !existsSync(orphanPid); i++) await sleep(25)
+      qemu.kill('SIGKILL')
+      const exit = await Promise.race([qemu.exited, sleep(5_000).then(() => 'still waiting' as const)])
+      expect(exit).toEqual({ code: undefined, signal: 'SIGKILL' })
+    } finally {
+      const orphan = Number(readFileSync(orphanPid, 'utf8'))
+      if (orphan > 0) process.kill(orphan, 'SIGKILL')
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})

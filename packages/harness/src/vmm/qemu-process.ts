@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs'
+import { closeSync, openSync, readFileSync } from 'node:fs'
 import { execa } from 'execa'
 import { HarnessError } from '../errors.js'
 import { which } from '../host/which.js'
@@ -50,13 +50,22 @@ const INSTALL_HINT: Record<string, string> = {
 export function spawnQemu(options: SpawnQemuOptions): QemuProcess {
   const binary = requireQemu(options.binary)
   const { file, args } = launchCommand(binary, options)
-  const log = { file: options.qemuLog, append: true } as const
+  // qemu.log is handed over as a plain fd, not a pipe execa copies into the file: with a pipe,
+  // "exited" would wait for every process holding its write end (the netns relay, or anything
+  // QEMU's wrapper started), and a rollback's kill could wait forever on an orphan.
+  const log = openSync(options.qemuLog, 'a', 0o600)
   // execa's cleanup kills QEMU on a normal exit of this process; pdeathsig covers the rest.
-  // execa 10.2's types allow no integer fd beyond stdio[2], but its runtime hands such
-  // 'native' items to child_process.spawn unchanged; test/qemu-fds.test.ts pins that behaviour.
-  const stdio = ['ignore', log, log, ...(options.fds ?? [])] as unknown as ['ignore', typeof log, typeof log]
+  // execa 10.2's types allow no integer fd in stdio, but its runtime hands such 'native' items
+  // to child_process.spawn unchanged (an fd is inherited like 'inherit' is); test/qemu-fds.test.ts
+  // pins that behaviour.
+  const stdio = ['ignore', log, log, ...(options.fds ?? [])] as unknown as ['ignore', 'inherit', 'inherit']
   const detached = options.detachable === true
-  const child = execa(file, args, { stdio, reject: false, cleanup: !detached, detached })
+  let child: ReturnType<typeof execa>
+  try {
+    child = execa(file, args, { stdio, reject: false, cleanup: !detached, detached })
+  } finally {
+    closeSync(log)
+  }
   const pid = child.pid
   if (pid === undefined) {
     throw new HarnessError('QEMU_EXITED', `QEMU could not be started: ${tail(options.qemuLog)}`)

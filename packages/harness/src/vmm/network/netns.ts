@@ -28,7 +28,8 @@ const WRAPPER = [
   // $5: QEMU's --pdeathsig (empty for a detachable QEMU, which may outlive its runner).
   'caps=$1 node=$2 relay=$3 forwards=$4 pdeath=$5; shift 5',
   // The relay must not hold fds meant for QEMU (fd 3: a vhost-vsock CID reservation).
-  'setpriv --pdeathsig KILL $caps -- "$node" "$relay" "$forwards" </dev/null 3>&- &',
+  // $$ (this shell, soon QEMU) lets the relay see a parent that died before its pdeathsig was set.
+  'setpriv --pdeathsig KILL $caps -- "$node" "$relay" "$forwards" $$ </dev/null 3>&- &',
   'exec setpriv $pdeath $caps -- "$@"',
 ].join('\n')
 

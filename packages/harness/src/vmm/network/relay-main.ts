@@ -7,7 +7,8 @@
  * Self-contained (node: imports only, erasable TypeScript) so that Node runs it from dist/ or,
  * under Vitest, straight from src/.
  *
- * argv[2]: JSON array of { path, port }.
+ * argv[2]: JSON array of { path, port }; argv[3]: the PID of QEMU (the wrapper shell that
+ * started us and then exec'd QEMU).
  */
 import { chmodSync, rmSync } from 'node:fs'
 import { connect, createServer, type Server, type Socket } from 'node:net'
@@ -53,7 +54,18 @@ function listen(forward: RelayForward): Promise<Server> {
   })
 }
 
+/**
+ * setpriv arms the parent-death signal in the child, so a QEMU killed in the moment between
+ * fork and that prctl leaves us running with no signal to come: then our parent is no longer
+ * the PID we were given, and there is nothing to relay for.
+ */
+function orphaned(): boolean {
+  const parent = Number(process.argv[3])
+  return Number.isInteger(parent) && parent > 0 && process.ppid !== parent
+}
+
 async function main(): Promise<void> {
+  if (orphaned()) process.exit(0)
   const forwards = parseForwards(process.argv[2])
   await Promise.all(forwards.map(listen))
 }
