@@ -179,10 +179,14 @@ test('a relay whose QEMU died before its parent-death signal was armed exits at 
     const socket = join(dir, 'control.sock')
     // The wrapper passes its own PID ($$); here that PID is not the relay's parent (we are).
     const notOurParent = process.ppid
-    const relay = await execa(process.execPath, [args[args.indexOf('/bin/true') - 3]!, JSON.stringify([{ path: socket, port: INNER_PORT }]), String(notOurParent)], {
-      reject: false,
-      timeout: 10_000,
-    })
+    const relay = await execa(
+      process.execPath,
+      [args[args.indexOf('/bin/true') - 3]!, JSON.stringify([{ path: socket, port: INNER_PORT }]), String(notOurParent)],
+      {
+        reject: false,
+        timeout: 10_000,
+      },
+    )
     expect(relay.exitCode).toBe(0)
     expect(existsSync(socket)).toBe(false)
   } finally {
