@@ -2,12 +2,12 @@ import { spawn } from 'node:child_process'
 import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { afterAll, describe, expect, test } from 'vitest'
-import { acquireLocks } from '../src/mixtape/oci/lock.js'
+import { acquireLocks } from '../src/host/lock.js'
 import { removeTempDirs, tempDir } from './support/registry.js'
 
 afterAll(removeTempDirs)
 
-const dist = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'mixtape', 'oci', 'lock.js')
+const dist = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'host', 'lock.js')
 const dir = () => tempDir('sh-lock-')
 
 /** Resolves with how long acquiring took, and the release. */

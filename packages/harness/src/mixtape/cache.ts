@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { HarnessError } from '../errors.js'
 import { isAlive } from '../host/process.js'
 import { BlobStore } from './oci/blob-store.js'
-import { withLocks } from './oci/lock.js'
+import { withLocks } from '../host/lock.js'
 import { parseReference } from './oci/reference.js'
 import type { FileSum } from './oci/verify.js'
 

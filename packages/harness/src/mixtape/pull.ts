@@ -7,7 +7,7 @@ import { cacheLayout, cacheLockRequest, readRecord, RECORD_FILE, recordIntact, t
 import type { BodyLimits } from './oci/body.js'
 import { findCredentials } from './oci/credentials.js'
 import { checkDiskLayers, diskFormat, installLayers, planLayers, type Installed, type PlannedLayer } from './oci/install.js'
-import { acquireLocks, withLocks } from './oci/lock.js'
+import { acquireLocks, withLocks } from '../host/lock.js'
 import { checkDescriptor, isIndexMediaType, isRawDiskMediaType, MEDIA, type Descriptor } from './oci/media-types.js'
 import { OCI_ARCH, selectIndexManifest, type PlatformPick } from './oci/platform.js'
 import type { PullProgress } from './oci/progress.js'

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process'
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
-import { HarnessError } from '../../errors.js'
+import { HarnessError } from '../errors.js'
 
 export interface LockRequest {
   path: string
@@ -70,11 +70,11 @@ async function holder(requests: LockRequest[]): Promise<() => Promise<void>> {
         const missing = /flock: (not found|command not found)|flock: No such file/.test(stderr) || code === 127
         reject(
           missing
-            ? new HarnessError('HOST', 'flock is not installed (the mixtape cache locks with it)', {
+            ? new HarnessError('HOST', 'flock is not installed (the harness caches lock with it)', {
                 fix: 'install util-linux (Debian/Ubuntu: apt-get install util-linux)',
               })
             : new HarnessError('HOST', `could not lock ${requests.map((r) => r.path).join(', ')} (exit ${code}): ${stderr.trim()}`, {
-                fix: 'check that the mixtape cache directory is writable',
+                fix: 'check that the harness cache directory is writable',
               }),
         )
       })
