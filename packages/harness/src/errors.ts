@@ -15,6 +15,7 @@ export type HarnessErrorCode =
   | 'REQUEST_REJECTED'
   | 'REQUEST_TOO_LARGE'
   | 'QMP'
+  | 'TEMPLATE'
   | 'HOST'
   | 'AGENT'
   | 'AGENT_UNREACHABLE'

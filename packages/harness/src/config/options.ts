@@ -86,6 +86,12 @@ export const SandboxOptions = z.strictObject({
    * by shutdown(); one left behind by a killed runner is reaped by the next boot's orphan sweep.
    */
   detachable: z.boolean().default(false),
+  /**
+   * `auto`: restore the VM from a template saved by the first cold boot of its kind (same
+   * mixtape, QEMU, machine, CPU, memory, disk size and devices; see README "Templates"), and
+   * save one when there is none. `off`: always boot cold. $STEREOS_TEMPLATE=off sets the default.
+   */
+  template: z.enum(['auto', 'off']).default(() => (process.env.STEREOS_TEMPLATE === 'off' ? 'off' : 'auto')),
   /** Where VM directories live; default $STEREOS_RUNTIME_DIR, $XDG_RUNTIME_DIR/stereos-harness or /tmp. */
   runtimeDir: z.string().optional(),
   /** QEMU binary to run instead of qemu-system-<arch> from PATH. */

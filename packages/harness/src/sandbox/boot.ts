@@ -3,19 +3,14 @@ import { resolve } from 'node:path'
 import { ensureHarnessShare } from '../share/harness-share.js'
 import { parseSandboxOptions, type Arch, type ResolvedSandboxOptions } from '../config/options.js'
 import { provision, type ProvisionPlan } from '../control/provision.js'
-import type { StereosdClient } from '../control/client.js'
-import { waitReady } from '../control/ready.js'
 import { traced } from '../control/traced-transport.js'
-import type { Transport } from '../control/transport.js'
 import { loadVsock, type LoadVsock } from '../control/vsock-module.js'
 import { HarnessError } from '../errors.js'
 import { hostArch } from '../host/arch.js'
 import { debug, log as stderrLog, type LogSink } from '../log.js'
 import { resolveMixtape } from '../mixtape/resolve.js'
 import { chooseControlPlane } from '../control/plane.js'
-import { createOverlay } from '../vmm/disk.js'
 import { planNetwork } from '../vmm/network/plan.js'
-import { attachNetns } from '../vmm/network/netns-attach.js'
 import { chooseForwardScope } from '../vmm/network/private-network.js'
 import { sshAccess } from '../vmm/network/ssh-access.js'
 import { PROFILES } from '../vmm/profile.js'
@@ -25,10 +20,11 @@ import { chooseAccel } from './accel.js'
 import { agentJcardTable, harnessMount, newAgentToken, startAgent, tokenSecret, type AgentBootstrap, type GuestAgent } from './agent-start.js'
 import { defaultJcard } from './jcard.js'
 import type { SandboxParts } from './parts.js'
-import { bootTimeoutError, kernelBoot, killQemu, qemuSpecFor, startQemu, type RunningQemu } from './qemu-start.js'
+import { startGuest } from './guest-start.js'
+import { kernelBoot, qemuSpecFor, type QemuLaunch } from './qemu-start.js'
 import { Rollback } from './rollback.js'
 import { prepareRuntimeDir } from './runtime-dir.js'
-import { waitForSsh } from './ssh-bootstrap.js'
+import { sshRefreshRestored, waitForSsh } from './ssh-bootstrap.js'
 import { writeSshKey, type SshKeyPair } from './ssh-key.js'
 import { Timeline } from './timeline.js'
 
@@ -69,7 +65,6 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
 
     const vm = createVmDir(runtimeDir)
     rollback.defer('VM dir', (failure) => (options.keepOnFailure ? markKept(vm.dir, `boot failed: ${firstLine(failure)}`) : rmSync(vm.disk, { force: true })))
-    await timeline.phase('disk', () => createOverlay(mixtape.disk, vm.disk, options.resources.disk), 'disk-ready')
 
     // QEMU in a private network namespace where possible: its forwards then reach only this user.
     const nic = !(plane.kind === 'vsock' && options.network.mode === 'none')
@@ -85,35 +80,45 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     })
     const guest = guestCredentials(vm, options)
 
-    const qemu = await timeline.phase(
-      'qemu',
-      () => {
-        const spec = qemuSpecFor({ options, arch, accel, boot, vm, network: net.qemu, agentShare })
-        return startQemu(binary, spec, vm, plane.kind === 'vsock' ? [plane.fd] : [], net.netns, options.detachable)
-      },
-      'qemu-started',
-    )
-    rollback.defer('QEMU', () => killQemu(qemu))
-    if (net.netns) {
-      const attached = await attachNetns(net.netns, qemu.process.pid, log)
-      void qemu.process.exited.then(() => attached.stop())
+    const control = traced(net.control, 'control')
+    const launch: QemuLaunch = {
+      binary,
+      spec: qemuSpecFor({ options, arch, accel, boot, vm, network: net.qemu, agentShare }),
+      vm,
+      fds: plane.kind === 'vsock' ? [plane.fd] : [],
+      netns: net.netns,
+      detachable: options.detachable,
     }
+    const booted = await startGuest({
+      launch,
+      mixtape,
+      diskBytes: options.resources.disk,
+      control,
+      bootTimeoutMs: options.bootTimeoutMs,
+      template: options.template,
+      log,
+      timeline,
+      rollback,
+    })
+    const { qemu, client: ready } = booted
     // Our copy of the vhost fd lives as long as QEMU does (see VsockPlane.release).
     if (plane.kind === 'vsock') void qemu.process.exited.then(() => plane.release())
-
-    const control = traced(net.control, 'control')
-    const ready = await timeline.phase('stereosd', () => awaitStereosd(control, qemu, options.bootTimeoutMs, vm), 'stereosd-ready')
     rollback.defer('stereosd connection', () => ready.close())
 
     await timeline.phase('provision', () => provision(ready, provisionPlan(options, guest, agentShare !== undefined)), 'provisioned')
 
+    // A restored guest has the template's clock and random pool until refreshed (beside the agent's start).
+    const admin = { transport: net.ssh, user: 'admin', keyPath: guest.key.privateKeyPath }
+    const refreshed =
+      booted.template && options.bootstrap !== 'none'
+        ? timeline.phase('refresh', () => sshRefreshRestored(admin, Date.now() + options.agentTimeoutMs, qemu.died, log), 'refreshed')
+        : undefined
+    refreshed?.catch(() => undefined)
+
     let agent: GuestAgent | undefined
     if (agentShare && net.agent) {
       const endpoint = traced(net.agent, 'wire')
-      const bootstrap: AgentBootstrap =
-        options.bootstrap === 'ssh'
-          ? { kind: 'ssh', ssh: { transport: net.ssh, user: 'admin', keyPath: guest.key.privateKeyPath } }
-          : { kind: 'agentd', jcard: guest.baseJcard }
+      const bootstrap: AgentBootstrap = options.bootstrap === 'ssh' ? { kind: 'ssh', ssh: admin } : { kind: 'agentd', jcard: guest.baseJcard }
       agent = await timeline.phase(
         'agent',
         () => startAgent({ bootstrap, transport: endpoint, token: guest.token, timeoutMs: options.agentTimeoutMs, signal: qemu.died, logs: logsOf(vm) }),
@@ -123,10 +128,13 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
       rollback.defer('agent connection', () => started.client.close())
     }
 
+    await refreshed
+
     // sandbox.ssh must work once boot resolves: sshd may come up after stereosd (the fixture
-    // starts it later), and the key arrived only with provisioning. The ssh bootstrap proved it.
+    // starts it later), and the key arrived only with provisioning. The ssh bootstrap and the
+    // refresh of a restored guest proved it.
     const ssh = sshAccess({ socket: net.sockets.ssh, port: net.ports.ssh }, guest.key.privateKeyPath, vm.id)
-    if (ssh && options.bootstrap !== 'ssh') {
+    if (ssh && options.bootstrap !== 'ssh' && !refreshed) {
       const target = { transport: net.ssh, user: ssh.user, keyPath: ssh.keyPath }
       await timeline.phase('ssh', () => waitForSsh(target, Date.now() + options.agentTimeoutMs, logsOf(vm), qemu.died), 'ssh-ready')
     }
@@ -144,6 +152,7 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
         vmDir: vm.dir,
         pid: qemu.process.pid,
         timeline: timeline.entries,
+        template: booted.template,
       },
       logs: logsOf(vm),
       ssh,
@@ -199,16 +208,6 @@ function guestCredentials(vm: VmPaths, options: ResolvedSandboxOptions): GuestCr
   const jcard = baseJcard + (options.bootstrap === 'agentd' ? agentJcardTable() : '')
   writeFileSync(vm.jcard, jcard)
   return { token, key, jcard, baseJcard }
-}
-
-/** The first answered get_health that says ready; aborted the moment QEMU exits. */
-async function awaitStereosd(control: Transport, qemu: RunningQemu, timeoutMs: number, vm: VmPaths): Promise<StereosdClient> {
-  try {
-    const ready = await waitReady(control, { deadline: Date.now() + timeoutMs, signal: qemu.died })
-    return ready.client
-  } catch (err) {
-    throw bootTimeoutError(err, timeoutMs, vm)
-  }
 }
 
 function provisionPlan(options: ResolvedSandboxOptions, guest: GuestCredentials, withAgent: boolean): ProvisionPlan {

@@ -35,6 +35,8 @@ export interface SandboxInfo {
   pid: number
   /** When each boot phase finished, in ms since Sandbox.boot was called. */
   timeline: TimelineEntry[]
+  /** The template this VM was restored from (`built`: this boot saved it); undefined for a cold boot. */
+  template: { id: string; built: boolean } | undefined
 }
 
 export interface SandboxLogs {

@@ -65,8 +65,22 @@ export interface RunningQemu {
   died: AbortSignal
 }
 
-export function startQemu(binary: string, spec: QemuSpec, vm: VmPaths, fds: number[], netns?: NetnsLaunch, detachable = false): RunningQemu {
-  const child = spawnQemu({ binary, argv: buildQemuArgv(spec), qemuLog: vm.qemuLog, fds, detachable, ...(netns ? { netns } : {}) })
+/** How to start this VM's QEMU; every QEMU a boot starts (cold, template build, restore) shares it. */
+export interface QemuLaunch {
+  binary: string
+  spec: QemuSpec
+  vm: VmPaths
+  /** Our fds QEMU inherits (the vhost-vsock CID reservation). */
+  fds: number[]
+  netns: NetnsLaunch | undefined
+  detachable: boolean
+}
+
+/** Start QEMU; `extraArgs` follow the VM's own (a restore's `-incoming`). */
+export function startQemu(launch: QemuLaunch, extraArgs: string[] = []): RunningQemu {
+  const { binary, spec, vm, fds, netns, detachable } = launch
+  const argv = [...buildQemuArgv(spec), ...extraArgs]
+  const child = spawnQemu({ binary, argv, qemuLog: vm.qemuLog, fds, detachable, ...(netns ? { netns } : {}) })
   const qmp = connectQmp(vm.qmpSocket, child)
   qmp.catch(() => undefined)
   const died = new AbortController()

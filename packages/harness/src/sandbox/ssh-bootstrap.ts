@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { Client, type ConnectConfig } from 'ssh2'
 import { SHARE_GUEST_PATH } from '../share/harness-share.js'
@@ -139,5 +140,21 @@ export function sshStartAgent(target: SshTarget, token: string, deadline: number
         fix: `the mixtape needs /bin/sh and setsid, and the harness share mounted at ${SHARE_GUEST_PATH}`,
       })
     }
+  })
+}
+
+/**
+ * A restored guest wakes with the template's clock (seconds to days behind) and the template's
+ * random pool, the same in every clone. As root: step the clock to the host's, and mix fresh
+ * host randomness into the guest's pool. A guest without passwordless sudo keeps both, said once.
+ */
+export async function sshRefreshRestored(target: SshTarget, deadline: number, signal: AbortSignal | undefined, log: (line: string) => void): Promise<void> {
+  const timedOut = { code: 'AGENT_UNREACHABLE' as const, fix: SSHD_FIX }
+  await retrySsh(target, deadline, signal, timedOut, async (timeoutMs) => {
+    const now = Math.round(Date.now() / 1000)
+    const command = `sudo -n /bin/sh -c 'date -u -s @${now} >/dev/null && cat >/dev/urandom'`
+    const result = await sshRun(target, command, randomBytes(64).toString('hex'), timeoutMs)
+    if (result.code !== 0)
+      log(`could not set the restored guest's clock (sudo as ${target.user}: ${result.stderr.trim() || `exit ${result.code}`}); it runs behind`)
   })
 }

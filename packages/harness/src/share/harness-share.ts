@@ -1,11 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { chmodSync, copyFileSync, linkSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { execa } from 'execa'
 import type { Arch } from '../config/options.js'
 import { HarnessError } from '../errors.js'
+import { harnessCacheDir } from '../host/cache-dir.js'
 
 /**
  * The harness share: everything the guest agent needs, shared read-only over 9p, so a new
@@ -22,11 +22,6 @@ export const SHARE_TAG = 'stereos-harness'
 export const SHARE_GUEST_PATH = '/opt/stereos-harness'
 
 const NPM_ARCH: Record<Arch, string> = { x86_64: 'x64', aarch64: 'arm64' }
-
-export function harnessCacheDir(env = process.env): string {
-  if (env.STEREOS_HARNESS_CACHE) return env.STEREOS_HARNESS_CACHE
-  return join(env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'stereos-harness')
-}
 
 /** dist/ of this package (this file is dist/share/harness-share.js). */
 const distDir = join(dirname(fileURLToPath(import.meta.url)), '..')

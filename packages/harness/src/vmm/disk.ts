@@ -18,6 +18,14 @@ export async function createOverlay(base: DiskImage, overlay: string, sizeBytes:
   await qemuImg(['create', '-q', '-f', 'qcow2', '-b', base.path, '-F', base.format, overlay, String(size)])
 }
 
+/**
+ * A lease's disk over a template's (template/store.ts): same size, nothing to check, since the
+ * template disk is ours, made by createOverlay over a checked image.
+ */
+export async function createLeaseDisk(templateDisk: string, overlay: string): Promise<void> {
+  await qemuImg(['create', '-q', '-f', 'qcow2', '-b', templateDisk, '-F', 'qcow2', overlay])
+}
+
 interface ImageInfo {
   'virtual-size'?: number
   'backing-filename'?: string

@@ -1,0 +1,224 @@
+import { rmSync } from 'node:fs'
+import { execa } from 'execa'
+import type { StereosdClient } from '../control/client.js'
+import { waitReady } from '../control/ready.js'
+import type { Transport } from '../control/transport.js'
+import { HarnessError } from '../errors.js'
+import { which } from '../host/which.js'
+import type { LogSink } from '../log.js'
+import type { Mixtape } from '../mixtape/mixtape.js'
+import { templateKey, type TemplateKey } from '../template/key.js'
+import { incomingArgs, resumeRestored, saveState } from '../template/migration.js'
+import { lockTemplate, readTemplate, removeTemplate, stageTemplate, templatesRoot, type StoredTemplate } from '../template/store.js'
+import { createLeaseDisk, createOverlay } from '../vmm/disk.js'
+import { attachNetns } from '../vmm/network/netns-attach.js'
+import { bootTimeoutError, killQemu, startQemu, type QemuLaunch, type RunningQemu } from './qemu-start.js'
+import type { Rollback } from './rollback.js'
+import type { Timeline } from './timeline.js'
+
+/**
+ * QEMU running and stereosd ready: from a template when there is one for this kind of VM (a
+ * restore takes a second where a cold boot takes ten), else by a cold boot, which then saves
+ * the template for the next lease. A template is saved at stereosd ready, before provisioning:
+ * no secret, token, SSH key, jcard or 9p mount is in it, and no test has run in it.
+ */
+export interface GuestStart {
+  launch: QemuLaunch
+  mixtape: Mixtape
+  diskBytes: number
+  control: Transport
+  bootTimeoutMs: number
+  template: 'auto' | 'off'
+  /** Where templates live (default: the harness cache). */
+  templatesRoot?: string
+  log: LogSink
+  timeline: Timeline
+  rollback: Rollback
+}
+
+export interface StartedGuest {
+  qemu: RunningQemu
+  client: StereosdClient
+  /** The template this VM was restored from; `built` when this boot saved it. */
+  template: { id: string; built: boolean } | undefined
+}
+
+/** Saving a ~1 GiB guest under TCG takes a few seconds; a stuck save must not hold the lock long. */
+const SAVE_TIMEOUT_MS = 120_000
+/** Loading a saved state takes 0.2–9 s under TCG (1 to 8 parallel restores, MACHINE-FACTS). */
+const LOAD_TIMEOUT_MS = 60_000
+
+export async function startGuest(start: GuestStart): Promise<StartedGuest> {
+  const key = start.template === 'auto' ? templateKeyFor(start) : undefined
+  if (!key) return { ...(await coldBoot(start)), template: undefined }
+  const root = start.templatesRoot ?? templatesRoot()
+
+  let stored = readTemplate(root, key.id)
+  let built = false
+  if (!stored) {
+    const outcome = await start.timeline.phase('template', () => buildTemplate(start, key, root))
+    // The build's cold boot failed (or ended in a save we could not use): the lease boots cold.
+    if (!outcome) return { ...(await coldBoot(start)), template: undefined }
+    stored = outcome
+    built = true
+  }
+  try {
+    const restored = await restore(start, stored, root)
+    return { ...restored, template: { id: key.id, built } }
+  } catch (err) {
+    if (!(err instanceof RestoreError)) throw err
+    start.log(`VM template ${key.id} could not be restored (${firstLine(err.cause)}); it is removed, and this VM boots cold`)
+    const release = await lockTemplate(root, key.id, 'exclusive')
+    try {
+      if (readTemplate(root, key.id)?.meta.created === stored.meta.created) removeTemplate(root, key.id)
+    } finally {
+      await release()
+    }
+    return { ...(await coldBoot(start)), template: undefined }
+  }
+}
+
+let noZstd: string | undefined
+
+/** The key, or undefined when templates cannot work here (said once per process). */
+function templateKeyFor(start: GuestStart): TemplateKey | undefined {
+  if (!which('zstd')) {
+    if (noZstd === undefined) {
+      noZstd = 'zstd is not installed: VMs boot cold, without templates (apt-get install zstd)'
+      start.log(noZstd)
+    }
+    return undefined
+  }
+  return templateKey({ spec: start.launch.spec, qemuBinary: start.launch.binary, mixtape: start.mixtape, diskBytes: start.diskBytes })
+}
+
+/** One QEMU for this VM, joined to its network namespace's forwards and egress. */
+async function launch(start: GuestStart, disk: string, extraArgs: string[] = []): Promise<RunningQemu> {
+  const l = start.launch
+  const qemu = startQemu({ ...l, spec: { ...l.spec, disk: { ...l.spec.disk, path: disk } } }, extraArgs)
+  if (l.netns) {
+    try {
+      const attached = await attachNetns(l.netns, qemu.process.pid, start.log)
+      void qemu.process.exited.then(() => attached.stop())
+    } catch (err) {
+      await killQemu(qemu)
+      throw err
+    }
+  }
+  return qemu
+}
+
+/** The first answered get_health that says ready; aborted the moment QEMU exits. */
+async function awaitStereosd(start: GuestStart, qemu: RunningQemu): Promise<StereosdClient> {
+  const { bootTimeoutMs: timeoutMs, launch: l } = start
+  try {
+    const ready = await waitReady(start.control, { deadline: Date.now() + timeoutMs, signal: qemu.died })
+    return ready.client
+  } catch (err) {
+    throw bootTimeoutError(err, timeoutMs, l.vm)
+  }
+}
+
+async function coldBoot(start: GuestStart): Promise<Omit<StartedGuest, 'template'>> {
+  const { timeline, rollback } = start
+  const disk = start.launch.spec.disk.path
+  await timeline.phase('disk', () => createOverlay(start.mixtape.disk, disk, start.diskBytes), 'disk-ready')
+  const qemu = await timeline.phase('qemu', () => launch(start, disk), 'qemu-started')
+  rollback.defer('QEMU', () => killQemu(qemu))
+  const client = await timeline.phase('stereosd', () => awaitStereosd(start, qemu), 'stereosd-ready')
+  return { qemu, client }
+}
+
+/**
+ * Build the template for `key` unless another boot (in any process) has meanwhile: a cold boot
+ * on the template's own disk, stereosd ready, then the guest paused and saved. Boot failures
+ * are this lease's (thrown); a failed save is logged and returns undefined.
+ */
+async function buildTemplate(start: GuestStart, key: TemplateKey, root: string): Promise<StoredTemplate | undefined> {
+  const { log } = start
+  const release = await lockTemplate(root, key.id, 'exclusive', () => log(`waiting for another boot to save VM template ${key.id}`))
+  try {
+    const existing = readTemplate(root, key.id)
+    if (existing) return existing
+    const staging = stageTemplate(root, key)
+    try {
+      await createOverlay(start.mixtape.disk, staging.paths.disk, start.diskBytes)
+      const qemu = await launch(start, staging.paths.disk)
+      let saveMs: number
+      try {
+        const client = await awaitStereosd(start, qemu)
+        // No connection of ours may be in the saved state: each restore would inherit it.
+        client.close()
+        const began = performance.now()
+        try {
+          await saveState(await qemu.qmp, staging.paths.state, SAVE_TIMEOUT_MS)
+          await checkStream(staging.paths.state)
+        } catch (err) {
+          log(`could not save a VM template (${firstLine(err)}); this VM boots cold`)
+          return undefined
+        }
+        saveMs = Math.round(performance.now() - began)
+      } finally {
+        await killQemu(qemu)
+      }
+      const stored = staging.commit(saveMs)
+      log(
+        `saved VM template ${key.id} (${key.describe.arch}, ${key.describe.accel}, ${key.describe.memoryMiB} MiB) in ${saveMs} ms: later VMs of this kind restore it`,
+      )
+      return stored
+    } finally {
+      staging.discard()
+    }
+  } finally {
+    await release()
+  }
+}
+
+/** zstd writes the stream after QEMU says "completed": a truncated or damaged file is never committed. */
+async function checkStream(state: string): Promise<void> {
+  const result = await execa('zstd', ['-q', '-t', state], { reject: false, timeout: 60_000 })
+  if (result.exitCode !== 0)
+    throw new HarnessError('TEMPLATE', `the saved state ${state} does not verify: ${`${result.stderr}`.trim() || `exit ${result.exitCode}`}`)
+}
+
+/** A restore that failed in loading the template, as opposed to the guest failing afterwards. */
+class RestoreError extends Error {
+  constructor(override readonly cause: unknown) {
+    super(`restore failed: ${firstLine(cause)}`)
+  }
+}
+
+async function restore(start: GuestStart, stored: StoredTemplate, root: string): Promise<Omit<StartedGuest, 'template'>> {
+  const { timeline, rollback, launch: l } = start
+  const disk = l.spec.disk.path
+  // Shared: a prune waits until QEMU has the template's files open.
+  const release = await lockTemplate(root, stored.paths.id, 'shared')
+  let qemu: RunningQemu
+  try {
+    if (!readTemplate(root, stored.paths.id)) throw new RestoreError(new Error('the template was removed'))
+    await timeline.phase('disk', () => createLeaseDisk(stored.paths.disk, disk), 'disk-ready')
+    qemu = await timeline.phase('restore', () => launch(start, disk, incomingArgs(stored.paths.state)), 'qemu-started')
+    try {
+      // Loading is local work with its own bound: bootTimeoutMs is for the guest, and a tiny one
+      // must not make a good template look broken.
+      await timeline.phase('resume', async () => resumeRestored(await qemu.qmp, qemu.died, LOAD_TIMEOUT_MS), 'restored')
+    } catch (err) {
+      await killQemu(qemu)
+      rmSync(disk, { force: true })
+      throw new RestoreError(err)
+    }
+  } catch (err) {
+    if (err instanceof RestoreError) throw err
+    throw new RestoreError(err)
+  } finally {
+    await release()
+  }
+  const running = qemu
+  rollback.defer('QEMU', () => killQemu(running))
+  const client = await timeline.phase('stereosd', () => awaitStereosd(start, running), 'stereosd-ready')
+  return { qemu: running, client }
+}
+
+function firstLine(err: unknown): string {
+  return String((err as Error | undefined)?.message ?? err).split('\n')[0] ?? ''
+}

@@ -1,0 +1,140 @@
+import { randomBytes } from 'node:crypto'
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { z } from 'zod'
+import { harnessCacheDir } from '../host/cache-dir.js'
+import { acquireLocks } from '../host/lock.js'
+import { TEMPLATE_FORMAT, type TemplateKey } from './key.js'
+
+/**
+ * Templates on disk, one directory per key under the harness cache:
+ *
+ *   templates/<id>/state.zst       the migration stream (guest RAM and device state), zstd
+ *   templates/<id>/disk.qcow2      the guest disk as it was saved: a qcow2 over the mixtape's image
+ *   templates/<id>/template.json   what it was made from, when, how big (written last)
+ *   templates/.locks/<id>.lock     flock: exclusive to build or remove, shared while restoring
+ *   templates/.staging-<id>-…/     a build in progress (renamed into place when complete)
+ *
+ * A directory without template.json is not a template; readers never see a half-written one.
+ */
+export interface TemplatePaths {
+  id: string
+  dir: string
+  state: string
+  disk: string
+  meta: string
+}
+
+const TemplateMeta = z.object({
+  format: z.literal(TEMPLATE_FORMAT),
+  id: z.string(),
+  created: z.string(),
+  saveMs: z.number(),
+  stateBytes: z.number(),
+  describe: z.object({
+    arch: z.string(),
+    accel: z.string(),
+    cpu: z.string(),
+    cpus: z.number(),
+    memoryMiB: z.number(),
+    diskBytes: z.number(),
+    qemu: z.string(),
+    mixtape: z.string(),
+  }),
+})
+export type TemplateMeta = z.infer<typeof TemplateMeta>
+
+export interface StoredTemplate {
+  paths: TemplatePaths
+  meta: TemplateMeta
+  /** Bytes on disk (state and disk). */
+  bytes: number
+}
+
+export function templatesRoot(cacheDir = harnessCacheDir()): string {
+  return join(cacheDir, 'templates')
+}
+
+export function templatePaths(root: string, id: string): TemplatePaths {
+  const dir = join(root, id)
+  return { id, dir, state: join(dir, 'state.zst'), disk: join(dir, 'disk.qcow2'), meta: join(dir, 'template.json') }
+}
+
+/** The complete template for `id`, or undefined (missing, half-written, or from another format). */
+export function readTemplate(root: string, id: string): StoredTemplate | undefined {
+  const paths = templatePaths(root, id)
+  let meta: TemplateMeta
+  try {
+    meta = TemplateMeta.parse(JSON.parse(readFileSync(paths.meta, 'utf8')))
+  } catch {
+    return undefined
+  }
+  if (meta.id !== id || !existsSync(paths.state) || !existsSync(paths.disk)) return undefined
+  return { paths, meta, bytes: sizeOf(paths.state) + sizeOf(paths.disk) }
+}
+
+export function listTemplates(root: string): StoredTemplate[] {
+  if (!existsSync(root)) return []
+  return readdirSync(root)
+    .filter((name) => /^[0-9a-f]{24}$/.test(name))
+    .map((id) => readTemplate(root, id))
+    .filter((t): t is StoredTemplate => t !== undefined)
+}
+
+/** Directories that are not templates: staging dirs of builds that died, and half-written ones. */
+export function strayEntries(root: string): string[] {
+  if (!existsSync(root)) return []
+  return readdirSync(root)
+    .filter((name) => name.startsWith('.staging-') || (/^[0-9a-f]{24}$/.test(name) && !readTemplate(root, name)))
+    .map((name) => join(root, name))
+}
+
+export type Release = () => Promise<void>
+
+export function lockTemplate(root: string, id: string, mode: 'shared' | 'exclusive', onWait?: () => void): Promise<Release> {
+  return acquireLocks([{ path: join(root, '.locks', `${id}.lock`), mode }], { onWait })
+}
+
+/** A fresh staging dir for a build of `key`; `commit` moves it into place with its metadata. */
+export function stageTemplate(root: string, key: TemplateKey): { paths: TemplatePaths; commit(saveMs: number): StoredTemplate; discard(): void } {
+  mkdirSync(root, { recursive: true, mode: 0o700 })
+  const dir = join(root, `.staging-${key.id}-${process.pid}-${randomBytes(3).toString('hex')}`)
+  mkdirSync(dir, { mode: 0o700 })
+  const staged: TemplatePaths = { id: key.id, dir, state: join(dir, 'state.zst'), disk: join(dir, 'disk.qcow2'), meta: join(dir, 'template.json') }
+  return {
+    paths: staged,
+    commit(saveMs) {
+      const meta: TemplateMeta = {
+        format: TEMPLATE_FORMAT,
+        id: key.id,
+        created: new Date().toISOString(),
+        saveMs,
+        stateBytes: sizeOf(staged.state),
+        describe: key.describe,
+      }
+      writeFileSync(staged.meta, `${JSON.stringify(meta, null, 2)}\n`, { mode: 0o600 })
+      const final = templatePaths(root, key.id)
+      // Only the holder of the exclusive lock commits, so nothing else is at `final` but debris.
+      rmSync(final.dir, { recursive: true, force: true })
+      renameSync(dir, final.dir)
+      return { paths: final, meta, bytes: sizeOf(final.state) + sizeOf(final.disk) }
+    },
+    discard() {
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+/** Remove a template (callers hold its exclusive lock). Leases already running keep their open files. */
+export function removeTemplate(root: string, id: string): void {
+  rmSync(templatePaths(root, id).dir, { recursive: true, force: true })
+}
+
+function sizeOf(path: string): number {
+  try {
+    // Allocated bytes: a qcow2 over a large mixtape is sparse.
+    return statSync(path).blocks * 512
+  } catch {
+    return 0
+  }
+}
