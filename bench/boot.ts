@@ -1,4 +1,5 @@
-// Boot-to-ready through Sandbox.boot vs the same QEMU argv launched by hand, same run.
+// Boot-to-ready through Sandbox.boot vs the same QEMU argv launched by hand, same run. Both boot
+// cold (template: 'off'): restores from templates are bench/start.ts's subject.
 //
 // The baseline takes the exact argv of a Sandbox-booted QEMU (from /proc/<pid>/cmdline), gives
 // it a fresh overlay, ports and paths, starts QEMU directly and times until stereosd answers
@@ -22,7 +23,7 @@ export async function main(argv: string[]): Promise<Summary> {
 
   say(`boot benchmark: ${arch} fixture, ${runs} runs each, alternating (host: ${process.arch}, 2 cores)`)
   // Warm-up boot: builds/locates the fixture, warms the page cache, and gives us the argv.
-  const warm = await Sandbox.boot({ arch, bootstrap: 'none' })
+  const warm = await Sandbox.boot({ arch, bootstrap: 'none', template: 'off' })
   const template = readFileSync(`/proc/${warm.info.pid}/cmdline`, 'utf8').split('\0').filter(Boolean)
   const image = JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', join(warm.info.vmDir, 'disk.qcow2')], { encoding: 'utf8' })) as {
     'backing-filename': string
@@ -37,7 +38,7 @@ export async function main(argv: string[]): Promise<Summary> {
   const raw: number[] = []
   for (let i = 0; i < runs; i++) {
     const started = performance.now()
-    const sandbox = await Sandbox.boot({ arch, bootstrap: 'none' })
+    const sandbox = await Sandbox.boot({ arch, bootstrap: 'none', template: 'off' })
     harness.push(performance.now() - started)
     ready.push(sandbox.info.timeline.find((e) => e.phase === 'stereosd-ready')!.atMs)
     await sandbox.shutdown()

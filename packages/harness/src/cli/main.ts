@@ -15,6 +15,7 @@ import { pullCommand } from './pull.js'
 import { rmCommand } from './rm.js'
 import { runCommand } from './run.js'
 import { shareCommand } from './share.js'
+import { templatesCommand } from './templates.js'
 
 const USAGE = `Usage: stereos-harness <command> [options]
 
@@ -26,9 +27,10 @@ Commands:
                                                    exit with CMD's exit code
   share [--arch A]... [--json]                     prepare the harness share (guest Node, agent) ahead of boots
   pull REF [--arch A] [--json] [--force]           pull a mixtape into mb's cache (checks the registry for a newer one)
-  ls [--json]                                      list the mixtapes in mb's cache
+  ls [--templates] [--json]                        list the mixtapes in mb's cache (or the VM templates in the harness cache)
   rm NAME[:TAG] [--json]                           remove a cached mixtape (every tag without :TAG), and blobs only it used
-  prune [--json]                                   remove unused blobs, partial downloads and leftovers of dead pulls
+  prune [--templates] [--json]                     remove unused blobs, partial downloads, leftovers of dead pulls and
+                                                   template saves, stale VM templates (--templates: every template)
   kept [--json]                                    list VMs kept running after their run (Vitest pool keepVm)
   ssh ID [-- CMD [ARGS...]]                        a shell (or CMD) in a kept VM, as admin
   stop ID [--json]                                 stop a kept VM and remove its directory
@@ -52,6 +54,7 @@ async function main(argv: string[]): Promise<number> {
       json: { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
       force: { type: 'boolean', default: false },
+      templates: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -86,11 +89,11 @@ async function main(argv: string[]): Promise<number> {
     case 'pull':
       return pullCommand({ ref: positionals[0], arch: arch?.data, json: values.json, force: values.force })
     case 'ls':
-      return lsCommand({ json: values.json })
+      return values.templates ? templatesCommand({ json: values.json }) : lsCommand({ json: values.json })
     case 'rm':
       return rmCommand({ ref: positionals[0], json: values.json })
     case 'prune':
-      return pruneCommand({ json: values.json })
+      return pruneCommand({ json: values.json, allTemplates: values.templates })
     case 'kept':
       return keptCommand({ json: values.json })
     case 'ssh':

@@ -107,11 +107,13 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
 
     await timeline.phase('provision', () => provision(ready, provisionPlan(options, guest, agentShare !== undefined)), 'provisioned')
 
-    // A restored guest has the template's clock and random pool until refreshed (beside the agent's start).
+    // A restored guest has the template's clock and random pool until refreshed over SSH, beside
+    // the agent's start; that also proves what the ssh-ready wait below would.
+    const ssh = sshAccess({ socket: net.sockets.ssh, port: net.ports.ssh }, guest.key.privateKeyPath, vm.id)
     const admin = { transport: net.ssh, user: 'admin', keyPath: guest.key.privateKeyPath }
     const refreshed =
-      booted.template && options.bootstrap !== 'none'
-        ? timeline.phase('refresh', () => sshRefreshRestored(admin, Date.now() + options.agentTimeoutMs, qemu.died, log), 'refreshed')
+      booted.template && ssh
+        ? timeline.phase('refresh', () => sshRefreshRestored(admin, Date.now() + options.agentTimeoutMs, qemu.died, log), 'ssh-ready')
         : undefined
     refreshed?.catch(() => undefined)
 
@@ -133,7 +135,6 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     // sandbox.ssh must work once boot resolves: sshd may come up after stereosd (the fixture
     // starts it later), and the key arrived only with provisioning. The ssh bootstrap and the
     // refresh of a restored guest proved it.
-    const ssh = sshAccess({ socket: net.sockets.ssh, port: net.ports.ssh }, guest.key.privateKeyPath, vm.id)
     if (ssh && options.bootstrap !== 'ssh' && !refreshed) {
       const target = { transport: net.ssh, user: ssh.user, keyPath: ssh.keyPath }
       await timeline.phase('ssh', () => waitForSsh(target, Date.now() + options.agentTimeoutMs, logsOf(vm), qemu.died), 'ssh-ready')

@@ -25,7 +25,9 @@ export interface TemplateKeyInputs {
 export interface TemplateKey {
   /** 24 hex digits of the hash: the template's directory name. */
   id: string
-  /** The inputs in words, stored with the template and printed by `stereos-harness templates`. */
+  /** The mixtape's boot files as `path:size:mtime`: a template whose files changed is stale (prune). */
+  mixtapeFiles: string[]
+  /** The inputs in words, stored with the template and printed by `stereos-harness ls --templates`. */
   describe: {
     arch: string
     accel: string
@@ -41,6 +43,7 @@ export interface TemplateKey {
 export function templateKey(inputs: TemplateKeyInputs): TemplateKey {
   const { spec, mixtape } = inputs
   const qemu = qemuVersion(inputs.qemuBinary)
+  const mixtapeFiles = mixtapeIdentity(mixtape)
   const material = {
     format: TEMPLATE_FORMAT,
     qemu,
@@ -48,7 +51,7 @@ export function templateKey(inputs: TemplateKeyInputs): TemplateKey {
     // `-cpu host` (KVM) is whatever this host's CPU is: a template is only good on the same model.
     hostCpu: spec.profile.cpu[spec.accel] === 'host' ? hostCpuModel() : undefined,
     diskBytes: inputs.diskBytes,
-    mixtape: mixtapeIdentity(mixtape),
+    mixtape: mixtapeFiles,
     // The harness share's dir name carries its content hash; a new agent means a new template.
     shares: spec.shares.map((share) => ({
       tag: share.tag,
@@ -59,6 +62,7 @@ export function templateKey(inputs: TemplateKeyInputs): TemplateKey {
   const id = createHash('sha256').update(JSON.stringify(material)).digest('hex').slice(0, 24)
   return {
     id,
+    mixtapeFiles,
     describe: {
       arch: spec.profile.arch,
       accel: spec.accel,
@@ -89,11 +93,17 @@ export function machineArgv(spec: QemuSpec): string[] {
 /** The mixtape's boot files by path, size and modification time: a re-pull or rebuild changes them. */
 function mixtapeIdentity(mixtape: Mixtape): string[] {
   const files = [mixtape.disk.path, mixtape.kernel?.kernel, mixtape.kernel?.initrd, mixtape.kernel?.cmdline].filter((f): f is string => f !== undefined)
-  return files.map((file) => {
-    const path = realpathSync(file)
+  return files.map((file) => fileIdentity(realpathSync(file)) ?? file)
+}
+
+/** `path:size:mtime`, or undefined when the file is gone. */
+export function fileIdentity(path: string): string | undefined {
+  try {
     const s = statSync(path)
     return `${path}:${s.size}:${s.mtimeMs}`
-  })
+  } catch {
+    return undefined
+  }
 }
 
 const versions = new Map<string, string>()

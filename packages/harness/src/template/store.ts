@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { z } from 'zod'
 import { harnessCacheDir } from '../host/cache-dir.js'
 import { acquireLocks } from '../host/lock.js'
-import { TEMPLATE_FORMAT, type TemplateKey } from './key.js'
+import { fileIdentity, TEMPLATE_FORMAT, type TemplateKey } from './key.js'
 
 /**
  * Templates on disk, one directory per key under the harness cache:
@@ -31,6 +31,7 @@ const TemplateMeta = z.object({
   created: z.string(),
   saveMs: z.number(),
   stateBytes: z.number(),
+  mixtapeFiles: z.array(z.string()),
   describe: z.object({
     arch: z.string(),
     accel: z.string(),
@@ -110,6 +111,7 @@ export function stageTemplate(root: string, key: TemplateKey): { paths: Template
         created: new Date().toISOString(),
         saveMs,
         stateBytes: sizeOf(staged.state),
+        mixtapeFiles: key.mixtapeFiles,
         describe: key.describe,
       }
       writeFileSync(staged.meta, `${JSON.stringify(meta, null, 2)}\n`, { mode: 0o600 })
@@ -134,6 +136,60 @@ function sizeOf(path: string): number {
   try {
     // Allocated bytes: a qcow2 over a large mixtape is sparse.
     return statSync(path).blocks * 512
+  } catch {
+    return 0
+  }
+}
+
+/** A template whose mixtape files changed or vanished: no boot will ask for its key again. */
+export function isStale(template: StoredTemplate): boolean {
+  // `path:size:mtime`: the path is what precedes the last two fields (it may hold colons itself).
+  return template.meta.mixtapeFiles.some((entry) => fileIdentity(entry.split(':').slice(0, -2).join(':')) !== entry)
+}
+
+export interface TemplatePruneReport {
+  removed: string[]
+  staging: string[]
+  freedBytes: number
+}
+
+/**
+ * Remove stray staging dirs (builds that died), stale templates, and with `all` every template
+ * (the next boot of each kind saves a new one). Each removal holds the template's exclusive
+ * lock, so a restore in progress finishes first; a staging dir of a live build is locked too.
+ */
+export async function pruneTemplates(root: string, all: boolean): Promise<TemplatePruneReport> {
+  const report: TemplatePruneReport = { removed: [], staging: [], freedBytes: 0 }
+  for (const template of listTemplates(root)) {
+    if (!all && !isStale(template)) continue
+    const release = await lockTemplate(root, template.paths.id, 'exclusive')
+    try {
+      removeTemplate(root, template.paths.id)
+      report.removed.push(template.paths.id)
+      report.freedBytes += template.bytes
+    } finally {
+      await release()
+    }
+  }
+  for (const path of strayEntries(root)) {
+    const id = /([0-9a-f]{24})/.exec(path)?.[1]
+    if (!id) continue
+    const release = await lockTemplate(root, id, 'exclusive')
+    try {
+      if (!existsSync(path)) continue // a build that was running has committed or cleaned up
+      report.freedBytes += dirBytes(path)
+      rmSync(path, { recursive: true, force: true })
+      report.staging.push(path)
+    } finally {
+      await release()
+    }
+  }
+  return report
+}
+
+function dirBytes(dir: string): number {
+  try {
+    return readdirSync(dir).reduce((sum, name) => sum + sizeOf(join(dir, name)), 0)
   } catch {
     return 0
   }
