@@ -57,10 +57,10 @@ export async function startGuest(start: GuestStart): Promise<StartedGuest> {
   let built = false
   if (!stored) {
     const outcome = await start.timeline.phase('template', () => buildTemplate(start, key, root))
-    // The build's cold boot failed (or ended in a save we could not use): the lease boots cold.
+    // The save failed: the lease boots cold.
     if (!outcome) return { ...(await coldBoot(start)), template: undefined }
-    stored = outcome
-    built = true
+    stored = outcome.stored
+    built = outcome.built
   }
   try {
     const restored = await restore(start, stored, root)
@@ -130,16 +130,17 @@ async function coldBoot(start: GuestStart): Promise<Omit<StartedGuest, 'template
 }
 
 /**
- * Build the template for `key` unless another boot (in any process) has meanwhile: a cold boot
+ * Build the template for `key` unless another boot (in any process) has meanwhile (then
+ * `built` is false): a cold boot
  * on the template's own disk, stereosd ready, then the guest paused and saved. Boot failures
  * are this lease's (thrown); a failed save is logged and returns undefined.
  */
-async function buildTemplate(start: GuestStart, key: TemplateKey, root: string): Promise<StoredTemplate | undefined> {
+async function buildTemplate(start: GuestStart, key: TemplateKey, root: string): Promise<{ stored: StoredTemplate; built: boolean } | undefined> {
   const { log } = start
   const release = await lockTemplate(root, key.id, 'exclusive', () => log(`waiting for another boot to save VM template ${key.id}`))
   try {
     const existing = readTemplate(root, key.id)
-    if (existing) return existing
+    if (existing) return { stored: existing, built: false }
     const staging = stageTemplate(root, key)
     try {
       await createOverlay(start.mixtape.disk, staging.paths.disk, start.diskBytes)
@@ -165,7 +166,7 @@ async function buildTemplate(start: GuestStart, key: TemplateKey, root: string):
       log(
         `saved VM template ${key.id} (${key.describe.arch}, ${key.describe.accel}, ${key.describe.memoryMiB} MiB) in ${saveMs} ms: later VMs of this kind restore it`,
       )
-      return stored
+      return { stored, built: true }
     } finally {
       staging.discard()
     }

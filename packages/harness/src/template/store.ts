@@ -93,6 +93,7 @@ export function strayEntries(root: string): string[] {
 export type Release = () => Promise<void>
 
 export function lockTemplate(root: string, id: string, mode: 'shared' | 'exclusive', onWait?: () => void): Promise<Release> {
+  mkdirSync(root, { recursive: true, mode: 0o700 })
   return acquireLocks([{ path: join(root, '.locks', `${id}.lock`), mode }], { onWait })
 }
 
