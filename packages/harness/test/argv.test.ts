@@ -24,9 +24,13 @@ describe('QEMU argv', () => {
       '-no-user-config',
       '-no-reboot',
       '-pidfile',
+      '-device',
       '-netdev',
       '-device',
     ])
+    // A restored guest sees a new generation ID and reseeds its RNG (x86_64 only: ACPI).
+    expect(after(argv, '-device')[0]).toBe('vmgenid,guid=auto')
+    expect(buildQemuArgv(qemuSpec({ profile: PROFILES.aarch64 })).join(' ')).not.toContain('vmgenid')
     expect(after(argv, '-append')).toEqual(['console=ttyS0 root=/dev/vda'])
     expect(after(argv, '-drive')).toEqual(['if=virtio,format=qcow2,file=/vm/disk.qcow2,discard=unmap'])
     expect(after(argv, '-qmp')).toEqual(['unix:/vm/qmp.sock,server,nowait'])

@@ -54,7 +54,8 @@ describe('control plane choice', () => {
     const plane = await chooseControlPlane('auto', { load: fake.load, noted: { done: false } })
     const argv = await argvFor(plane, 'none')
     expect(after(argv, '-nic')).toEqual(['none'])
-    expect(after(argv, '-device')).toEqual(['vhost-vsock-pci,vhostfd=3,guest-cid=3'])
+    // No NIC: the only devices are vmgenid (x86_64) and vsock.
+    expect(after(argv, '-device')).toEqual(['vmgenid,guid=auto', 'vhost-vsock-pci,vhostfd=3,guest-cid=3'])
   })
 
   test('auto without the device: TCP with the :1024 forward, one log line per process saying why', async () => {

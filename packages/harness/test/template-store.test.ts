@@ -48,7 +48,11 @@ describe('template key', () => {
       network: {
         mode: 'user',
         restrict: false,
-        forwards: qemuSpec().network.mode === 'user' ? qemuSpec().network.forwards.map((f) => ({ ...f, host: f.host + 1 })) : [],
+        forwards: [
+          { host: 3333, guest: 22, proto: 'tcp' },
+          { host: 5555, guest: 1024, proto: 'tcp' },
+          { host: 9090, guest: 80, proto: 'tcp' },
+        ],
       },
       shares: [{ tag: 'share0', host: '/home/b/elsewhere', readonly: true }],
       vsock: { cid: 917, vhostfd: 3 },

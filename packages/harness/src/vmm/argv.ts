@@ -50,6 +50,7 @@ export function buildQemuArgv(spec: QemuSpec): string[] {
     '-pidfile',
     spec.pidfile,
   )
+  if (profile.vmgenid) argv.push('-device', 'vmgenid,guid=auto')
   argv.push(...networkArgs(spec.network))
   if (spec.vsock) {
     const fd = spec.vsock.vhostfd === undefined ? '' : `vhostfd=${spec.vsock.vhostfd},`

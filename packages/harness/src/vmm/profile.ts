@@ -11,6 +11,11 @@ export interface PlatformProfile {
   cpu: Record<Accel, string>
   /** EFI code firmware, first existing wins; used only when the mixtape has no kernel files. */
   efiCode: string[]
+  /**
+   * QEMU's `vmgenid` device (ACPI, so x86 only here): every QEMU start has a new generation ID,
+   * and a guest restored from a template sees it change and reseeds its RNG at once.
+   */
+  vmgenid: boolean
 }
 
 export const PROFILES: Record<Arch, PlatformProfile> = {
@@ -19,6 +24,7 @@ export const PROFILES: Record<Arch, PlatformProfile> = {
     qemuBinary: 'qemu-system-x86_64',
     machine: 'q35',
     cpu: { kvm: 'host', tcg: 'max' },
+    vmgenid: true,
     efiCode: [
       '/usr/share/qemu/edk2-x86_64-code.fd',
       '/usr/share/OVMF/OVMF_CODE.fd',
@@ -33,6 +39,8 @@ export const PROFILES: Record<Arch, PlatformProfile> = {
     machine: 'virt,highmem=on',
     // Emulated pointer authentication makes `max` ~4x slower to boot under TCG (MACHINE-FACTS).
     cpu: { kvm: 'host', tcg: 'max,pauth=off' },
+    // virt boots with a device tree, and QEMU 7.2 offers vmgenid through ACPI only.
+    vmgenid: false,
     efiCode: ['/usr/share/qemu/edk2-aarch64-code.fd', '/usr/share/AAVMF/AAVMF_CODE.fd', '/usr/share/edk2/aarch64/QEMU_CODE.fd'],
   },
 }
