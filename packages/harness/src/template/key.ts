@@ -109,7 +109,7 @@ export function fileIdentity(path: string): string | undefined {
 const versions = new Map<string, string>()
 
 /** `qemu-system-* --version`'s first line, once per binary and process. */
-export function qemuVersion(binary: string): string {
+function qemuVersion(binary: string): string {
   let version = versions.get(binary)
   if (version === undefined) {
     const result = execaSync(binary, ['--version'], { reject: false, timeout: 10_000 })

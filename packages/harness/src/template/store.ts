@@ -43,7 +43,7 @@ const TemplateMeta = z.object({
     mixtape: z.string(),
   }),
 })
-export type TemplateMeta = z.infer<typeof TemplateMeta>
+type TemplateMeta = z.infer<typeof TemplateMeta>
 
 export interface StoredTemplate {
   paths: TemplatePaths
@@ -56,7 +56,7 @@ export function templatesRoot(cacheDir = harnessCacheDir()): string {
   return join(cacheDir, 'templates')
 }
 
-export function templatePaths(root: string, id: string): TemplatePaths {
+function templatePaths(root: string, id: string): TemplatePaths {
   const dir = join(root, id)
   return { id, dir, state: join(dir, 'state.zst'), disk: join(dir, 'disk.qcow2'), meta: join(dir, 'template.json') }
 }
