@@ -20,6 +20,10 @@ describe('aarch64 fixture (cross-arch under TCG on x86_64 hosts)', () => {
     })
     expect(sandbox.info.arch).toBe('aarch64')
     expect(sandbox.info.accel).toBe(process.arch === 'arm64' ? sandbox.info.accel : 'tcg')
+    // Restored from the aarch64 template (saved and restored by this boot if it was the first of its kind);
+    // the guest's clock is the host's, not the template's.
+    expect(sandbox.info.template?.id).toMatch(/^[0-9a-f]{24}$/)
+    expect(Math.abs(Number((await sandbox.exec('date', ['-u', '+%s'])).stdout) - Date.now() / 1000)).toBeLessThan(5)
     expect((await waitForFile(join(out, 'user'), 90_000)).trim()).toBe('agent')
     expect((await waitForFile(join(out, 'arch'), 5_000)).trim()).toBe('aarch64')
     // The guest agent (arm64 Node and addon from the harness share) runs beside the jcard's own agent.

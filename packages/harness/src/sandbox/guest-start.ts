@@ -1,4 +1,4 @@
-import { rmSync } from 'node:fs'
+import { renameSync, rmSync } from 'node:fs'
 import { execa } from 'execa'
 import type { StereosdClient } from '../control/client.js'
 import { waitReady } from '../control/ready.js'
@@ -147,7 +147,16 @@ async function buildTemplate(start: GuestStart, key: TemplateKey, root: string):
       const qemu = await launch(start, staging.paths.disk)
       let saveMs: number
       try {
-        const client = await awaitStereosd(start, qemu)
+        let client: StereosdClient
+        try {
+          client = await awaitStereosd(start, qemu)
+        } catch (err) {
+          // This lease's boot failed: its disk goes where a cold boot's would be, for the VM
+          // dir's rollback to keep (keepOnFailure) or remove.
+          await killQemu(qemu)
+          renameSync(staging.paths.disk, start.launch.spec.disk.path)
+          throw err
+        }
         // No connection of ours may be in the saved state: each restore would inherit it.
         client.close()
         const began = performance.now()
