@@ -82,8 +82,8 @@ describe('VM templates (fixture guest, real QEMU)', () => {
     expect(staging()).toHaveLength(1)
   }, 240_000)
 
-  test('two runners racing with no template: it is saved once, and every VM (4, two at once in each) is restored from it with the host clock', async () => {
-    const [a, b] = [child(2), child(2)]
+  test('two runners racing with no template: it is saved once, and every VM (8, four at once in each) is restored from it with the host clock', async () => {
+    const [a, b] = [child(4), child(4)]
     const [ra, rb] = await Promise.all([a.exited, b.exited])
     expect(ra.code, ra.stderr).toBe(0)
     expect(rb.code, rb.stderr).toBe(0)
@@ -94,7 +94,7 @@ describe('VM templates (fixture guest, real QEMU)', () => {
       .trim()
       .split('\n')
       .map((line) => JSON.parse(line) as Booted)
-    expect(booted).toHaveLength(4)
+    expect(booted).toHaveLength(8)
     const ids = new Set(booted.map((vm) => vm.template?.id))
     expect(ids.size).toBe(1)
     expect([...ids][0]).toMatch(/^[0-9a-f]{24}$/)

@@ -29,3 +29,15 @@ export function processArgv(pid: number): string[] | undefined {
     return undefined
   }
 }
+
+/** CPU seconds a process has used (utime + stime, fields 14 and 15 of /proc/<pid>/stat). */
+export function processCpuSeconds(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    // USER_HZ is 100 on every Linux ABI Node runs on.
+    return (Number(rest[11]) + Number(rest[12])) / 100
+  } catch {
+    return undefined
+  }
+}

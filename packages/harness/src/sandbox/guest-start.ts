@@ -5,10 +5,11 @@ import { waitReady } from '../control/ready.js'
 import type { Transport } from '../control/transport.js'
 import { HarnessError } from '../errors.js'
 import { which } from '../host/which.js'
-import type { LogSink } from '../log.js'
+import { debug, type LogSink } from '../log.js'
 import type { Mixtape } from '../mixtape/mixtape.js'
 import { templateKey, type TemplateKey } from '../template/key.js'
 import { incomingArgs, resumeRestored, saveState } from '../template/migration.js'
+import { waitGuestIdle } from '../template/settle.js'
 import { lockTemplate, readTemplate, removeTemplate, stageTemplate, templatesRoot, type StoredTemplate } from '../template/store.js'
 import { createLeaseDisk, createOverlay } from '../vmm/disk.js'
 import { attachNetns } from '../vmm/network/netns-attach.js'
@@ -42,6 +43,8 @@ export interface StartedGuest {
   /** The template this VM was restored from; `built` when this boot saved it. */
   template: { id: string; built: boolean } | undefined
 }
+
+const trace = debug('stereos:boot')
 
 /** Saving a ~1 GiB guest under TCG takes a few seconds; a stuck save must not hold the lock long. */
 const SAVE_TIMEOUT_MS = 120_000
@@ -159,6 +162,9 @@ async function buildTemplate(start: GuestStart, key: TemplateKey, root: string):
         }
         // No connection of ours may be in the saved state: each restore would inherit it.
         client.close()
+        // As late as possible: once the guest has finished starting its services.
+        const settled = await waitGuestIdle(qemu.process.pid)
+        trace(`template ${key.id}: guest ${settled.idle ? 'idle' : 'still busy'} after ${settled.waitedMs} ms past stereosd ready`)
         const began = performance.now()
         try {
           await saveState(await qemu.qmp, staging.paths.state, SAVE_TIMEOUT_MS)
