@@ -29,8 +29,8 @@ const CHILD = `
 import { readFileSync } from 'node:fs'
 import { Sandbox } from '@stereos/harness'
 // node -e: the arguments start at argv[1].
-const [count, secret, runtimeDir] = [Number(process.argv[1]), process.argv[2], process.argv[3]]
-const sandboxes = await Promise.all(Array.from({ length: count }, () => Sandbox.boot({ arch: 'x86_64', runtimeDir, secrets: { TPL_SECRET: secret } })))
+const [count, secret, runtimeDir, bootstrap] = [Number(process.argv[1]), process.argv[2], process.argv[3], process.argv[4]]
+const sandboxes = await Promise.all(Array.from({ length: count }, () => Sandbox.boot({ arch: 'x86_64', runtimeDir, bootstrap, secrets: { TPL_SECRET: secret } })))
 for (const s of sandboxes) {
   const date = await s.exec('date', ['-u', '+%s'])
   const publicKey = readFileSync(s.ssh.keyPath + '.pub', 'utf8').split(' ')[1]
@@ -46,8 +46,11 @@ interface Booted {
   publicKey: string
 }
 
-function child(count: number): { exited: Promise<{ code: number | null; stdout: string; stderr: string }>; pid: number; kill(): void; output(): string } {
-  const proc = spawn(process.execPath, ['--input-type=module', '-e', CHILD, String(count), secret, runtime], {
+function child(
+  count: number,
+  bootstrap: 'agentd' | 'ssh' = 'agentd',
+): { exited: Promise<{ code: number | null; stdout: string; stderr: string }>; pid: number; kill(): void; output(): string } {
+  const proc = spawn(process.execPath, ['--input-type=module', '-e', CHILD, String(count), secret, runtime, bootstrap], {
     cwd: repoRoot,
     env: { ...process.env, STEREOS_HARNESS_CACHE: cache, STEREOS_TEMPLATE: 'auto' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -83,7 +86,8 @@ describe('VM templates (fixture guest, real QEMU)', () => {
   }, 240_000)
 
   test('two runners racing with no template: it is saved once, and every VM (8, four at once in each) is restored from it with the host clock', async () => {
-    const [a, b] = [child(4), child(4)]
+    // One starts its agents through agentd, the other over SSH (as the pool does): one template.
+    const [a, b] = [child(4, 'agentd'), child(4, 'ssh')]
     const [ra, rb] = await Promise.all([a.exited, b.exited])
     expect(ra.code, ra.stderr).toBe(0)
     expect(rb.code, rb.stderr).toBe(0)

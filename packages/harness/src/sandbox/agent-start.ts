@@ -83,7 +83,10 @@ async function waitForAgent(transport: Transport, token: string, options: WaitAg
  * How the agent gets started: agentd runs the image's launcher from our [[agents]] entry
  * (appended to `jcard`, the rest of the jcard), or SSH as admin starts it from the share.
  */
-export type AgentBootstrap = { kind: 'agentd'; jcard: string } | { kind: 'ssh'; ssh: SshTarget }
+export type AgentBootstrap =
+  | { kind: 'agentd'; jcard: string }
+  /** `refresh`: the guest was restored from a template; its first start also sets the clock (sshRefreshRestored). */
+  | { kind: 'ssh'; ssh: SshTarget; refresh?: { log: (line: string) => void } }
 
 export interface AgentStartRequest {
   bootstrap: AgentBootstrap
@@ -126,7 +129,7 @@ export async function startAgent(request: AgentStartRequest): Promise<GuestAgent
 async function launch(request: AgentStartRequest, start: number, control: (() => Promise<StereosdClient>) | undefined): Promise<AgentClient> {
   const { bootstrap, transport, token, signal } = request
   const deadline = Date.now() + request.timeoutMs
-  if (bootstrap.kind === 'ssh') await sshStartAgent(bootstrap.ssh, token, deadline, signal)
+  if (bootstrap.kind === 'ssh') await sshStartAgent(bootstrap.ssh, token, deadline, signal, start === 1 ? bootstrap.refresh : undefined)
   else if (control) await (await control()).setConfig(bootstrap.jcard + agentJcardTable(start))
   const hint =
     bootstrap.kind === 'agentd'

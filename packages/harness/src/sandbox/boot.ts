@@ -107,12 +107,13 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
 
     await timeline.phase('provision', () => provision(ready, provisionPlan(options, guest, agentShare !== undefined)), 'provisioned')
 
-    // A restored guest has the template's clock and random pool until refreshed over SSH, beside
-    // the agent's start; that also proves what the ssh-ready wait below would.
+    // A restored guest has the template's clock and random pool until refreshed over SSH: in the
+    // session that starts the agent (bootstrap 'ssh'), else in one beside the agent's start, which
+    // also proves what the ssh-ready wait below would.
     const ssh = sshAccess({ socket: net.sockets.ssh, port: net.ports.ssh }, guest.key.privateKeyPath, vm.id)
     const admin = { transport: net.ssh, user: 'admin', keyPath: guest.key.privateKeyPath }
     const refreshed =
-      booted.template && ssh
+      booted.template && ssh && options.bootstrap !== 'ssh'
         ? timeline.phase('refresh', () => sshRefreshRestored(admin, Date.now() + options.agentTimeoutMs, qemu.died, log), 'ssh-ready')
         : undefined
     refreshed?.catch(() => undefined)
@@ -120,7 +121,8 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     let agent: GuestAgent | undefined
     if (agentShare && net.agent) {
       const endpoint = traced(net.agent, 'wire')
-      const bootstrap: AgentBootstrap = options.bootstrap === 'ssh' ? { kind: 'ssh', ssh: admin } : { kind: 'agentd', jcard: guest.baseJcard }
+      const bootstrap: AgentBootstrap =
+        options.bootstrap === 'ssh' ? { kind: 'ssh', ssh: admin, ...(booted.template ? { refresh: { log } } : {}) } : { kind: 'agentd', jcard: guest.baseJcard }
       agent = await timeline.phase(
         'agent',
         () => startAgent({ bootstrap, transport: endpoint, token: guest.token, timeoutMs: options.agentTimeoutMs, signal: qemu.died, logs: logsOf(vm) }),

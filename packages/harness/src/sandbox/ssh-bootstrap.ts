@@ -19,8 +19,11 @@ interface SshRunResult {
   stderr: string
 }
 
-/** One SSH session: connect with the injected key, run `command` with `input` on stdin, disconnect. */
-async function sshRun(target: SshTarget, command: string, input: string, timeoutMs: number): Promise<SshRunResult> {
+/**
+ * One SSH session: connect with the injected key, run `command` with `input` on stdin, disconnect.
+ * A function is called once the session is up (a command that carries the time is made then).
+ */
+async function sshRun(target: SshTarget, command: string | (() => string), input: string, timeoutMs: number): Promise<SshRunResult> {
   const sock = await target.transport.connect(timeoutMs)
   const client = new Client()
   const config: ConnectConfig = { sock, username: target.user, privateKey: readFileSync(target.keyPath), readyTimeout: timeoutMs }
@@ -34,7 +37,7 @@ async function sshRun(target: SshTarget, command: string, input: string, timeout
     // a protocol error), and an unheard 'error' would crash the process; the promise settles once.
     client.on('error', fail)
     client.once('ready', () => {
-      client.exec(command, (err, stream) => {
+      client.exec(typeof command === 'function' ? command() : command, (err, stream) => {
         if (err) return fail(err)
         let stdout = ''
         let stderr = ''
@@ -56,18 +59,24 @@ async function sshRun(target: SshTarget, command: string, input: string, timeout
  * sudo (stereOS grants it) the agent runs as root and reads its token from stereosd's secrets
  * dir; without sudo it runs as admin and takes the token from stdin.
  */
-function startCommand(sharePath = SHARE_GUEST_PATH): string {
+function startCommand(refreshAt: number | undefined, sharePath = SHARE_GUEST_PATH): string {
   const launcher = `${sharePath}/bin/agent`
   return [
     'set -e',
     'IFS= read -r STEREOS_HARNESS_TOKEN || true',
+    'IFS= read -r STEREOS_HARNESS_SEED || true',
     `test -r ${launcher} || { echo "the harness share is not mounted at ${sharePath}" >&2; exit 78; }`,
     'if sudo -n true 2>/dev/null; then',
+    // A restored guest: the same refresh as sshRefreshRestored, in this session instead of a second one.
+    ...(refreshAt === undefined
+      ? []
+      : [`  printf '%s' "$STEREOS_HARNESS_SEED" | sudo -n /bin/sh -c 'date -u -s @${refreshAt} >/dev/null && cat >/dev/urandom'`]),
     // The redirect happens inside root's shell: /dev/console is root-only (as on stereOS).
     `  sudo -n /bin/sh -c 'setsid /bin/sh ${launcher} stereos-harness-agent </dev/null >/dev/console 2>&1 &'`,
     'else',
     '  export STEREOS_HARNESS_TOKEN',
     `  setsid /bin/sh ${launcher} stereos-harness-agent </dev/null >>"$HOME/stereos-harness-agent.log" 2>&1 &`,
+    ...(refreshAt === undefined ? [] : ['  echo clock-not-set']),
     'fi',
     'echo started',
   ].join('\n')
@@ -131,10 +140,19 @@ export function waitForSsh(target: SshTarget, deadline: number, logs: { serial: 
 }
 
 /** Start the agent over SSH once sshd accepts the injected key. */
-export function sshStartAgent(target: SshTarget, token: string, deadline: number, signal?: AbortSignal): Promise<void> {
+export function sshStartAgent(
+  target: SshTarget,
+  token: string,
+  deadline: number,
+  signal?: AbortSignal,
+  refresh?: { log: (line: string) => void },
+): Promise<void> {
   const timedOut = { code: 'AGENT_UNREACHABLE' as const, fix: `${SSHD_FIX}; or use a harness-ready mixtape with bootstrap: agentd` }
   return retrySsh(target, deadline, signal, timedOut, async (timeoutMs) => {
-    const result = await sshRun(target, startCommand(), `${token}\n`, timeoutMs)
+    const command = () => startCommand(refresh ? Math.round(Date.now() / 1000) : undefined)
+    const result = await sshRun(target, command, `${token}\n${randomBytes(64).toString('hex')}\n`, timeoutMs)
+    if (result.stdout.includes('clock-not-set'))
+      refresh?.log(`could not set the restored guest's clock (no passwordless sudo for ${target.user}); it runs behind`)
     if (result.code !== 0 || !result.stdout.includes('started')) {
       throw new HarnessError('AGENT', `starting the agent over SSH failed (exit ${result.code}): ${result.stderr.trim() || result.stdout.trim()}`, {
         fix: `the mixtape needs /bin/sh and setsid, and the harness share mounted at ${SHARE_GUEST_PATH}`,
@@ -151,8 +169,7 @@ export function sshStartAgent(target: SshTarget, token: string, deadline: number
 export async function sshRefreshRestored(target: SshTarget, deadline: number, signal: AbortSignal | undefined, log: (line: string) => void): Promise<void> {
   const timedOut = { code: 'AGENT_UNREACHABLE' as const, fix: SSHD_FIX }
   await retrySsh(target, deadline, signal, timedOut, async (timeoutMs) => {
-    const now = Math.round(Date.now() / 1000)
-    const command = `sudo -n /bin/sh -c 'date -u -s @${now} >/dev/null && cat >/dev/urandom'`
+    const command = () => `sudo -n /bin/sh -c 'date -u -s @${Math.round(Date.now() / 1000)} >/dev/null && cat >/dev/urandom'`
     const result = await sshRun(target, command, randomBytes(64).toString('hex'), timeoutMs)
     if (result.code !== 0)
       log(`could not set the restored guest's clock (sudo as ${target.user}: ${result.stderr.trim() || `exit ${result.code}`}); it runs behind`)

@@ -145,8 +145,9 @@ function ownerAlive(dir: string): boolean {
     owner = JSON.parse(readFileSync(join(dir, 'owner.json'), 'utf8')) as Owner
   } catch {
     // No readable owner: either another process is between mkdir and writing owner.json
-    // (young), or the dir is debris (old).
-    return Date.now() - statSync(dir).mtimeMs < 60_000
+    // (young), or is removing its dir right now (gone: nothing to sweep), or the dir is debris (old).
+    const s = statSync(dir, { throwIfNoEntry: false })
+    return s === undefined || Date.now() - s.mtimeMs < 60_000
   }
   if (!isAlive(owner.pid)) return false
   return owner.start === undefined || processStartTime(owner.pid) === owner.start
