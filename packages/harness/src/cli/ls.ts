@@ -1,5 +1,6 @@
 import { cacheLayout, listCached } from '../mixtape/cache.js'
 import { formatBytes } from '../mixtape/oci/progress.js'
+import { printTable } from './table.js'
 
 /** `ls`: every tag dir in mb's cache, ours with their digest and source, mb's marked as such. */
 export function lsCommand(args: { json: boolean }): number {
@@ -32,14 +33,6 @@ export function lsCommand(args: { json: boolean }): number {
     e.record ? `${e.record.platform ?? e.record.for} ${e.record.format}` : '-',
     e.record?.reference ?? '(mb pull)',
   ])
-  const table = [['NAME', 'TAG', 'SIZE', 'DIGEST', 'PLATFORM', 'SOURCE'], ...rows]
-  const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)))
-  for (const row of table)
-    process.stdout.write(
-      `${row
-        .map((cell, i) => cell.padEnd(widths[i]!))
-        .join('  ')
-        .trimEnd()}\n`,
-    )
+  printTable([['NAME', 'TAG', 'SIZE', 'DIGEST', 'PLATFORM', 'SOURCE'], ...rows])
   return 0
 }

@@ -1,4 +1,5 @@
 import { formatBytes } from '../mixtape/oci/progress.js'
+import { printTable } from './table.js'
 import { isStale, listTemplates, templatesRoot } from '../template/store.js'
 
 /** `ls --templates`: the VM templates in the harness cache, what each was made from, and its size. */
@@ -26,14 +27,6 @@ export function templatesCommand(args: { json: boolean }): number {
       isStale(t) ? 'stale' : '',
     ]
   })
-  const table = [['ID', 'MIXTAPE', 'ARCH', 'MACHINE', 'SIZE', 'CREATED', ''], ...rows]
-  const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)))
-  for (const row of table)
-    process.stdout.write(
-      `${row
-        .map((cell, i) => cell.padEnd(widths[i]!))
-        .join('  ')
-        .trimEnd()}\n`,
-    )
+  printTable([['ID', 'MIXTAPE', 'ARCH', 'MACHINE', 'SIZE', 'CREATED', ''], ...rows])
   return 0
 }
