@@ -59,3 +59,8 @@ export class RequestRejectedError extends HarnessError {
 export function isHarnessError(err: unknown, code?: HarnessErrorCode): err is HarnessError {
   return err instanceof HarnessError && (code === undefined || err.code === code)
 }
+
+/** An error's first message line (a thrown non-Error as text), for one-line logs. */
+export function firstLine(err: unknown): string {
+  return String((err as Error | undefined)?.message ?? err).split('\n')[0] ?? ''
+}

@@ -5,7 +5,7 @@ import { parseSandboxOptions, type Arch, type ResolvedSandboxOptions } from '../
 import { provision, type ProvisionPlan } from '../control/provision.js'
 import { traced } from '../control/traced-transport.js'
 import { loadVsock, type LoadVsock } from '../control/vsock-module.js'
-import { HarnessError } from '../errors.js'
+import { firstLine, HarnessError } from '../errors.js'
 import { hostArch } from '../host/arch.js'
 import { debug, log as stderrLog, type LogSink } from '../log.js'
 import { resolveMixtape } from '../mixtape/resolve.js'
@@ -230,8 +230,4 @@ function provisionPlan(options: ResolvedSandboxOptions, guest: GuestCredentials,
 
 function logsOf(vm: VmPaths): { qemu: string; serial: string } {
   return { qemu: vm.qemuLog, serial: vm.serialLog }
-}
-
-function firstLine(err: unknown): string {
-  return String((err as Error | undefined)?.message ?? err).split('\n')[0] ?? ''
 }

@@ -3,7 +3,7 @@ import { execa } from 'execa'
 import type { StereosdClient } from '../control/client.js'
 import { waitReady } from '../control/ready.js'
 import type { Transport } from '../control/transport.js'
-import { HarnessError } from '../errors.js'
+import { firstLine, HarnessError } from '../errors.js'
 import { which } from '../host/which.js'
 import { debug, type LogSink } from '../log.js'
 import type { Mixtape } from '../mixtape/mixtape.js'
@@ -30,8 +30,6 @@ export interface GuestStart {
   control: Transport
   bootTimeoutMs: number
   template: 'auto' | 'off'
-  /** Where templates live (default: the harness cache). */
-  templatesRoot?: string
   log: LogSink
   timeline: Timeline
   rollback: Rollback
@@ -54,7 +52,7 @@ const LOAD_TIMEOUT_MS = 60_000
 export async function startGuest(start: GuestStart): Promise<StartedGuest> {
   const key = start.template === 'auto' ? templateKeyFor(start) : undefined
   if (!key) return { ...(await coldBoot(start)), template: undefined }
-  const root = start.templatesRoot ?? templatesRoot()
+  const root = templatesRoot()
 
   let stored = readTemplate(root, key.id)
   let built = false
@@ -81,15 +79,13 @@ export async function startGuest(start: GuestStart): Promise<StartedGuest> {
   }
 }
 
-let noZstd: string | undefined
+let saidNoZstd = false
 
 /** The key, or undefined when templates cannot work here (said once per process). */
 function templateKeyFor(start: GuestStart): TemplateKey | undefined {
   if (!which('zstd')) {
-    if (noZstd === undefined) {
-      noZstd = 'zstd is not installed: VMs boot cold, without templates (apt-get install zstd)'
-      start.log(noZstd)
-    }
+    if (!saidNoZstd) start.log('zstd is not installed: VMs boot cold, without templates (apt-get install zstd)')
+    saidNoZstd = true
     return undefined
   }
   return templateKey({ spec: start.launch.spec, qemuBinary: start.launch.binary, mixtape: start.mixtape, diskBytes: start.diskBytes })
@@ -209,22 +205,18 @@ async function restore(start: GuestStart, stored: StoredTemplate, root: string):
   const disk = l.spec.disk.path
   // Shared: a prune waits until QEMU has the template's files open.
   const release = await lockTemplate(root, stored.paths.id, 'shared')
-  let qemu: RunningQemu
+  let qemu: RunningQemu | undefined
   try {
-    if (!readTemplate(root, stored.paths.id)) throw new RestoreError(new Error('the template was removed'))
+    if (!readTemplate(root, stored.paths.id)) throw new Error('the template was removed')
     await timeline.phase('disk', () => createLeaseDisk(stored.paths.disk, disk), 'disk-ready')
-    qemu = await timeline.phase('restore', () => launch(start, disk, incomingArgs(stored.paths.state)), 'qemu-started')
-    try {
-      // Loading is local work with its own bound: bootTimeoutMs is for the guest, and a tiny one
-      // must not make a good template look broken.
-      await timeline.phase('resume', async () => resumeRestored(await qemu.qmp, qemu.died, LOAD_TIMEOUT_MS), 'restored')
-    } catch (err) {
-      await killQemu(qemu)
-      rmSync(disk, { force: true })
-      throw new RestoreError(err)
-    }
+    const loading = await timeline.phase('restore', () => launch(start, disk, incomingArgs(stored.paths.state)), 'qemu-started')
+    qemu = loading
+    // Loading is local work with its own bound: bootTimeoutMs is for the guest, and a tiny one
+    // must not make a good template look broken.
+    await timeline.phase('resume', async () => resumeRestored(await loading.qmp, loading.died, LOAD_TIMEOUT_MS), 'restored')
   } catch (err) {
-    if (err instanceof RestoreError) throw err
+    if (qemu) await killQemu(qemu)
+    rmSync(disk, { force: true })
     throw new RestoreError(err)
   } finally {
     await release()
@@ -233,8 +225,4 @@ async function restore(start: GuestStart, stored: StoredTemplate, root: string):
   rollback.defer('QEMU', () => killQemu(running))
   const client = await timeline.phase('stereosd', () => awaitStereosd(start, running), 'stereosd-ready')
   return { qemu: running, client }
-}
-
-function firstLine(err: unknown): string {
-  return String((err as Error | undefined)?.message ?? err).split('\n')[0] ?? ''
 }

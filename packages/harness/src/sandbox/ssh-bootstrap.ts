@@ -68,9 +68,7 @@ function startCommand(refreshAt: number | undefined, sharePath = SHARE_GUEST_PAT
     `test -r ${launcher} || { echo "the harness share is not mounted at ${sharePath}" >&2; exit 78; }`,
     'if sudo -n true 2>/dev/null; then',
     // A restored guest: the same refresh as sshRefreshRestored, in this session instead of a second one.
-    ...(refreshAt === undefined
-      ? []
-      : [`  printf '%s' "$STEREOS_HARNESS_SEED" | sudo -n /bin/sh -c 'date -u -s @${refreshAt} >/dev/null && cat >/dev/urandom'`]),
+    ...(refreshAt === undefined ? [] : [`  printf '%s' "$STEREOS_HARNESS_SEED" | sudo -n /bin/sh -c '${refreshScript(refreshAt)}'`]),
     // The redirect happens inside root's shell: /dev/console is root-only (as on stereOS).
     `  sudo -n /bin/sh -c 'setsid /bin/sh ${launcher} stereos-harness-agent </dev/null >/dev/console 2>&1 &'`,
     'else',
@@ -80,6 +78,11 @@ function startCommand(refreshAt: number | undefined, sharePath = SHARE_GUEST_PAT
     'fi',
     'echo started',
   ].join('\n')
+}
+
+/** As root in a restored guest: the clock to `epoch`, and stdin (host randomness) into the kernel's pool. */
+function refreshScript(epoch: number): string {
+  return `date -u -s @${epoch} >/dev/null && cat >/dev/urandom`
 }
 
 /** One SSH handshake authenticated with the injected key, then disconnect: sshd is up and takes the key. */
@@ -169,7 +172,7 @@ export function sshStartAgent(
 export async function sshRefreshRestored(target: SshTarget, deadline: number, signal: AbortSignal | undefined, log: (line: string) => void): Promise<void> {
   const timedOut = { code: 'AGENT_UNREACHABLE' as const, fix: SSHD_FIX }
   await retrySsh(target, deadline, signal, timedOut, async (timeoutMs) => {
-    const command = () => `sudo -n /bin/sh -c 'date -u -s @${Math.round(Date.now() / 1000)} >/dev/null && cat >/dev/urandom'`
+    const command = () => `sudo -n /bin/sh -c '${refreshScript(Math.round(Date.now() / 1000))}'`
     const result = await sshRun(target, command, randomBytes(64).toString('hex'), timeoutMs)
     if (result.code !== 0)
       log(`could not set the restored guest's clock (sudo as ${target.user}: ${result.stderr.trim() || `exit ${result.code}`}); it runs behind`)

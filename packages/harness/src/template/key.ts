@@ -3,6 +3,7 @@ import { readFileSync, realpathSync, statSync } from 'node:fs'
 import { basename } from 'node:path'
 import { execaSync } from 'execa'
 import type { Mixtape } from '../mixtape/mixtape.js'
+import { SHARE_TAG } from '../share/harness-share.js'
 import { buildQemuArgv, type QemuSpec } from '../vmm/argv.js'
 
 /** Bumped when what a template holds, or how it is restored, changes. */
@@ -56,7 +57,7 @@ export function templateKey(inputs: TemplateKeyInputs): TemplateKey {
     shares: spec.shares.map((share) => ({
       tag: share.tag,
       readonly: share.readonly,
-      version: share.tag === 'stereos-harness' ? basename(share.host) : undefined,
+      version: share.tag === SHARE_TAG ? basename(share.host) : undefined,
     })),
   }
   const id = createHash('sha256').update(JSON.stringify(material)).digest('hex').slice(0, 24)

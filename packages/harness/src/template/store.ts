@@ -57,7 +57,11 @@ export function templatesRoot(cacheDir = harnessCacheDir()): string {
 }
 
 function templatePaths(root: string, id: string): TemplatePaths {
-  const dir = join(root, id)
+  return pathsIn(join(root, id), id)
+}
+
+/** A template's files in `dir` (its own, or a staging dir). */
+function pathsIn(dir: string, id: string): TemplatePaths {
   return { id, dir, state: join(dir, 'state.zst'), disk: join(dir, 'disk.qcow2'), meta: join(dir, 'template.json') }
 }
 
@@ -102,7 +106,7 @@ export function stageTemplate(root: string, key: TemplateKey): { paths: Template
   mkdirSync(root, { recursive: true, mode: 0o700 })
   const dir = join(root, `.staging-${key.id}-${process.pid}-${randomBytes(3).toString('hex')}`)
   mkdirSync(dir, { mode: 0o700 })
-  const staged: TemplatePaths = { id: key.id, dir, state: join(dir, 'state.zst'), disk: join(dir, 'disk.qcow2'), meta: join(dir, 'template.json') }
+  const staged = pathsIn(dir, key.id)
   return {
     paths: staged,
     commit(saveMs) {
