@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, test } from 'vitest'
@@ -94,7 +94,9 @@ describe('template store', () => {
   test('a staged build is invisible until committed; commit writes template.json last and renames it into place', () => {
     const root = tempDir()
     const k = key(mixtape())
+    chmodSync(root, 0o755) // made by someone else, readable by all
     const staging = stageTemplate(root, k)
+    expect(statSync(root).mode & 0o777).toBe(0o700)
     writeFileSync(staging.paths.state, 'state')
     writeFileSync(staging.paths.disk, 'disk')
     expect(readTemplate(root, k.id)).toBeUndefined()

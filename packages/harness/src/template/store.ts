@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { z } from 'zod'
 import { harnessCacheDir } from '../host/cache-dir.js'
@@ -96,14 +96,23 @@ export function strayEntries(root: string): string[] {
 
 export type Release = () => Promise<void>
 
-export function lockTemplate(root: string, id: string, mode: 'shared' | 'exclusive', onWait?: () => void): Promise<Release> {
+/**
+ * The templates dir, 0700 even if something made it before: a template holds a guest's RAM and
+ * disk as booted (its sshd host key among them), for this user only.
+ */
+function ensureRoot(root: string): void {
   mkdirSync(root, { recursive: true, mode: 0o700 })
+  chmodSync(root, 0o700)
+}
+
+export function lockTemplate(root: string, id: string, mode: 'shared' | 'exclusive', onWait?: () => void): Promise<Release> {
+  ensureRoot(root)
   return acquireLocks([{ path: join(root, '.locks', `${id}.lock`), mode }], { onWait })
 }
 
 /** A fresh staging dir for a build of `key`; `commit` moves it into place with its metadata. */
 export function stageTemplate(root: string, key: TemplateKey): { paths: TemplatePaths; commit(saveMs: number): StoredTemplate; discard(): void } {
-  mkdirSync(root, { recursive: true, mode: 0o700 })
+  ensureRoot(root)
   const dir = join(root, `.staging-${key.id}-${process.pid}-${randomBytes(3).toString('hex')}`)
   mkdirSync(dir, { mode: 0o700 })
   const staged = pathsIn(dir, key.id)
