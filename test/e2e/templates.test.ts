@@ -34,16 +34,19 @@ const sandboxes = await Promise.all(Array.from({ length: count }, () => Sandbox.
 for (const s of sandboxes) {
   const date = await s.exec('date', ['-u', '+%s'])
   const publicKey = readFileSync(s.ssh.keyPath + '.pub', 'utf8').split(' ')[1]
-  process.stdout.write(JSON.stringify({ template: s.info.template, pid: s.info.pid, skew: Number(date.stdout) - Date.now() / 1000, publicKey }) + '\\n')
+  // An agent started over SSH runs as root: it can show whose keys admin's sshd accepts.
+  const keys = bootstrap === 'ssh' ? (await s.exec('cat', ['/home/admin/.ssh/authorized_keys'], { user: 'root' })).stdout : undefined
+  process.stdout.write(JSON.stringify({ template: s.info.template, pid: s.info.pid, skew: Number(date.stdout) - Date.now() / 1000, publicKey, keys }) + '\\n')
 }
 await Promise.all(sandboxes.map((s) => s.shutdown()))
 `
 
 interface Booted {
-  template: { id: string; built: boolean } | undefined
+  template: { id: string; built: boolean; agent: boolean } | undefined
   pid: number
   skew: number
   publicKey: string
+  keys: string | undefined
 }
 
 function child(
@@ -85,9 +88,9 @@ describe('VM templates (fixture guest, real QEMU)', () => {
     expect(staging()).toHaveLength(1)
   }, 240_000)
 
-  test('two runners racing with no template: it is saved once, and every VM (8, four at once in each) is restored from it with the host clock', async () => {
-    // One starts its agents through agentd, the other over SSH (as the pool does): one template.
-    const [a, b] = [child(4, 'agentd'), child(4, 'ssh')]
+  test('two runners racing with no template: it is saved once, with the agent running, and every VM (8, four at once in each) is restored from it with the host clock', async () => {
+    // Both start their agents over SSH, as the pool does: the template holds the agent.
+    const [a, b] = [child(4, 'ssh'), child(4, 'ssh')]
     const [ra, rb] = await Promise.all([a.exited, b.exited])
     expect(ra.code, ra.stderr).toBe(0)
     expect(rb.code, rb.stderr).toBe(0)
@@ -103,6 +106,9 @@ describe('VM templates (fixture guest, real QEMU)', () => {
     expect(ids.size).toBe(1)
     expect([...ids][0]).toMatch(/^[0-9a-f]{24}$/)
     expect(booted.filter((vm) => vm.template?.built)).toHaveLength(1)
+    for (const vm of booted) expect(vm.template?.agent).toBe(true)
+    // The key the build used to start the agent is gone: admin's sshd takes this lease's key alone.
+    for (const vm of booted) expect(vm.keys).toBe(`ssh-ed25519 ${vm.publicKey}\n`)
     // Within seconds of the save: the clocks say little yet (the next test waits for that).
     for (const vm of booted) expect(Math.abs(vm.skew)).toBeLessThan(10)
     for (const vm of booted) expect(processExists(vm.pid)).toBe(false)
@@ -125,17 +131,21 @@ describe('VM templates (fixture guest, real QEMU)', () => {
     expect(grep('stereosd', join(dir, 'state.zst'), true)).toBeGreaterThan(0)
   }, 480_000)
 
-  test('VMs restored from a template saved a while ago run on the host clock, not the template clock (SSH and agentd starts)', async () => {
-    const [id] = committed()
-    const saved = Date.parse(JSON.parse(readFileSync(join(templates, id!, 'template.json'), 'utf8')).created)
-    // Make the template at least 30 s old: a guest left on its saved clock would be that far behind.
-    await new Promise((resolve) => setTimeout(resolve, Math.max(0, saved + 30_000 - Date.now())))
+  test('VMs restored from a template saved a while ago run on the host clock, not the template clock (agent in the template, and agentd)', async () => {
     const previous = process.env.STEREOS_HARNESS_CACHE
     process.env.STEREOS_HARNESS_CACHE = cache
     try {
+      // agentd runs the agent as `agent`, so its leases get a template of their own, without one.
+      {
+        await using first = await Sandbox.boot({ arch: 'x86_64', runtimeDir: runtime, bootstrap: 'agentd' })
+        expect(first.info.template).toMatchObject({ agent: false })
+      }
+      const saved = Math.max(...committed().map((id) => Date.parse(JSON.parse(readFileSync(join(templates, id, 'template.json'), 'utf8')).created)))
+      // Make both templates at least 30 s old: a guest left on its saved clock would be that far behind.
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, saved + 30_000 - Date.now())))
       for (const bootstrap of ['ssh', 'agentd'] as const) {
         await using sandbox = await Sandbox.boot({ arch: 'x86_64', runtimeDir: runtime, bootstrap })
-        expect(sandbox.info.template?.id).toBe(id)
+        expect(sandbox.info.template).toMatchObject({ built: false, agent: bootstrap === 'ssh' })
         const skew = Number((await sandbox.exec('date', ['-u', '+%s'])).stdout) - Date.now() / 1000
         expect(Math.abs(skew), `${bootstrap}: guest clock ${skew.toFixed(1)} s off`).toBeLessThan(5)
       }
@@ -143,10 +153,11 @@ describe('VM templates (fixture guest, real QEMU)', () => {
       if (previous === undefined) delete process.env.STEREOS_HARNESS_CACHE
       else process.env.STEREOS_HARNESS_CACHE = previous
     }
-  }, 240_000)
+  }, 300_000)
 
   test('a damaged template is removed with one log line and the VM boots cold; prune clears the dead save', async () => {
-    const [id] = committed()
+    // The agentd template (this boot's kind): the one without the agent in it.
+    const id = committed().find((t) => JSON.parse(readFileSync(join(templates, t, 'template.json'), 'utf8')).agent === false)
     const state = join(templates, id!, 'state.zst')
     // Damage the middle of the stream (same size): zstd fails its checksum, QEMU cannot load it.
     const fd = openSync(state, 'r+')
@@ -168,7 +179,8 @@ describe('VM templates (fixture guest, real QEMU)', () => {
     expect(lines.filter((line) => /template/.test(line))).toEqual([
       expect.stringMatching(new RegExp(`^VM template ${id} could not be restored \\(.+\\); it is removed, and this VM boots cold$`)),
     ])
-    expect(committed()).toEqual([])
+    expect(committed()).not.toContain(id)
+    expect(committed()).toHaveLength(1)
 
     const prune = execFileSync(process.execPath, [join(repoRoot, 'packages', 'harness', 'dist', 'cli', 'main.js'), 'prune', '--json'], {
       env: { ...process.env, STEREOS_HARNESS_CACHE: cache, MB_CONFIG_DIR: join(cache, 'mb') },

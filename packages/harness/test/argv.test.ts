@@ -69,6 +69,19 @@ describe('QEMU argv', () => {
     expect(after(argv, '-netdev')[0]).not.toContain(':1024')
   })
 
+  test('a read-only image disk (the share for templates) comes after the root disk, which then stays the guest vda', () => {
+    expect(buildQemuArgv(qemuSpec()).join(' ')).not.toContain('image-disk')
+    const argv = buildQemuArgv(qemuSpec({ imageDisk: { path: '/cache/share/x86_64-abcd.ext4', serial: 'stereos-harness' } }))
+    const devices = after(argv, '-device')
+    const root = devices.indexOf('virtio-blk-pci,drive=root-disk')
+    const image = devices.indexOf('virtio-blk-pci,drive=image-disk,serial=stereos-harness')
+    // if=virtio devices are created after every -device, so the root disk is a -device too, first.
+    expect(root).toBeGreaterThanOrEqual(0)
+    expect(image).toBeGreaterThan(root)
+    expect(argv.join(' ')).not.toContain('if=virtio')
+    expect(after(argv, '-drive')).toContain('if=none,id=image-disk,format=raw,readonly=on,file=/cache/share/x86_64-abcd.ext4')
+  })
+
   test('restricted user networking: restrict=on before the forwards', () => {
     const argv = buildQemuArgv(qemuSpec({ network: { mode: 'user', restrict: true, forwards: [{ host: 4444, guest: 1024, proto: 'tcp' }] } }))
     expect(after(argv, '-netdev')).toEqual(['user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:4444-:1024'])

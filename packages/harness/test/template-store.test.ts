@@ -58,6 +58,9 @@ describe('template key', () => {
       vsock: { cid: 917, vhostfd: 3 },
     })
     expect(b.id).toBe(a.id)
+    // The share image: another user's cache, same version.
+    const image = (dir: string) => key(m, { imageDisk: { path: `${dir}/share/x86_64-aaaa.ext4`, serial: 'stereos-harness' } }).id
+    expect(image('/home/a/.cache')).toBe(image('/home/b/.cache'))
     expect(a.id).toMatch(/^[0-9a-f]{24}$/)
     expect(machineArgv(qemuSpec()).join(' ')).not.toMatch(/\/vm\/|2222|4444/)
   })
@@ -75,6 +78,9 @@ describe('template key', () => {
       key(m, { shares: [{ tag: 'share0', host: '/p', readonly: true }] }),
       key(m, { shares: [{ tag: 'stereos-harness', host: '/cache/share/x86_64-aaaa', readonly: true }] }),
       key(m, {}, 8 * 1024 ** 3),
+      // The agent disk, and its version.
+      key(m, { imageDisk: { path: '/cache/share/x86_64-aaaa.ext4', serial: 'stereos-harness' } }),
+      key(m, { imageDisk: { path: '/cache/share/x86_64-bbbb.ext4', serial: 'stereos-harness' } }),
     ].map((k) => k.id)
     expect([base, ...variants].filter((id, i, all) => all.indexOf(id) !== i)).toEqual([])
     // A new harness share version (its dir name) is a new template.
@@ -101,9 +107,9 @@ describe('template store', () => {
     writeFileSync(staging.paths.disk, 'disk')
     expect(readTemplate(root, k.id)).toBeUndefined()
     expect(listTemplates(root)).toEqual([])
-    const stored = staging.commit(1234)
+    const stored = staging.commit(1234, true)
     expect(stored.paths.dir).toBe(join(root, k.id))
-    expect(readTemplate(root, k.id)?.meta).toMatchObject({ id: k.id, saveMs: 1234, describe: { memoryMiB: 512, cpus: 2 } })
+    expect(readTemplate(root, k.id)?.meta).toMatchObject({ id: k.id, saveMs: 1234, agent: true, describe: { memoryMiB: 512, cpus: 2 } })
     expect(listTemplates(root).map((t) => t.paths.id)).toEqual([k.id])
     expect(readdirSync(root).filter((name) => name.startsWith('.staging-'))).toEqual([])
   })
@@ -130,7 +136,7 @@ describe('template store', () => {
       const staging = stageTemplate(root, k)
       writeFileSync(staging.paths.state, 'state')
       writeFileSync(staging.paths.disk, 'disk')
-      staging.commit(1)
+      staging.commit(1, false)
     }
     // A build that died: its staging dir stays behind (no process holds its lock).
     const dead = stageTemplate(root, key(fresh, { cpus: 8 }))
@@ -156,7 +162,7 @@ describe('template store', () => {
     const staging = stageTemplate(root, k)
     writeFileSync(staging.paths.state, 'state')
     writeFileSync(staging.paths.disk, 'disk')
-    staging.commit(1)
+    staging.commit(1, false)
     const restoring = await lockTemplate(root, k.id, 'shared')
     let pruned = false
     const prune = pruneTemplates(root, true).then((r) => {

@@ -97,6 +97,13 @@ describe('hello', () => {
     await expect(guest).rejects.toMatchObject({ code: 'AGENT_AUTH' })
   })
 
+  test('an agent with no token yet (started in a template) refuses every hello, naming why', async () => {
+    const { sockA, sockB } = pair()
+    const guest = helloAsGuest(sockB, undefined, info, 2000)
+    await expect(helloAsHost(sockA, 'any', 2000)).rejects.toMatchObject({ code: 'AGENT_AUTH', message: expect.stringMatching(/no token yet/) })
+    await expect(guest).rejects.toMatchObject({ code: 'AGENT_AUTH' })
+  })
+
   test('before hello only 4 KiB is accepted: a huge first frame is an error, not an allocation', async () => {
     const { sockA, sockB } = pair()
     const guest = helloAsGuest(sockB, 'secret', info, 2000)

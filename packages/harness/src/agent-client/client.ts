@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import { HarnessError } from '../errors.js'
 import type { Transport } from '../control/transport.js'
@@ -176,6 +177,11 @@ export class AgentClient {
 
   async remove(path: string): Promise<void> {
     await this.peer.request('remove', { path })
+  }
+
+  /** After a restore from a template: the guest's clock to ours, our randomness into its pool (root agents). */
+  async resync(): Promise<{ clockSet: boolean; reason?: string }> {
+    return this.peer.request('resync', { epochMs: Date.now(), entropy: randomBytes(64).toString('hex') })
   }
 
   private onExit(event: ExitEvent): void {

@@ -2,6 +2,8 @@ import type { StereosdClient } from './client.js'
 import type { MountPayload } from './messages.js'
 
 export interface ProvisionPlan {
+  /** Secrets injected before anything else (the token an agent restored with its VM waits for). */
+  early: Record<string, string>
   mounts: MountPayload[]
   secrets: Record<string, string>
   sshKey: { user: string; publicKey: string } | undefined
@@ -19,18 +21,23 @@ export type ProvisionStep = 'mount' | 'inject_secret' | 'inject_ssh_key' | 'set_
  * order so runs are reproducible (mb's is Go map order). Any rejection aborts provisioning.
  */
 export async function provision(client: StereosdClient, plan: ProvisionPlan, onStep?: (step: ProvisionStep, detail: string) => void): Promise<void> {
+  await injectSecrets(client, plan.early, onStep)
   for (const mount of plan.mounts) {
     await client.mount(mount)
     onStep?.('mount', `${mount.tag} → ${mount.guest_path}`)
   }
-  for (const name of Object.keys(plan.secrets).sort()) {
-    await client.injectSecret({ name, value: plan.secrets[name]!, mode: 0o600 })
-    onStep?.('inject_secret', name)
-  }
+  await injectSecrets(client, plan.secrets, onStep)
   if (plan.sshKey) {
     await client.injectSshKey(plan.sshKey.user, plan.sshKey.publicKey)
     onStep?.('inject_ssh_key', plan.sshKey.user)
   }
   await client.setConfig(plan.jcard)
   onStep?.('set_config', `${plan.jcard.length} bytes`)
+}
+
+async function injectSecrets(client: StereosdClient, secrets: Record<string, string>, onStep?: (step: ProvisionStep, detail: string) => void): Promise<void> {
+  for (const name of Object.keys(secrets).sort()) {
+    await client.injectSecret({ name, value: secrets[name]!, mode: 0o600 })
+    onStep?.('inject_secret', name)
+  }
 }

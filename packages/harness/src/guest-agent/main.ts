@@ -12,18 +12,38 @@ import { parseArgs } from 'node:util'
 import { AGENT_PORT, TOKEN_SECRET, type AgentInfo } from '../wire/messages.js'
 import { agentIsRoot, agentUserName } from './identity.js'
 import { listen, type ListenMode } from './listen.js'
+import { prepareResync } from './resync.js'
 import { serveConnection } from './session.js'
 import { BlobStore } from './store.js'
 
 const log = (line: string) => process.stderr.write(`stereos-harness-agent: ${line}\n`)
 
+const SECRETS_DIR = '/run/stereos/secrets'
+
 /** The token comes from agentd (secrets become env) or, for a root agent, from stereosd's secrets dir. */
-function readToken(): string {
+function readToken(): string | undefined {
   const fromEnv = process.env[TOKEN_SECRET]
   if (fromEnv) return fromEnv.trim()
-  const file = join('/run/stereos/secrets', TOKEN_SECRET)
-  if (existsSync(file)) return readFileSync(file, 'utf8').trim()
-  throw new Error(`no token: neither $${TOKEN_SECRET} nor ${file} is set; the host injects it with inject_secret before starting the agent`)
+  const file = join(SECRETS_DIR, TOKEN_SECRET)
+  return existsSync(file) ? readFileSync(file, 'utf8').trim() || undefined : undefined
+}
+
+/**
+ * `--await-token`: an agent started in a VM template runs before any lease has injected its
+ * token, so it reads the secrets dir when a host connects (refusing everyone until then) and
+ * keeps the first token it finds. A template therefore never holds a token.
+ */
+function tokenSource(awaitToken: boolean): () => string | undefined {
+  let token = readToken()
+  delete process.env[TOKEN_SECRET]
+  if (token === undefined && !awaitToken)
+    throw new Error(
+      `no token: neither $${TOKEN_SECRET} nor ${join(SECRETS_DIR, TOKEN_SECRET)} is set; the host injects it with inject_secret before starting the agent`,
+    )
+  return () => {
+    token ??= readToken()
+    return token
+  }
 }
 
 function shareVersion(here: string): string {
@@ -40,13 +60,15 @@ async function main(): Promise<void> {
       store: { type: 'string' },
       vsock: { type: 'string' },
       'default-user': { type: 'string', default: 'agent' },
+      'await-token': { type: 'boolean', default: false },
     },
   })
   const mode = values.listen as ListenMode
   if (!['auto', 'vsock', 'tcp'].includes(mode)) throw new Error(`--listen must be auto, vsock or tcp, got ${mode}`)
   const here = dirname(fileURLToPath(import.meta.url))
-  const token = readToken()
-  delete process.env[TOKEN_SECRET]
+  const token = tokenSource(values['await-token'])
+  // Started in a template: the one resync after its restore is already half done.
+  if (values['await-token']) prepareResync()
   const storeDir =
     values.store ??
     (agentIsRoot() ? '/var/cache/stereos-harness/blobs' : join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'stereos-harness', 'blobs'))

@@ -6,10 +6,12 @@ import { WirePeer } from '../wire/peer.js'
 import { absolute, list, makeDir, place, readInto, remove, statPath } from './files.js'
 import { identityFor } from './identity.js'
 import { ProcessTable } from './processes.js'
+import { resync } from './resync.js'
 import type { BlobStore } from './store.js'
 
 export interface SessionContext {
-  token: string
+  /** The VM's token, read when a host connects: undefined until it is injected (see main.ts). */
+  token: () => string | undefined
   info: AgentInfo
   store: BlobStore
   helloTimeoutMs: number
@@ -24,7 +26,7 @@ type Handlers = { [K in OpName]: (args: OpArgs<K>, peer: WirePeer) => Promise<Op
 export async function serveConnection(socket: Duplex, ctx: SessionContext): Promise<void> {
   let handshake
   try {
-    handshake = await helloAsGuest(socket, ctx.token, ctx.info, ctx.helloTimeoutMs)
+    handshake = await helloAsGuest(socket, ctx.token(), ctx.info, ctx.helloTimeoutMs)
   } catch (err) {
     ctx.log(`refused a connection: ${(err as Error).message.split('\n')[0]}`)
     socket.end()
@@ -66,6 +68,7 @@ export async function serveConnection(socket: Duplex, ctx: SessionContext): Prom
       await remove(path)
       return {}
     },
+    resync: (args) => resync(args),
   }
   const peer = new WirePeer(
     socket,

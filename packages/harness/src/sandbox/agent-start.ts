@@ -45,6 +45,9 @@ export function tokenSecret(token: string): Record<string, string> {
   return { [TOKEN_SECRET]: token }
 }
 
+/** What an agent started in a template answers until the lease's token is in the secrets dir. */
+const NO_TOKEN_YET = /no token yet/
+
 interface WaitAgentOptions {
   deadline: number
   signal?: AbortSignal
@@ -80,13 +83,45 @@ async function waitForAgent(transport: Transport, token: string, options: WaitAg
 }
 
 /**
+ * Wait until an agent started in a template build listens: its hello refuses us for having no
+ * token yet. An agent that knows a token would put it in the template, so that is an error.
+ */
+export async function waitForTokenlessAgent(transport: Transport, deadline: number, signal: AbortSignal): Promise<void> {
+  let last: unknown
+  while (Date.now() < deadline) {
+    if (signal.aborted) throw signal.reason
+    try {
+      const client = await AgentClient.connect(transport, 'template-probe', Math.max(1000, Math.min(5000, deadline - Date.now())))
+      client.close()
+      throw new HarnessError('AGENT', 'the agent in the template accepted a made-up token')
+    } catch (err) {
+      if (isHarnessError(err, 'AGENT_AUTH')) {
+        if (NO_TOKEN_YET.test(err.message)) return
+        throw new HarnessError('AGENT', `the agent in the template already has a token (${err.message}); no template is saved with one`)
+      }
+      if (isHarnessError(err, 'AGENT') || isHarnessError(err, 'PROTOCOL')) throw err
+      last = err
+    }
+    await sleep(250)
+  }
+  throw new HarnessError(
+    'AGENT_UNREACHABLE',
+    `the agent started in the template did not answer on ${transport.describe()}: ${(last as Error | undefined)?.message ?? 'no answer'}`,
+  )
+}
+
+/**
  * How the agent gets started: agentd runs the image's launcher from our [[agents]] entry
  * (appended to `jcard`, the rest of the jcard), or SSH as admin starts it from the share.
  */
 export type AgentBootstrap =
   | { kind: 'agentd'; jcard: string }
-  /** `refresh`: the guest was restored from a template; its first start also sets the clock (sshRefreshRestored). */
-  | { kind: 'ssh'; ssh: SshTarget; refresh?: { log: (line: string) => void } }
+  /**
+   * `restored`: the guest was restored from a template. With `agentRunning` its agent was started
+   * in the template and the first start only connects; else that start also sets the clock.
+   * Either way the clock and random pool are refreshed before the agent counts as ready.
+   */
+  | { kind: 'ssh'; ssh: SshTarget; restored?: { log: (line: string) => void; agentRunning: boolean } }
 
 export interface AgentStartRequest {
   bootstrap: AgentBootstrap
@@ -129,11 +164,20 @@ export async function startAgent(request: AgentStartRequest): Promise<GuestAgent
 async function launch(request: AgentStartRequest, start: number, control: (() => Promise<StereosdClient>) | undefined): Promise<AgentClient> {
   const { bootstrap, transport, token, signal } = request
   const deadline = Date.now() + request.timeoutMs
-  if (bootstrap.kind === 'ssh') await sshStartAgent(bootstrap.ssh, token, deadline, signal, start === 1 ? bootstrap.refresh : undefined)
-  else if (control) await (await control()).setConfig(bootstrap.jcard + agentJcardTable(start))
+  const restored = bootstrap.kind === 'ssh' && start === 1 ? bootstrap.restored : undefined
+  if (bootstrap.kind === 'ssh') {
+    if (!restored?.agentRunning) await sshStartAgent(bootstrap.ssh, token, deadline, signal, restored)
+  } else if (control) await (await control()).setConfig(bootstrap.jcard + agentJcardTable(start))
   const hint =
     bootstrap.kind === 'agentd'
       ? "agentd starts the mixtape's `agent` launcher: a stock mixtape has none, boot it with bootstrap: 'ssh'"
-      : "the agent was started over SSH; check that the guest can run the share's Node"
-  return waitForAgent(transport, token, { deadline, signal, hint, logs: request.logs })
+      : restored?.agentRunning
+        ? 'the agent was started in the VM template and reads its token from the secrets dir stereosd writes'
+        : "the agent was started over SSH; check that the guest can run the share's Node"
+  const client = await waitForAgent(transport, token, { deadline, signal, hint, logs: request.logs })
+  if (restored?.agentRunning) {
+    const result = await client.resync()
+    if (!result.clockSet) restored.log(`could not set the restored guest's clock (${result.reason ?? 'no reason given'}); it runs behind`)
+  }
+  return client
 }

@@ -1,11 +1,13 @@
 import { existsSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import { ensureHarnessShare } from '../share/harness-share.js'
+import { ensureShareImage, SHARE_DISK_SERIAL } from '../share/share-image.js'
 import { parseSandboxOptions, type Arch, type ResolvedSandboxOptions } from '../config/options.js'
 import { provision, type ProvisionPlan } from '../control/provision.js'
 import { traced } from '../control/traced-transport.js'
 import { loadVsock, type LoadVsock } from '../control/vsock-module.js'
 import { firstLine, HarnessError } from '../errors.js'
+import { TOKEN_SECRET } from '../wire/messages.js'
 import { hostArch } from '../host/arch.js'
 import { debug, log as stderrLog, type LogSink } from '../log.js'
 import { resolveMixtape } from '../mixtape/resolve.js'
@@ -21,6 +23,7 @@ import { agentJcardTable, harnessMount, newAgentToken, startAgent, tokenSecret, 
 import { defaultJcard } from './jcard.js'
 import type { SandboxParts } from './parts.js'
 import { startGuest } from './guest-start.js'
+import { startAgentInTemplate } from './template-agent.js'
 import { kernelBoot, qemuSpecFor, type QemuLaunch } from './qemu-start.js'
 import { Rollback } from './rollback.js'
 import { prepareRuntimeDir } from './runtime-dir.js'
@@ -57,6 +60,11 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
   const binary = requireQemu(options.qemuBinary ?? PROFILES[arch].qemuBinary)
   // The share is a QEMU argument (built once per harness version, cached).
   const agentShare = options.bootstrap === 'none' ? undefined : await timeline.phase('harness share', () => ensureHarnessShare(arch, { log }))
+  // The agent can run in a template only when it is started over SSH: agentd runs it as `agent`.
+  const shareImage =
+    agentShare && options.bootstrap === 'ssh' && options.template === 'auto'
+      ? await timeline.phase('share image', () => shareImageOrNone(agentShare, log))
+      : undefined
 
   return Rollback.run(async (rollback) => {
     const plane = await timeline.phase('control plane', () => chooseControlPlane(options.controlPlane, { log, load }))
@@ -83,7 +91,10 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     const control = traced(net.control, 'control')
     const launch: QemuLaunch = {
       binary,
-      spec: qemuSpecFor({ options, arch, accel, boot, vm, network: net.qemu, agentShare }),
+      spec: {
+        ...qemuSpecFor({ options, arch, accel, boot, vm, network: net.qemu, agentShare }),
+        ...(shareImage ? { imageDisk: { path: shareImage, serial: SHARE_DISK_SERIAL } } : {}),
+      },
       vm,
       fds: plane.kind === 'vsock' ? [plane.fd] : [],
       netns: net.netns,
@@ -99,13 +110,32 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
       log,
       timeline,
       rollback,
+      ...(shareImage && net.agent
+        ? {
+            prepareTemplate: (client, qemu) =>
+              startAgentInTemplate(
+                { ssh: net.ssh, agent: traced(net.agent!, 'wire'), keyPath: join(vm.dir, 'template-build-key'), timeoutMs: options.agentTimeoutMs },
+                client,
+                qemu,
+              ),
+          }
+        : {}),
     })
     const { qemu, client: ready } = booted
+    // Restored with the agent running: the share is its image, mounted in the template (not 9p).
+    const agentRunning = booted.template?.agent === true
     // Our copy of the vhost fd lives as long as QEMU does (see VsockPlane.release).
     if (plane.kind === 'vsock') void qemu.process.exited.then(() => plane.release())
     rollback.defer('stereosd connection', () => ready.close())
 
-    await timeline.phase('provision', () => provision(ready, provisionPlan(options, guest, agentShare !== undefined)), 'provisioned')
+    // An agent that is already running needs only its token: that goes first, and the agent is
+    // reached while the rest of provisioning goes on.
+    let tokenInjected: () => void = () => undefined
+    const tokenIn = new Promise<void>((resolve) => (tokenInjected = resolve))
+    const plan = provisionPlan(options, guest, agentShare !== undefined, agentRunning)
+    const provisioned = timeline.phase('provision', () => provision(ready, plan, (_, name) => name === TOKEN_SECRET && tokenInjected()), 'provisioned')
+    provisioned.catch(() => undefined)
+    await (agentRunning ? Promise.race([tokenIn, provisioned]) : provisioned)
 
     // A restored guest has the template's clock and random pool until refreshed over SSH: in the
     // session that starts the agent (bootstrap 'ssh'), else in one beside the agent's start, which
@@ -122,7 +152,9 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     if (agentShare && net.agent) {
       const endpoint = traced(net.agent, 'wire')
       const bootstrap: AgentBootstrap =
-        options.bootstrap === 'ssh' ? { kind: 'ssh', ssh: admin, ...(booted.template ? { refresh: { log } } : {}) } : { kind: 'agentd', jcard: guest.baseJcard }
+        options.bootstrap === 'ssh'
+          ? { kind: 'ssh', ssh: admin, ...(booted.template ? { restored: { log, agentRunning } } : {}) }
+          : { kind: 'agentd', jcard: guest.baseJcard }
       agent = await timeline.phase(
         'agent',
         () => startAgent({ bootstrap, transport: endpoint, token: guest.token, timeoutMs: options.agentTimeoutMs, signal: qemu.died, logs: logsOf(vm) }),
@@ -132,6 +164,7 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
       rollback.defer('agent connection', () => started.client.close())
     }
 
+    await provisioned
     await refreshed
 
     // sandbox.ssh must work once boot resolves: sshd may come up after stereosd (the fixture
@@ -213,7 +246,21 @@ function guestCredentials(vm: VmPaths, options: ResolvedSandboxOptions): GuestCr
   return { token, key, jcard, baseJcard }
 }
 
-function provisionPlan(options: ResolvedSandboxOptions, guest: GuestCredentials, withAgent: boolean): ProvisionPlan {
+const saidNoImage = new Set<string>()
+
+/** The share image for a template's agent, or undefined (said once per share) when it cannot be built here. */
+async function shareImageOrNone(shareDir: string, log: LogSink): Promise<string | undefined> {
+  try {
+    return await ensureShareImage(shareDir)
+  } catch (err) {
+    if (!saidNoImage.has(shareDir)) log(`${firstLine(err)}: VM templates hold no agent, which leases then start over SSH`)
+    saidNoImage.add(shareDir)
+    return undefined
+  }
+}
+
+/** What provisioning sends; with `agentRunning` (restored with its agent) the token goes first and the 9p share is not mounted. */
+function provisionPlan(options: ResolvedSandboxOptions, guest: GuestCredentials, withAgent: boolean, agentRunning: boolean): ProvisionPlan {
   const mounts = options.shared.map((share, i) => ({
     tag: `share${i}`,
     guest_path: share.guest,
@@ -221,8 +268,9 @@ function provisionPlan(options: ResolvedSandboxOptions, guest: GuestCredentials,
     ...(share.readonly ? { read_only: true } : {}),
   }))
   return {
-    mounts: withAgent ? [...mounts, harnessMount()] : mounts,
-    secrets: withAgent ? { ...options.secrets, ...tokenSecret(guest.token) } : options.secrets,
+    mounts: withAgent && !agentRunning ? [...mounts, harnessMount()] : mounts,
+    early: agentRunning ? tokenSecret(guest.token) : {},
+    secrets: withAgent && !agentRunning ? { ...options.secrets, ...tokenSecret(guest.token) } : options.secrets,
     sshKey: { user: 'admin', publicKey: guest.key.publicKey },
     jcard: guest.jcard,
   }

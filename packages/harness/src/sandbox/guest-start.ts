@@ -33,13 +33,24 @@ export interface GuestStart {
   log: LogSink
   timeline: Timeline
   rollback: Rollback
+  /**
+   * Run in a template build once stereosd is ready, before the save: starts the guest agent in
+   * the guest to be saved; true when it did. A failure is logged, and the template holds no agent.
+   */
+  prepareTemplate?: (client: StereosdClient, qemu: RunningQemu) => Promise<boolean>
+}
+
+/** The template a VM was restored from: `built` when this boot saved it; `agent` when its agent was already running. */
+export interface TemplateUse {
+  id: string
+  built: boolean
+  agent: boolean
 }
 
 export interface StartedGuest {
   qemu: RunningQemu
   client: StereosdClient
-  /** The template this VM was restored from; `built` when this boot saved it. */
-  template: { id: string; built: boolean } | undefined
+  template: TemplateUse | undefined
 }
 
 const trace = debug('stereos:boot')
@@ -65,7 +76,7 @@ export async function startGuest(start: GuestStart): Promise<StartedGuest> {
   }
   try {
     const restored = await restore(start, stored, root)
-    return { ...restored, template: { id: key.id, built } }
+    return { ...restored, template: { id: key.id, built, agent: stored.meta.agent } }
   } catch (err) {
     if (!(err instanceof RestoreError)) throw err
     start.log(`VM template ${key.id} could not be restored (${firstLine(err.cause)}); it is removed, and this VM boots cold`)
@@ -145,6 +156,7 @@ async function buildTemplate(start: GuestStart, key: TemplateKey, root: string):
       await createOverlay(start.mixtape.disk, staging.paths.disk, start.diskBytes)
       const qemu = await launch(start, staging.paths.disk)
       let saveMs: number
+      let agent = false
       try {
         let client: StereosdClient
         try {
@@ -156,6 +168,7 @@ async function buildTemplate(start: GuestStart, key: TemplateKey, root: string):
           renameSync(staging.paths.disk, start.launch.spec.disk.path)
           throw err
         }
+        agent = await prepare(start, key, client, qemu)
         // No connection of ours may be in the saved state: each restore would inherit it.
         client.close()
         // As late as possible: once the guest has finished starting its services.
@@ -173,7 +186,7 @@ async function buildTemplate(start: GuestStart, key: TemplateKey, root: string):
       } finally {
         await killQemu(qemu)
       }
-      const stored = staging.commit(saveMs)
+      const stored = staging.commit(saveMs, agent)
       log(
         `saved VM template ${key.id} (${key.describe.arch}, ${key.describe.accel}, ${key.describe.memoryMiB} MiB) in ${saveMs} ms: later VMs of this kind restore it`,
       )
@@ -183,6 +196,18 @@ async function buildTemplate(start: GuestStart, key: TemplateKey, root: string):
     }
   } finally {
     await release()
+  }
+}
+
+/** The template build's preparation (the agent started in it); a failure leaves a template without an agent. */
+async function prepare(start: GuestStart, key: TemplateKey, client: StereosdClient, qemu: RunningQemu): Promise<boolean> {
+  if (!start.prepareTemplate) return false
+  try {
+    return await start.prepareTemplate(client, qemu)
+  } catch (err) {
+    if (qemu.died.aborted) throw err
+    start.log(`could not start the guest agent in VM template ${key.id} (${firstLine(err)}); leases start their own`)
+    return false
   }
 }
 

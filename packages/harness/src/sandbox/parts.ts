@@ -7,6 +7,7 @@ import type { Accel } from '../vmm/profile.js'
 import type { QemuProcess } from '../vmm/qemu-process.js'
 import type { QmpClient } from '../vmm/qmp.js'
 import type { GuestAgent } from './agent-start.js'
+import type { TemplateUse } from './guest-start.js'
 import type { TimelineEntry } from './timeline.js'
 import type { SshAccess } from '../vmm/network/ssh-access.js'
 
@@ -35,8 +36,8 @@ export interface SandboxInfo {
   pid: number
   /** When each boot phase finished, in ms since Sandbox.boot was called. */
   timeline: TimelineEntry[]
-  /** The template this VM was restored from (`built`: this boot saved it); undefined for a cold boot. */
-  template: { id: string; built: boolean } | undefined
+  /** The template this VM was restored from (`built`: this boot saved it; `agent`: its agent was running in it); undefined for a cold boot. */
+  template: TemplateUse | undefined
 }
 
 export interface SandboxLogs {

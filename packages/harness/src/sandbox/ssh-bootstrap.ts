@@ -80,6 +80,27 @@ function startCommand(refreshAt: number | undefined, sharePath = SHARE_GUEST_PAT
   ].join('\n')
 }
 
+/**
+ * For a VM template: mount the harness share's image (the virtio-blk disk with its serial) where
+ * the 9p share would be, start the agent as root waiting for a lease's token, and remove the
+ * build's key from admin's authorized_keys (each lease injects its own, which replaces the file).
+ */
+function templateStartCommand(serial: string, sharePath = SHARE_GUEST_PATH): string {
+  const launcher = `${sharePath}/bin/agent`
+  return [
+    'set -e',
+    'sudo -n true 2>/dev/null || { echo no-sudo; exit 0; }',
+    'dev=',
+    `for d in /sys/block/*; do if [ "$(cat "$d/serial" 2>/dev/null)" = ${serial} ]; then dev=/dev/\${d##*/}; fi; done`,
+    `test -n "$dev" || { echo "the guest has no disk with serial ${serial}" >&2; exit 78; }`,
+    `sudo -n mkdir -p ${sharePath}`,
+    `sudo -n mount -t ext4 -o ro "$dev" ${sharePath}`,
+    `sudo -n /bin/sh -c 'setsid /bin/sh ${launcher} stereos-harness-agent --await-token </dev/null >/dev/console 2>&1 &'`,
+    'rm -f "$HOME/.ssh/authorized_keys"',
+    'echo started',
+  ].join('\n')
+}
+
 /** As root in a restored guest: the clock to `epoch`, and stdin (host randomness) into the kernel's pool. */
 function refreshScript(epoch: number): string {
   return `date -u -s @${epoch} >/dev/null && cat >/dev/urandom`
@@ -162,6 +183,25 @@ export function sshStartAgent(
       })
     }
   })
+}
+
+/**
+ * Start the agent in a guest about to be saved as a template (templateStartCommand); false when
+ * admin has no passwordless sudo (the agent could not read its token, nor act as root).
+ */
+export async function sshStartTemplateAgent(target: SshTarget, serial: string, deadline: number, signal?: AbortSignal): Promise<boolean> {
+  const timedOut = { code: 'AGENT_UNREACHABLE' as const, fix: SSHD_FIX }
+  let started = false
+  await retrySsh(target, deadline, signal, timedOut, async (timeoutMs) => {
+    const result = await sshRun(target, templateStartCommand(serial), '', timeoutMs)
+    if (result.code !== 0) {
+      throw new HarnessError('AGENT', `starting the agent in the template failed (exit ${result.code}): ${result.stderr.trim() || result.stdout.trim()}`, {
+        fix: `the mixtape needs /bin/sh, setsid, sudo for admin and ext4 support to mount the harness share image at ${SHARE_GUEST_PATH}`,
+      })
+    }
+    started = result.stdout.includes('started')
+  })
+  return started
 }
 
 /**

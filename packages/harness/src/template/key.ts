@@ -7,7 +7,7 @@ import { SHARE_TAG } from '../share/harness-share.js'
 import { buildQemuArgv, type QemuSpec } from '../vmm/argv.js'
 
 /** Bumped when what a template holds, or how it is restored, changes. */
-export const TEMPLATE_FORMAT = 1
+export const TEMPLATE_FORMAT = 2
 
 /**
  * What decides whether a saved VM can stand in for a cold boot. A restore needs the same
@@ -59,6 +59,8 @@ export function templateKey(inputs: TemplateKeyInputs): TemplateKey {
       readonly: share.readonly,
       version: share.tag === SHARE_TAG ? basename(share.host) : undefined,
     })),
+    // The share image's name is its share's version (<arch>-<hash>.ext4).
+    imageDisk: spec.imageDisk ? basename(spec.imageDisk.path) : undefined,
   }
   const id = createHash('sha256').update(JSON.stringify(material)).digest('hex').slice(0, 24)
   return {
@@ -88,6 +90,7 @@ export function machineArgv(spec: QemuSpec): string[] {
     network: spec.network.mode === 'user' ? { ...spec.network, forwards: spec.network.forwards.map((f) => ({ ...f, host: 0 })) } : spec.network,
     ...(spec.vsock ? { vsock: { ...spec.vsock, cid: 0 } } : {}),
     shares: spec.shares.map((share) => ({ ...share, host: `<${share.tag}>` })),
+    ...(spec.imageDisk ? { imageDisk: { ...spec.imageDisk, path: '<image-disk>' } } : {}),
   })
 }
 

@@ -31,6 +31,8 @@ const TemplateMeta = z.object({
   created: z.string(),
   saveMs: z.number(),
   stateBytes: z.number(),
+  /** The guest agent was started in the saved guest (it waits for a lease's token). */
+  agent: z.boolean(),
   mixtapeFiles: z.array(z.string()),
   describe: z.object({
     arch: z.string(),
@@ -111,20 +113,24 @@ export function lockTemplate(root: string, id: string, mode: 'shared' | 'exclusi
 }
 
 /** A fresh staging dir for a build of `key`; `commit` moves it into place with its metadata. */
-export function stageTemplate(root: string, key: TemplateKey): { paths: TemplatePaths; commit(saveMs: number): StoredTemplate; discard(): void } {
+export function stageTemplate(
+  root: string,
+  key: TemplateKey,
+): { paths: TemplatePaths; commit(saveMs: number, agent: boolean): StoredTemplate; discard(): void } {
   ensureRoot(root)
   const dir = join(root, `.staging-${key.id}-${process.pid}-${randomBytes(3).toString('hex')}`)
   mkdirSync(dir, { mode: 0o700 })
   const staged = pathsIn(dir, key.id)
   return {
     paths: staged,
-    commit(saveMs) {
+    commit(saveMs, agent) {
       const meta: TemplateMeta = {
         format: TEMPLATE_FORMAT,
         id: key.id,
         created: new Date().toISOString(),
         saveMs,
         stateBytes: sizeOf(staged.state),
+        agent,
         mixtapeFiles: key.mixtapeFiles,
         describe: key.describe,
       }

@@ -23,6 +23,8 @@ export interface QemuSpec {
   /** Kernel-reserved guest CID and the fd QEMU inherits for it. */
   vsock?: { cid: number; vhostfd?: number }
   shares: { tag: string; host: string; readonly: boolean }[]
+  /** A read-only raw image on its own virtio-blk device, found in the guest by `serial` (the harness share). */
+  imageDisk?: { path: string; serial: string }
 }
 
 /**
@@ -37,7 +39,11 @@ export function buildQemuArgv(spec: QemuSpec): string[] {
   argv.push('-cpu', profile.cpu[spec.accel], '-smp', String(spec.cpus), '-m', `${spec.memoryMiB}M`)
 
   argv.push('-kernel', spec.boot.kernel, '-initrd', spec.boot.initrd, '-append', spec.boot.cmdline)
-  argv.push('-drive', `if=virtio,format=${spec.disk.format},file=${spec.disk.path},discard=unmap`)
+  const root = `format=${spec.disk.format},file=${spec.disk.path},discard=unmap`
+  // QEMU creates `if=virtio` drives' devices after every -device: with a second disk the root
+  // disk is declared as a device too, first, so it stays the guest's vda (root=/dev/vda).
+  if (spec.imageDisk) argv.push('-drive', `if=none,id=root-disk,${root}`, '-device', 'virtio-blk-pci,drive=root-disk')
+  else argv.push('-drive', `if=virtio,${root}`)
   argv.push(
     '-qmp',
     `unix:${spec.qmpSocket},server,nowait`,
@@ -63,6 +69,14 @@ export function buildQemuArgv(spec: QemuSpec): string[] {
       `local,id=${share.tag},path=${share.host},security_model=${model}${share.readonly ? ',readonly=on' : ''}`,
       '-device',
       `virtio-9p-pci,fsdev=${share.tag},mount_tag=${share.tag}`,
+    )
+  }
+  if (spec.imageDisk) {
+    argv.push(
+      '-drive',
+      `if=none,id=image-disk,format=raw,readonly=on,file=${spec.imageDisk.path}`,
+      '-device',
+      `virtio-blk-pci,drive=image-disk,serial=${spec.imageDisk.serial}`,
     )
   }
   return argv

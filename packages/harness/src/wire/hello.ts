@@ -80,8 +80,11 @@ export function tokenMatches(expected: string, given: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b)
 }
 
-/** Guest side: accept the connection only with the right token and protocol version. */
-export async function helloAsGuest(socket: Duplex, token: string, info: AgentInfo, timeoutMs: number): Promise<Handshake> {
+/**
+ * Guest side: accept the connection only with the right token and protocol version. No token
+ * yet (an agent started in a template, before any lease injected one) refuses every hello.
+ */
+export async function helloAsGuest(socket: Duplex, token: string | undefined, info: AgentInfo, timeoutMs: number): Promise<Handshake> {
   const { frame, ...rest } = await firstFrame(socket, timeoutMs, "the host's hello")
   const reply = (body: Record<string, unknown>) =>
     socket.write(encodeFrame(0, FrameType.HELLO, serialize({ magic: HELLO_MAGIC, version: PROTOCOL_VERSION, ...body })))
@@ -95,6 +98,10 @@ export async function helloAsGuest(socket: Duplex, token: string, info: AgentInf
   if (hello.version !== PROTOCOL_VERSION) {
     reply({ accepted: false, reason: `protocol ${hello.version} is not ${PROTOCOL_VERSION}` })
     throw new WireError(`host speaks protocol ${hello.version}`)
+  }
+  if (token === undefined) {
+    reply({ accepted: false, reason: 'no token yet: the host injects it with inject_secret before it connects' })
+    throw new HarnessError('AGENT_AUTH', 'a peer connected before the token was injected')
   }
   if (!tokenMatches(token, hello.token)) {
     reply({ accepted: false, reason: 'wrong token' })

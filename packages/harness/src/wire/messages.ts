@@ -94,6 +94,11 @@ export const OPS = {
   stat: op(object({ path: str }), object({ stat: nullable(Stat) })),
   mkdir: op(object({ path: str, mode: optional(uint), user: optional(GuestUser) }), Empty),
   remove: op(object({ path: str }), Empty),
+  /**
+   * The guest was restored from a template: step its clock to the host's and mix host randomness
+   * into its pool. Only a root agent can; `clockSet` says whether it did.
+   */
+  resync: op(object({ epochMs: num, entropy: str }), object({ clockSet: bool, reason: optional(str) })),
 } satisfies Record<string, Op<unknown, unknown>>
 
 export type OpName = keyof typeof OPS
