@@ -36,4 +36,13 @@ describe('aarch64 fixture (cross-arch under TCG on x86_64 hosts)', () => {
     expect(report.stoppedBy).toBe('control-plane')
     expect(vmDirs(runtime)).toEqual([])
   }, 600_000)
+
+  test('started over SSH (as the pool starts it), the agent runs in the aarch64 template: from the share image on its own virtio-blk disk', async () => {
+    const runtime = runtimeDir()
+    await using sandbox = await Sandbox.boot({ arch: 'aarch64', runtimeDir: runtime, bootstrap: 'ssh', bootTimeoutMs: 240_000, agentTimeoutMs: 240_000 })
+    expect(sandbox.info.template).toMatchObject({ agent: true })
+    expect((await sandbox.agent()).info).toMatchObject({ arch: 'arm64', root: true })
+    expect((await sandbox.exec('sh', ['-c', 'grep " /opt/stereos-harness " /proc/mounts | cut -d" " -f3,4'])).stdout).toMatch(/^ext4 ro/)
+    expect(Math.abs(Number((await sandbox.exec('date', ['-u', '+%s'])).stdout) - Date.now() / 1000)).toBeLessThan(5)
+  }, 600_000)
 })

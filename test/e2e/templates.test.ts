@@ -129,6 +129,12 @@ describe('VM templates (fixture guest, real QEMU)', () => {
     }
     // The same search finds what the guest had at save time: the needle check can fail.
     expect(grep('stereosd', join(dir, 'state.zst'), true)).toBeGreaterThan(0)
+
+    const ls = execFileSync(process.execPath, [join(repoRoot, 'packages', 'harness', 'dist', 'cli', 'main.js'), 'ls', '--templates', '--json'], {
+      env: { ...process.env, STEREOS_HARNESS_CACHE: cache },
+      encoding: 'utf8',
+    })
+    expect(JSON.parse(ls)).toEqual([expect.objectContaining({ id: [...ids][0], agent: true, stale: false })])
   }, 480_000)
 
   test('VMs restored from a template saved a while ago run on the host clock, not the template clock (agent in the template, and agentd)', async () => {

@@ -7,7 +7,15 @@ export function templatesCommand(args: { json: boolean }): number {
   const root = templatesRoot()
   const templates = listTemplates(root)
   if (args.json) {
-    const rows = templates.map((t) => ({ id: t.paths.id, dir: t.paths.dir, bytes: t.bytes, created: t.meta.created, stale: isStale(t), ...t.meta.describe }))
+    const rows = templates.map((t) => ({
+      id: t.paths.id,
+      dir: t.paths.dir,
+      bytes: t.bytes,
+      created: t.meta.created,
+      agent: t.meta.agent,
+      stale: isStale(t),
+      ...t.meta.describe,
+    }))
     process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`)
     return 0
   }
@@ -22,11 +30,12 @@ export function templatesCommand(args: { json: boolean }): number {
       d.mixtape,
       `${d.arch} ${d.accel}`,
       `${d.cpus} cpu ${d.memoryMiB} MiB`,
+      t.meta.agent ? 'running' : '',
       formatBytes(t.bytes),
       t.meta.created.slice(0, 19),
       isStale(t) ? 'stale' : '',
     ]
   })
-  printTable([['ID', 'MIXTAPE', 'ARCH', 'MACHINE', 'SIZE', 'CREATED', ''], ...rows])
+  printTable([['ID', 'MIXTAPE', 'ARCH', 'MACHINE', 'AGENT', 'SIZE', 'CREATED', ''], ...rows])
   return 0
 }

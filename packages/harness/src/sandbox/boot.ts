@@ -137,9 +137,10 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     provisioned.catch(() => undefined)
     await (agentRunning ? Promise.race([tokenIn, provisioned]) : provisioned)
 
-    // A restored guest has the template's clock and random pool until refreshed over SSH: in the
-    // session that starts the agent (bootstrap 'ssh'), else in one beside the agent's start, which
-    // also proves what the ssh-ready wait below would.
+    // A restored guest has the template's clock and random pool until refreshed: by the agent's
+    // resync when it ran in the template, in the SSH session that starts it (bootstrap 'ssh'),
+    // else in an SSH session beside the agent's start, which also proves what the ssh-ready wait
+    // below would. (sshd took a key in the template build, and inject_ssh_key has replaced it.)
     const ssh = sshAccess({ socket: net.sockets.ssh, port: net.ports.ssh }, guest.key.privateKeyPath, vm.id)
     const admin = { transport: net.ssh, user: 'admin', keyPath: guest.key.privateKeyPath }
     const refreshed =
