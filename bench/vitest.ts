@@ -1,5 +1,5 @@
-// `vitest --pool=stereos` (and with --isolate=false) against `--pool=forks` on the same generated
-// 20-file project, same run:
+// `vitest --pool=stereos` (and with --isolate=false, and with isolation: 'vm', a fresh VM per
+// file) against `--pool=forks` on the same generated 20-file project, same run:
 // wall time of each, time to the first file result, and the per-file cost once VMs are warm,
 // against a bare `node -e 1` in the guest. A one-file stereos run first (untimed) saves the VM
 // template, so the timed runs measure restores, as every run after a kind's first does.
@@ -53,6 +53,10 @@ export async function main(argv: string[]): Promise<Summary> {
   mkdirSync(dir, { recursive: true })
   try {
     cpSync(join(repo, 'fixtures', 'projects', 'basic', 'vitest.config.ts'), join(dir, 'vitest.config.ts'))
+    writeFileSync(
+      join(dir, 'vitest.vm.config.ts'),
+      `import { stereos } from '@stereos/vitest-plugin'\nimport { defineConfig } from 'vitest/config'\nexport default defineConfig({ plugins: [stereos({ mixtape: 'fixture', isolation: 'vm' })], test: { include: ['*.test.ts'], maxWorkers: 2 } })\n`,
+    )
     for (let i = 0; i < files; i++) {
       writeFileSync(join(dir, `f${i}.test.ts`), `import { expect, test } from 'vitest'\ntest('file ${i}', () => { expect(${i} + 1).toBe(${i + 1}) })\n`)
     }
@@ -64,6 +68,8 @@ export async function main(argv: string[]): Promise<Summary> {
     const stereos = await vitest(dir, 'stereos')
     // Vitest's isolate: false: one guest process per worker runs many files (as forks does).
     const shared = await vitest(dir, 'stereos', ['--isolate=false'])
+    // isolation: 'vm': every file in a VM of its own, a clone of the template.
+    const perVm = await vitest(dir, 'stereos', ['--config', 'vitest.vm.config.ts'])
     // Warm per-file cost: the gaps between results once both VMs serve files.
     const perFileOf = (run: Run) => {
       const warm = run.fileDoneMs.slice(2)
@@ -83,9 +89,10 @@ export async function main(argv: string[]): Promise<Summary> {
     say(`forks:   wall ${seconds(forks.wallMs)}, first result ${seconds(forks.firstResultMs)}`)
     say(`stereos: wall ${seconds(stereos.wallMs)}, first result ${seconds(stereos.firstResultMs)}, warm per-file ${perFile.toFixed(0)} ms`)
     say(`stereos --isolate=false: wall ${seconds(shared.wallMs)}, first result ${seconds(shared.firstResultMs)}, warm per-file ${sharedPerFile.toFixed(0)} ms`)
+    say(`stereos isolation 'vm': wall ${seconds(perVm.wallMs)}, first result ${seconds(perVm.firstResultMs)}`)
     say(`guest node -e 1: ${node.toFixed(0)} ms (${sandbox.info.accel})`)
     say(
-      `ratios: wall stereos/forks ${(stereos.wallMs / forks.wallMs).toFixed(1)} (isolate=false ${(shared.wallMs / forks.wallMs).toFixed(1)}), first result ${(stereos.firstResultMs / forks.firstResultMs).toFixed(1)}, warm per-file / guest node start ${(perFile / node).toFixed(1)} (isolate=false ${(sharedPerFile / node).toFixed(1)})`,
+      `ratios: wall stereos/forks ${(stereos.wallMs / forks.wallMs).toFixed(1)} (isolate=false ${(shared.wallMs / forks.wallMs).toFixed(1)}), isolation vm/process ${(perVm.wallMs / stereos.wallMs).toFixed(1)}, first result ${(stereos.firstResultMs / forks.firstResultMs).toFixed(1)}, warm per-file / guest node start ${(perFile / node).toFixed(1)} (isolate=false ${(sharedPerFile / node).toFixed(1)})`,
     )
     return {
       files,
@@ -101,6 +108,9 @@ export async function main(argv: string[]): Promise<Summary> {
       sharedPerFileMs: sharedPerFile,
       sharedWallRatio: shared.wallMs / forks.wallMs,
       sharedPerFileNodeRatio: sharedPerFile / node,
+      vmWallMs: perVm.wallMs,
+      vmFirstResultMs: perVm.firstResultMs,
+      vmProcessWallRatio: perVm.wallMs / stereos.wallMs,
     }
   } finally {
     rmSync(dir, { recursive: true, force: true })
