@@ -67,7 +67,7 @@ async function main(): Promise<void> {
   if (!['auto', 'vsock', 'tcp'].includes(mode)) throw new Error(`--listen must be auto, vsock or tcp, got ${mode}`)
   const here = dirname(fileURLToPath(import.meta.url))
   const token = tokenSource(values['await-token'])
-  // Started in a template: the one resync after its restore is already half done.
+  // Started in a template: the `date` for the one resync after its restore is already waiting.
   if (values['await-token']) prepareResync()
   const storeDir =
     values.store ??

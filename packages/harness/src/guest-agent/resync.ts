@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { writeFile } from 'node:fs/promises'
+import { writeFileSync } from 'node:fs'
 import { HarnessError } from '../errors.js'
 import type { OpArgs, OpResult } from '../wire/messages.js'
 import { agentIsRoot } from './identity.js'
@@ -42,8 +42,9 @@ export async function resync({ epochMs, entropy }: OpArgs<'resync'>): Promise<Op
   if (!/^[0-9a-f]*$/.test(entropy)) throw new HarnessError('PROTOCOL', 'resync: entropy must be hex')
   // Whole seconds: `date -s @N` is what coreutils and busybox both take.
   const clock = setClock(Math.round(epochMs / 1000))
-  // Writing to /dev/urandom mixes without crediting: it cannot make the pool worse.
-  await writeFile('/dev/urandom', Buffer.from(entropy, 'hex'))
+  // Writing to /dev/urandom mixes without crediting: it cannot make the pool worse. (Sync: 64
+  // bytes, and no first use of libuv's thread pool in a guest that was just restored.)
+  writeFileSync('/dev/urandom', Buffer.from(entropy, 'hex'))
   await clock
   return { clockSet: true }
 }
