@@ -36,17 +36,24 @@ for (const s of sandboxes) {
   const publicKey = readFileSync(s.ssh.keyPath + '.pub', 'utf8').split(' ')[1]
   // An agent started over SSH runs as root: it can show whose keys admin's sshd accepts.
   const keys = bootstrap === 'ssh' ? (await s.exec('cat', ['/home/admin/.ssh/authorized_keys'], { user: 'root' })).stdout : undefined
-  process.stdout.write(JSON.stringify({ template: s.info.template, pid: s.info.pid, skew: Number(date.stdout) - Date.now() / 1000, publicKey, keys }) + '\\n')
+  const token = bootstrap === 'ssh' ? (await s.exec('cat', ['/run/stereos/secrets/STEREOS_HARNESS_TOKEN'], { user: 'root' })).stdout.trim() : undefined
+  const endpoint = JSON.stringify([s.info.ports, s.info.sockets])
+  process.stdout.write(JSON.stringify({ id: s.info.id, template: s.info.template, pid: s.info.pid, skew: Number(date.stdout) - Date.now() / 1000, publicKey, keys, token, endpoint }) + '\\n')
 }
 await Promise.all(sandboxes.map((s) => s.shutdown()))
 `
 
 interface Booted {
+  id: string
   template: { id: string; built: boolean; agent: boolean } | undefined
   pid: number
   skew: number
   publicKey: string
   keys: string | undefined
+  /** The agent token the lease injected, as the guest holds it. */
+  token: string | undefined
+  /** The VM's forwarded ports and sockets. */
+  endpoint: string
 }
 
 function child(
@@ -107,6 +114,9 @@ describe('VM templates (fixture guest, real QEMU)', () => {
     expect([...ids][0]).toMatch(/^[0-9a-f]{24}$/)
     expect(booted.filter((vm) => vm.template?.built)).toHaveLength(1)
     for (const vm of booted) expect(vm.template?.agent).toBe(true)
+    // Eight VMs of their own: ids, endpoints, tokens and keys all differ.
+    for (const field of ['id', 'endpoint', 'token', 'publicKey'] as const) expect(new Set(booted.map((vm) => vm[field])).size, field).toBe(8)
+    for (const vm of booted) expect(vm.token).toMatch(/^[0-9a-f]{64}$/)
     // The key the build used to start the agent is gone: admin's sshd takes this lease's key alone.
     for (const vm of booted) expect(vm.keys).toBe(`ssh-ed25519 ${vm.publicKey}\n`)
     // Within seconds of the save: the clocks say little yet (the next test waits for that).
@@ -123,7 +133,7 @@ describe('VM templates (fixture guest, real QEMU)', () => {
           maxBuffer: 1 << 20,
         }).trim(),
       )
-    for (const needle of [secret, ...booted.map((vm) => vm.publicKey)]) {
+    for (const needle of [secret, ...booted.map((vm) => vm.publicKey), ...booted.map((vm) => vm.token!)]) {
       expect(grep(needle, join(dir, 'state.zst'), true), `${needle.slice(0, 24)}… in the saved RAM`).toBe(0)
       expect(grep(needle, join(dir, 'disk.qcow2'), false), `${needle.slice(0, 24)}… on the saved disk`).toBe(0)
     }
