@@ -38,4 +38,21 @@ describe('stereos-harness CLI (built bin)', () => {
     expect(bad.exitCode).toBe(1)
     expect(bad.stderr).toContain('--arch must be x86_64 or aarch64, got sparc')
   })
+
+  test('prune --unused-since takes ISO 8601 or Unix seconds; anything else, or with --templates, fails with the fix', async () => {
+    const env = { STEREOS_HARNESS_CACHE: mkdtempSync(join(tmpdir(), 'sh-cli-cache-')), MB_CONFIG_DIR: mkdtempSync(join(tmpdir(), 'sh-cli-mb-')) }
+    const prune = (...args: string[]) => execa(process.execPath, [cli, 'prune', '--json', ...args], { reject: false, env })
+    for (const since of ['2026-11-30T06:00:00Z', '1796000000']) {
+      const ok = await prune('--unused-since', since)
+      expect(ok.exitCode, ok.stderr).toBe(0)
+      expect(JSON.parse(ok.stdout).templates).toEqual({ removed: [], staging: [], freedBytes: 0 })
+    }
+    const bad = await prune('--unused-since', 'yesterday')
+    expect(bad.exitCode).toBe(1)
+    expect(bad.stderr).toContain('--unused-since must be an ISO 8601 time or Unix seconds, got yesterday')
+    expect(bad.stderr).toContain('Fix: ')
+    const both = await prune('--templates', '--unused-since', '1796000000')
+    expect(both.exitCode).toBe(1)
+    expect(both.stderr).toContain('--templates and --unused-since do not go together')
+  })
 })

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, test } from 'vitest'
 import type { Mixtape } from '../src/mixtape/mixtape.js'
 import { machineArgv, templateKey } from '../src/template/key.js'
 import { incomingArgs, saveUri } from '../src/template/migration.js'
-import { isStale, listTemplates, lockTemplate, pruneTemplates, readTemplate, stageTemplate, strayEntries } from '../src/template/store.js'
+import { isStale, listTemplates, lockTemplate, markUsed, pruneTemplates, readTemplate, stageTemplate, strayEntries } from '../src/template/store.js'
 import { qemuSpec } from './support/qemu-spec.js'
 
 const dirs: string[] = []
@@ -148,12 +148,33 @@ describe('template store', () => {
         [stale.id, true],
       ]),
     )
-    const report = await pruneTemplates(root, false)
+    const report = await pruneTemplates(root, 'stale')
     expect(report.removed).toEqual([stale.id])
     expect(report.staging).toEqual([dead.paths.dir])
     expect(listTemplates(root).map((t) => t.paths.id)).toEqual([current.id])
-    expect((await pruneTemplates(root, true)).removed).toEqual([current.id])
+    expect((await pruneTemplates(root, 'all')).removed).toEqual([current.id])
     expect(listTemplates(root)).toEqual([])
+  })
+
+  test('prune --unused-since removes the templates no boot saved or restored since then, and keeps the rest', async () => {
+    const root = tempDir()
+    const m = mixtape()
+    const [used, idle] = [key(m), key(m, { memoryMiB: 2048 })]
+    for (const k of [used, idle]) {
+      const staging = stageTemplate(root, k)
+      writeFileSync(staging.paths.state, 'state')
+      writeFileSync(staging.paths.disk, 'disk')
+      staging.commit(1, true)
+    }
+    // Both saved an hour ago, as in an earlier CI run whose cache this run restored.
+    const hourAgo = new Date(Date.now() - 3_600_000)
+    for (const k of [used, idle]) utimesSync(join(root, k.id, 'template.json'), hourAgo, hourAgo)
+    const runStarted = Date.now() - 60_000
+    markUsed(readTemplate(root, used.id)!)
+    expect(readTemplate(root, used.id)!.lastUsedMs).toBeGreaterThan(runStarted)
+    const report = await pruneTemplates(root, { unusedBeforeMs: runStarted })
+    expect(report.removed).toEqual([idle.id])
+    expect(listTemplates(root).map((t) => t.paths.id)).toEqual([used.id])
   })
 
   test('prune waits for a restore in progress (a shared lock) before removing its template', async () => {
@@ -165,7 +186,7 @@ describe('template store', () => {
     staging.commit(1, false)
     const restoring = await lockTemplate(root, k.id, 'shared')
     let pruned = false
-    const prune = pruneTemplates(root, true).then((r) => {
+    const prune = pruneTemplates(root, 'all').then((r) => {
       pruned = true
       return r
     })

@@ -11,6 +11,7 @@ import { doctorCommand } from './doctor.js'
 import { keptCommand, sshCommand, stopCommand } from './kept.js'
 import { lsCommand } from './ls.js'
 import { pruneCommand } from './prune.js'
+import type { TemplatePruneScope } from '../template/store.js'
 import { pullCommand } from './pull.js'
 import { rmCommand } from './rm.js'
 import { runCommand } from './run.js'
@@ -29,8 +30,9 @@ Commands:
   pull REF [--arch A] [--json] [--force]           pull a mixtape into mb's cache (checks the registry for a newer one)
   ls [--templates] [--json]                        list the mixtapes in mb's cache (or the VM templates in the harness cache)
   rm NAME[:TAG] [--json]                           remove a cached mixtape (every tag without :TAG), and blobs only it used
-  prune [--templates] [--json]                     remove unused blobs, partial downloads, leftovers of dead pulls and
-                                                   template saves, stale VM templates (--templates: every template)
+  prune [--templates | --unused-since T] [--json]  remove unused blobs, partial downloads, leftovers of dead pulls and
+                                                   template saves, stale VM templates (--templates: every template;
+                                                   --unused-since: also those no boot used since T, ISO 8601 or Unix s)
   kept [--json]                                    list VMs kept running after their run (Vitest pool keepVm)
   ssh ID [-- CMD [ARGS...]]                        a shell (or CMD) in a kept VM, as admin
   stop ID [--json]                                 stop a kept VM and remove its directory
@@ -55,6 +57,7 @@ async function main(argv: string[]): Promise<number> {
       keep: { type: 'boolean', default: false },
       force: { type: 'boolean', default: false },
       templates: { type: 'boolean', default: false },
+      'unused-since': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -93,7 +96,7 @@ async function main(argv: string[]): Promise<number> {
     case 'rm':
       return rmCommand({ ref: positionals[0], json: values.json })
     case 'prune':
-      return pruneCommand({ json: values.json, allTemplates: values.templates })
+      return pruneCommand({ json: values.json, templates: pruneScope(values.templates, values['unused-since']) })
     case 'kept':
       return keptCommand({ json: values.json })
     case 'ssh':
@@ -115,3 +118,15 @@ main(process.argv.slice(2)).then(
     process.exitCode = 1
   },
 )
+
+/** `prune`'s templates: stale ones, every one (--templates), or also those unused since a time. */
+function pruneScope(all: boolean, unusedSince: string | undefined): TemplatePruneScope {
+  if (unusedSince === undefined) return all ? 'all' : 'stale'
+  if (all) throw new HarnessError('INVALID_OPTIONS', '--templates and --unused-since do not go together', { fix: 'pass one of them' })
+  const ms = /^\d+$/.test(unusedSince) ? Number(unusedSince) * 1000 : Date.parse(unusedSince)
+  if (!Number.isFinite(ms))
+    throw new HarnessError('INVALID_OPTIONS', `--unused-since must be an ISO 8601 time or Unix seconds, got ${unusedSince}`, {
+      fix: 'e.g. --unused-since 2026-11-30T06:00:00Z or --unused-since "$(date -u +%s)" taken when the job started',
+    })
+  return { unusedBeforeMs: ms }
+}

@@ -1,14 +1,15 @@
 import { cacheLayout, pruneCache } from '../mixtape/cache.js'
 import { formatBytes } from '../mixtape/oci/progress.js'
-import { pruneTemplates, templatesRoot } from '../template/store.js'
+import { pruneTemplates, templatesRoot, type TemplatePruneScope } from '../template/store.js'
 
 /**
  * `prune`: blobs no cached tag uses, partial downloads, staging dirs of dead pulls; template
- * saves that died and templates whose mixtape changed (with `allTemplates`, every template).
+ * saves that died and templates whose mixtape changed, and what `templates` adds (every template,
+ * or those unused since a time).
  */
-export async function pruneCommand(args: { json: boolean; allTemplates: boolean }): Promise<number> {
+export async function pruneCommand(args: { json: boolean; templates: TemplatePruneScope }): Promise<number> {
   const report = await pruneCache(cacheLayout(), () => process.stderr.write('waiting for running pulls to finish…\n'))
-  const templates = await pruneTemplates(templatesRoot(), args.allTemplates)
+  const templates = await pruneTemplates(templatesRoot(), args.templates)
   if (args.json) {
     process.stdout.write(`${JSON.stringify({ ...report, templates }, null, 2)}\n`)
     return 0

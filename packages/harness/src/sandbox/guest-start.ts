@@ -10,7 +10,7 @@ import type { Mixtape } from '../mixtape/mixtape.js'
 import { templateKey, type TemplateKey } from '../template/key.js'
 import { incomingArgs, resumeRestored, saveState } from '../template/migration.js'
 import { waitGuestIdle } from '../template/settle.js'
-import { lockTemplate, readTemplate, removeTemplate, stageTemplate, templatesRoot, type StoredTemplate } from '../template/store.js'
+import { lockTemplate, markUsed, readTemplate, removeTemplate, stageTemplate, templatesRoot, type StoredTemplate } from '../template/store.js'
 import { createLeaseDisk, createOverlay } from '../vmm/disk.js'
 import { attachNetns } from '../vmm/network/netns-attach.js'
 import { bootTimeoutError, killQemu, startQemu, type QemuLaunch, type RunningQemu } from './qemu-start.js'
@@ -239,6 +239,7 @@ async function restore(start: GuestStart, stored: StoredTemplate, root: string):
     // Loading is local work with its own bound: bootTimeoutMs is for the guest, and a tiny one
     // must not make a good template look broken.
     await timeline.phase('resume', async () => resumeRestored(await loading.qmp, loading.died, LOAD_TIMEOUT_MS), 'restored')
+    markUsed(stored)
   } catch (err) {
     if (qemu) await killQemu(qemu)
     rmSync(disk, { force: true })

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { z } from 'zod'
 import { harnessCacheDir } from '../host/cache-dir.js'
@@ -11,7 +11,8 @@ import { fileIdentity, TEMPLATE_FORMAT, type TemplateKey } from './key.js'
  *
  *   templates/<id>/state.zst       the migration stream (guest RAM and device state), zstd
  *   templates/<id>/disk.qcow2      the guest disk as it was saved: a qcow2 over the mixtape's image
- *   templates/<id>/template.json   what it was made from, when, how big (written last)
+ *   templates/<id>/template.json   what it was made from, when, how big (written last; its
+ *                                  mtime is the template's last use: saved or restored)
  *   templates/.locks/<id>.lock     flock: exclusive to build or remove, shared while restoring
  *   templates/.staging-<id>-…/     a build in progress (renamed into place when complete)
  *
@@ -52,6 +53,8 @@ export interface StoredTemplate {
   meta: TemplateMeta
   /** Bytes on disk (state and disk). */
   bytes: number
+  /** When a boot last saved or restored it (template.json's mtime). */
+  lastUsedMs: number
 }
 
 export function templatesRoot(cacheDir = harnessCacheDir()): string {
@@ -77,7 +80,7 @@ export function readTemplate(root: string, id: string): StoredTemplate | undefin
     return undefined
   }
   if (meta.id !== id || !existsSync(paths.state) || !existsSync(paths.disk)) return undefined
-  return { paths, meta, bytes: sizeOf(paths.state) + sizeOf(paths.disk) }
+  return { paths, meta, bytes: sizeOf(paths.state) + sizeOf(paths.disk), lastUsedMs: mtimeOf(paths.meta) }
 }
 
 export function listTemplates(root: string): StoredTemplate[] {
@@ -139,7 +142,7 @@ export function stageTemplate(
       // Only the holder of the exclusive lock commits, so nothing else is at `final` but debris.
       rmSync(final.dir, { recursive: true, force: true })
       renameSync(dir, final.dir)
-      return { paths: final, meta, bytes: sizeOf(final.state) + sizeOf(final.disk) }
+      return { paths: final, meta, bytes: sizeOf(final.state) + sizeOf(final.disk), lastUsedMs: mtimeOf(final.meta) }
     },
     discard() {
       rmSync(dir, { recursive: true, force: true })
@@ -147,9 +150,27 @@ export function stageTemplate(
   }
 }
 
+/** Record a restore: `prune --unused-since` keeps what a run used (e.g. before CI caches templates). */
+export function markUsed(template: StoredTemplate): void {
+  const now = new Date()
+  try {
+    utimesSync(template.paths.meta, now, now)
+  } catch {
+    // Removed meanwhile (a prune after our restore loaded it): nothing to record.
+  }
+}
+
 /** Remove a template (callers hold its exclusive lock). Leases already running keep their open files. */
 export function removeTemplate(root: string, id: string): void {
   rmSync(templatePaths(root, id).dir, { recursive: true, force: true })
+}
+
+function mtimeOf(path: string): number {
+  try {
+    return statSync(path).mtimeMs
+  } catch {
+    return 0
+  }
 }
 
 function sizeOf(path: string): number {
@@ -174,14 +195,21 @@ export interface TemplatePruneReport {
 }
 
 /**
- * Remove stray staging dirs (builds that died), stale templates, and with `all` every template
- * (the next boot of each kind saves a new one). Each removal holds the template's exclusive
- * lock, so a restore in progress finishes first; a staging dir of a live build is locked too.
+ * Which templates `prune` removes besides stale ones: none, every one (the next boot of each kind
+ * saves a new one), or those no boot saved or restored since a time.
  */
-export async function pruneTemplates(root: string, all: boolean): Promise<TemplatePruneReport> {
+export type TemplatePruneScope = 'stale' | 'all' | { unusedBeforeMs: number }
+
+/**
+ * Remove stray staging dirs (builds that died), stale templates, and what `scope` adds. Each
+ * removal holds the template's exclusive lock, so a restore in progress finishes first; a
+ * staging dir of a live build is locked too.
+ */
+export async function pruneTemplates(root: string, scope: TemplatePruneScope): Promise<TemplatePruneReport> {
   const report: TemplatePruneReport = { removed: [], staging: [], freedBytes: 0 }
+  const doomed = (t: StoredTemplate) => scope === 'all' || isStale(t) || (typeof scope === 'object' && t.lastUsedMs < scope.unusedBeforeMs)
   for (const template of listTemplates(root)) {
-    if (!all && !isStale(template)) continue
+    if (!doomed(template)) continue
     const release = await lockTemplate(root, template.paths.id, 'exclusive')
     try {
       removeTemplate(root, template.paths.id)
