@@ -17,7 +17,9 @@ registryWithProxy(async (r, p) => {
   published = await publishMixtape(registry.url, 'mixtapes/coder', 'v1')
 })
 
-const run = (args: string[], base: string) => execa(process.execPath, [cli, ...args], { reject: false, env: { MB_CONFIG_DIR: base }, timeout: 60_000 })
+// Its own harness cache too: `prune` must not touch the templates of this machine's user.
+const run = (args: string[], base: string) =>
+  execa(process.execPath, [cli, ...args], { reject: false, env: { MB_CONFIG_DIR: base, STEREOS_HARNESS_CACHE: join(base, 'harness-cache') }, timeout: 60_000 })
 
 // Each case starts Node processes; 8 at once on two cores take a while.
 describe('stereos-harness pull / ls / rm / prune (built bin, real registry)', { timeout: 120_000 }, () => {
