@@ -10,8 +10,10 @@
  * they do on the host. Its argv is what the forks
  * pool's worker has (`node <entry>`): code that reads process.argv.slice(2) sees nothing extra.
  */
+import { chownSync, mkdirSync } from 'node:fs'
+import module from 'node:module'
 import { Socket } from 'node:net'
-import { setPriority } from 'node:os'
+import { setPriority, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
@@ -49,6 +51,24 @@ interface WorkerModule {
   runBaseTests(method: 'run' | 'collect', state: unknown, traces: unknown): Promise<void>
   setupEnvironment(context: unknown): Promise<() => Promise<void>>
 }
+
+/**
+ * V8's compile cache, shared by the VM's worker processes: each file's process would otherwise
+ * parse and compile Vitest anew, which takes seconds under TCG. It lives in the guest's /tmp,
+ * owned by the test user: nothing crosses VMs, and the tests can reach nothing they could not
+ * already change in their VM (the project view's upper layer).
+ */
+function enableCompileCache(uid: number, gid: number): void {
+  const dir = join(tmpdir(), `stereos-compile-cache-${uid}`)
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
+    if (asRoot) chownSync(dir, uid, gid)
+    module.enableCompileCache?.(dir)
+  } catch {
+    // Only a speed-up.
+  }
+}
+enableCompileCache(config.uid, config.gid)
 
 const worker = (await import(pathToFileURL(join(config.dist, 'worker.js')).href)) as WorkerModule
 // Test files import `vitest` (externalized to this same dist): load it now, not on the file's time.
