@@ -35,9 +35,9 @@ export interface GuestStart {
   rollback: Rollback
   /**
    * Run in a template build once stereosd is ready, before the save: starts the guest agent in
-   * the guest to be saved; true when it did. A failure is logged, and the template holds no agent.
+   * the guest to be saved. A failure is logged, and the template holds no agent.
    */
-  prepareTemplate?: (client: StereosdClient, qemu: RunningQemu) => Promise<boolean>
+  prepareTemplate?: (client: StereosdClient, qemu: RunningQemu) => Promise<void>
 }
 
 /** The template a VM was restored from: `built` when this boot saved it; `agent` when its agent was already running. */
@@ -203,7 +203,8 @@ async function buildTemplate(start: GuestStart, key: TemplateKey, root: string):
 async function prepare(start: GuestStart, key: TemplateKey, client: StereosdClient, qemu: RunningQemu): Promise<boolean> {
   if (!start.prepareTemplate) return false
   try {
-    return await start.prepareTemplate(client, qemu)
+    await start.prepareTemplate(client, qemu)
+    return true
   } catch (err) {
     if (qemu.died.aborted) throw err
     start.log(`could not start the guest agent in VM template ${key.id} (${firstLine(err)}); leases start their own`)

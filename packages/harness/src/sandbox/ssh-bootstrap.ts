@@ -186,22 +186,25 @@ export function sshStartAgent(
 }
 
 /**
- * Start the agent in a guest about to be saved as a template (templateStartCommand); false when
- * admin has no passwordless sudo (the agent could not read its token, nor act as root).
+ * Start the agent in a guest about to be saved as a template (templateStartCommand). Without
+ * passwordless sudo for admin it cannot (the agent could neither read its token nor act as root):
+ * that is an error the template build logs before saving a template without the agent.
  */
-export async function sshStartTemplateAgent(target: SshTarget, serial: string, deadline: number, signal?: AbortSignal): Promise<boolean> {
+export async function sshStartTemplateAgent(target: SshTarget, serial: string, deadline: number, signal?: AbortSignal): Promise<void> {
   const timedOut = { code: 'AGENT_UNREACHABLE' as const, fix: SSHD_FIX }
-  let started = false
   await retrySsh(target, deadline, signal, timedOut, async (timeoutMs) => {
     const result = await sshRun(target, templateStartCommand(serial), '', timeoutMs)
-    if (result.code !== 0) {
+    if (result.code === 0 && result.stdout.includes('no-sudo')) {
+      throw new HarnessError('AGENT', `${target.user} has no passwordless sudo in this guest`, {
+        fix: "stereOS grants admin passwordless sudo; on other images the agent starts after each restore, or use bootstrap: 'agentd'",
+      })
+    }
+    if (result.code !== 0 || !result.stdout.includes('started')) {
       throw new HarnessError('AGENT', `starting the agent in the template failed (exit ${result.code}): ${result.stderr.trim() || result.stdout.trim()}`, {
         fix: `the mixtape needs /bin/sh, setsid, sudo for admin and ext4 support to mount the harness share image at ${SHARE_GUEST_PATH}`,
       })
     }
-    started = result.stdout.includes('started')
   })
-  return started
 }
 
 /**

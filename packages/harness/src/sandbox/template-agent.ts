@@ -22,19 +22,19 @@ export interface TemplateAgentRequest {
  * mount would stop the save), the agent runs as root through admin's sudo, and it waits for the
  * token in the secrets dir. The SSH key used for this is made here and dropped: the guest's
  * authorized_keys is emptied before the save and the private half is deleted, so no lease can
- * use it. False when admin has no passwordless sudo.
+ * use it. A failure (no passwordless sudo for admin, no ext4 in the guest) is thrown; the build
+ * logs it and saves the template without the agent.
  */
-export async function startAgentInTemplate(request: TemplateAgentRequest, client: StereosdClient, qemu: RunningQemu): Promise<boolean> {
+export async function startAgentInTemplate(request: TemplateAgentRequest, client: StereosdClient, qemu: RunningQemu): Promise<void> {
   const deadline = Date.now() + request.timeoutMs
   const key = writeSshKey(request.keyPath, 'stereos-harness-template-build')
   try {
     await client.injectSshKey('admin', key.publicKey)
     const target = { transport: request.ssh, user: 'admin', keyPath: key.privateKeyPath }
-    if (!(await sshStartTemplateAgent(target, SHARE_DISK_SERIAL, deadline, qemu.died))) return false
+    await sshStartTemplateAgent(target, SHARE_DISK_SERIAL, deadline, qemu.died)
   } finally {
     rmSync(key.privateKeyPath, { force: true })
     rmSync(`${key.privateKeyPath}.pub`, { force: true })
   }
   await waitForTokenlessAgent(request.agent, deadline, qemu.died)
-  return true
 }
