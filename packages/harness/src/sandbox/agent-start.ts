@@ -84,30 +84,21 @@ async function waitForAgent(transport: Transport, token: string, options: WaitAg
 
 /**
  * Wait until an agent started in a template build listens: its hello refuses us for having no
- * token yet. An agent that knows a token would put it in the template, so that is an error.
+ * token yet (waitForAgent's loop, whose refusals are final). An agent that knows a token would
+ * put it in the template, so that is an error.
  */
-export async function waitForTokenlessAgent(transport: Transport, deadline: number, signal: AbortSignal): Promise<void> {
-  let last: unknown
-  while (Date.now() < deadline) {
-    if (signal.aborted) throw signal.reason
-    try {
-      const client = await AgentClient.connect(transport, 'template-probe', Math.max(1000, Math.min(5000, deadline - Date.now())))
-      client.close()
-      throw new HarnessError('AGENT', 'the agent in the template accepted a made-up token')
-    } catch (err) {
-      if (isHarnessError(err, 'AGENT_AUTH')) {
-        if (NO_TOKEN_YET.test(err.message)) return
-        throw new HarnessError('AGENT', `the agent in the template already has a token (${err.message}); no template is saved with one`)
-      }
-      if (isHarnessError(err, 'AGENT') || isHarnessError(err, 'PROTOCOL')) throw err
-      last = err
-    }
-    await sleep(250)
+export async function waitForTokenlessAgent(transport: Transport, deadline: number, signal: AbortSignal, logs: WaitAgentOptions['logs']): Promise<void> {
+  const hint = 'the agent was started in the VM template build over SSH'
+  let client: AgentClient
+  try {
+    client = await waitForAgent(transport, 'template-probe', { deadline, signal, hint, logs })
+  } catch (err) {
+    if (!isHarnessError(err, 'AGENT_AUTH')) throw err
+    if (NO_TOKEN_YET.test(err.message)) return
+    throw new HarnessError('AGENT', `the agent in the template already has a token (${err.message}); no template is saved with one`)
   }
-  throw new HarnessError(
-    'AGENT_UNREACHABLE',
-    `the agent started in the template did not answer on ${transport.describe()}: ${(last as Error | undefined)?.message ?? 'no answer'}`,
-  )
+  client.close()
+  throw new HarnessError('AGENT', 'the agent in the template accepted a made-up token')
 }
 
 /**

@@ -89,6 +89,7 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     const guest = guestCredentials(vm, options)
 
     const control = traced(net.control, 'control')
+    const agentEndpoint = net.agent && traced(net.agent, 'wire')
     const launch: QemuLaunch = {
       binary,
       spec: {
@@ -110,11 +111,17 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
       log,
       timeline,
       rollback,
-      ...(shareImage && net.agent
+      ...(shareImage && agentEndpoint
         ? {
             prepareTemplate: (client, qemu) =>
               startAgentInTemplate(
-                { ssh: net.ssh, agent: traced(net.agent!, 'wire'), keyPath: join(vm.dir, 'template-build-key'), timeoutMs: options.agentTimeoutMs },
+                {
+                  ssh: net.ssh,
+                  agent: agentEndpoint,
+                  keyPath: join(vm.dir, 'template-build-key'),
+                  timeoutMs: options.agentTimeoutMs,
+                  logs: logsOf(vm),
+                },
                 client,
                 qemu,
               ),
@@ -150,15 +157,14 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     refreshed?.catch(() => undefined)
 
     let agent: GuestAgent | undefined
-    if (agentShare && net.agent) {
-      const endpoint = traced(net.agent, 'wire')
+    if (agentShare && agentEndpoint) {
       const bootstrap: AgentBootstrap =
         options.bootstrap === 'ssh'
           ? { kind: 'ssh', ssh: admin, ...(booted.template ? { restored: { log, agentRunning } } : {}) }
           : { kind: 'agentd', jcard: guest.baseJcard }
       agent = await timeline.phase(
         'agent',
-        () => startAgent({ bootstrap, transport: endpoint, token: guest.token, timeoutMs: options.agentTimeoutMs, signal: qemu.died, logs: logsOf(vm) }),
+        () => startAgent({ bootstrap, transport: agentEndpoint, token: guest.token, timeoutMs: options.agentTimeoutMs, signal: qemu.died, logs: logsOf(vm) }),
         'agent-ready',
       )
       const started = agent

@@ -69,8 +69,7 @@ function startCommand(refreshAt: number | undefined, sharePath = SHARE_GUEST_PAT
     'if sudo -n true 2>/dev/null; then',
     // A restored guest: the same refresh as sshRefreshRestored, in this session instead of a second one.
     ...(refreshAt === undefined ? [] : [`  printf '%s' "$STEREOS_HARNESS_SEED" | sudo -n /bin/sh -c '${refreshScript(refreshAt)}'`]),
-    // The redirect happens inside root's shell: /dev/console is root-only (as on stereOS).
-    `  sudo -n /bin/sh -c 'setsid /bin/sh ${launcher} stereos-harness-agent </dev/null >/dev/console 2>&1 &'`,
+    `  ${rootLaunch(launcher)}`,
     'else',
     '  export STEREOS_HARNESS_TOKEN',
     `  setsid /bin/sh ${launcher} stereos-harness-agent </dev/null >>"$HOME/stereos-harness-agent.log" 2>&1 &`,
@@ -78,6 +77,14 @@ function startCommand(refreshAt: number | undefined, sharePath = SHARE_GUEST_PAT
     'fi',
     'echo started',
   ].join('\n')
+}
+
+/**
+ * The agent started as root through sudo, detached from the session. The redirect happens inside
+ * root's shell: /dev/console is root-only (as on stereOS).
+ */
+function rootLaunch(launcher: string, flags = ''): string {
+  return `sudo -n /bin/sh -c 'setsid /bin/sh ${launcher} stereos-harness-agent${flags ? ` ${flags}` : ''} </dev/null >/dev/console 2>&1 &'`
 }
 
 /**
@@ -95,7 +102,7 @@ function templateStartCommand(serial: string, sharePath = SHARE_GUEST_PATH): str
     `test -n "$dev" || { echo "the guest has no disk with serial ${serial}" >&2; exit 78; }`,
     `sudo -n mkdir -p ${sharePath}`,
     `sudo -n mount -t ext4 -o ro "$dev" ${sharePath}`,
-    `sudo -n /bin/sh -c 'setsid /bin/sh ${launcher} stereos-harness-agent --await-token </dev/null >/dev/console 2>&1 &'`,
+    rootLaunch(launcher, '--await-token'),
     'rm -f "$HOME/.ssh/authorized_keys"',
     'echo started',
   ].join('\n')

@@ -14,6 +14,8 @@ export interface TemplateAgentRequest {
   /** Where the build's throwaway SSH key lives while it is used (removed after). */
   keyPath: string
   timeoutMs: number
+  /** The VM's logs, named in a timeout error. */
+  logs: { serial: string; qemu: string }
 }
 
 /**
@@ -36,5 +38,5 @@ export async function startAgentInTemplate(request: TemplateAgentRequest, client
     rmSync(key.privateKeyPath, { force: true })
     rmSync(`${key.privateKeyPath}.pub`, { force: true })
   }
-  await waitForTokenlessAgent(request.agent, deadline, qemu.died)
+  await waitForTokenlessAgent(request.agent, deadline, qemu.died, request.logs)
 }
