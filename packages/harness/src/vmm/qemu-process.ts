@@ -1,6 +1,7 @@
-import { closeSync, openSync, readFileSync } from 'node:fs'
+import { closeSync, openSync } from 'node:fs'
 import { execa } from 'execa'
 import { HarnessError } from '../errors.js'
+import { logTailLines } from '../host/log-tail.js'
 import { which } from '../host/which.js'
 import { netnsCommand, type RelayForward } from './network/netns.js'
 
@@ -111,12 +112,10 @@ export function requireQemu(name: string): string {
   })
 }
 
-/** The last lines of a log, for error messages. */
+/**
+ * The last lines of a log, for error messages: read from a bounded suffix of the file (a guest
+ * can make its console log as large as it likes).
+ */
 export function tail(path: string, lines = 15): string {
-  try {
-    const text = readFileSync(path, 'utf8').trimEnd()
-    return text ? text.split('\n').slice(-lines).join('\n') : '(empty)'
-  } catch {
-    return '(missing)'
-  }
+  return logTailLines(path, lines)
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
-import { closeSync, fstatSync, openSync, readSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { extname, join } from 'node:path'
-import type { Sandbox } from '@stereos/harness'
+import { readLogTail, type Sandbox } from '@stereos/harness'
 
 /** A birpc call frame as Vitest's worker sends it: `{ t: 'q', m, a, i? }`. */
 interface BirpcCall {
@@ -62,23 +62,9 @@ export function failedTestsIn(frame: unknown): string[] {
 /** How much of a VM log travels with a report: the end of a boot and a failure fit; a blob stays small. */
 export const LOG_TAIL_BYTES = 256 * 1024
 
-/** The last `max` bytes of a host file (empty when it is missing). */
+/** The last `max` bytes of a host file (empty when it is missing): a bounded read of its end. */
 export function logTail(path: string, max = LOG_TAIL_BYTES): Buffer {
-  let fd: number
-  try {
-    fd = openSync(path, 'r')
-  } catch {
-    return Buffer.alloc(0)
-  }
-  try {
-    const size = fstatSync(fd).size
-    const length = Math.min(size, max)
-    const bytes = Buffer.alloc(length)
-    readSync(fd, bytes, 0, length, size - length)
-    return bytes
-  } finally {
-    closeSync(fd)
-  }
+  return readLogTail(path, max)
 }
 
 /**
