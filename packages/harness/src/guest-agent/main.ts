@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util'
 import { AGENT_PORT, TOKEN_SECRET, type AgentInfo } from '../wire/messages.js'
 import { agentIsRoot, agentUserName } from './identity.js'
 import { listen, type ListenMode } from './listen.js'
+import { limitedLog } from './log-limit.js'
 import { prepareResync } from './resync.js'
 import { serveConnection } from './session.js'
 import { BlobStore } from './store.js'
@@ -83,7 +84,7 @@ async function main(): Promise<void> {
     listen: 'tcp',
     execPath: process.execPath,
   }
-  const ctx = { token, info, store: new BlobStore(storeDir), helloTimeoutMs: 10_000, defaultUser: values['default-user'], log }
+  const ctx = { token, info, store: new BlobStore(storeDir), helloTimeoutMs: 10_000, defaultUser: values['default-user'], log, logRefusal: limitedLog(log) }
   const listening = await listen(mode, Number(values.port), values.host, vsockModule, (socket) => {
     serveConnection(socket, ctx).catch((err: unknown) => log(`connection failed: ${(err as Error).message}`))
   })

@@ -18,6 +18,8 @@ export interface SessionContext {
   /** Who processes and files belong to when the agent runs as root and no user is asked for. */
   defaultUser: string
   log: (line: string) => void
+  /** Refused hellos: anyone in the guest can cause them, so this log is rate-limited (log-limit.ts). */
+  logRefusal: (line: string) => void
 }
 
 type Handlers = { [K in OpName]: (args: OpArgs<K>, peer: WirePeer) => Promise<OpResult<K>> }
@@ -28,7 +30,7 @@ export async function serveConnection(socket: Duplex, ctx: SessionContext): Prom
   try {
     handshake = await helloAsGuest(socket, ctx.token(), ctx.info, ctx.helloTimeoutMs)
   } catch (err) {
-    ctx.log(`refused a connection: ${(err as Error).message.split('\n')[0]}`)
+    ctx.logRefusal(`refused a connection: ${(err as Error).message.split('\n')[0]}`)
     socket.end()
     setTimeout(() => socket.destroy(), 1000).unref()
     return
