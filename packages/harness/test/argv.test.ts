@@ -18,6 +18,7 @@ describe('QEMU argv', () => {
       '-append',
       '-drive',
       '-qmp',
+      '-chardev',
       '-serial',
       '-nographic',
       '-nodefaults',
@@ -34,7 +35,9 @@ describe('QEMU argv', () => {
     expect(after(argv, '-append')).toEqual(['console=ttyS0 root=/dev/vda'])
     expect(after(argv, '-drive')).toEqual(['if=virtio,format=qcow2,file=/vm/disk.qcow2,discard=unmap'])
     expect(after(argv, '-qmp')).toEqual(['unix:/vm/qmp.sock,server,nowait'])
-    expect(after(argv, '-serial')).toEqual(['file:/vm/serial.log'])
+    // Opened O_APPEND, so the host can cap it while QEMU writes (vmm/log-cap.ts).
+    expect(after(argv, '-chardev')).toEqual(['file,id=serial0,path=/vm/serial.log,append=on'])
+    expect(after(argv, '-serial')).toEqual(['chardev:serial0'])
   })
 
   test("KVM uses mb's -machine accel= form and -cpu host; TCG uses multi-threaded TCG and -cpu max", () => {

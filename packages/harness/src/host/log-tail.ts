@@ -33,20 +33,25 @@ function suffix(path: string, maxBytes: number): Buffer | undefined {
     return undefined
   }
   try {
-    const size = fstatSync(fd).size
-    const length = Math.max(0, Math.min(size, Math.floor(maxBytes)))
-    const bytes = Buffer.alloc(length)
-    let read = 0
-    // The file may shrink meanwhile (a cap truncates it): stop at its end, keep what was read.
-    while (read < length) {
-      const n = readSync(fd, bytes, read, length - read, size - length + read)
-      if (n === 0) break
-      read += n
-    }
-    return bytes.subarray(0, read)
+    return readFdTail(fd, maxBytes)
   } catch {
     return Buffer.alloc(0)
   } finally {
     closeSync(fd)
   }
+}
+
+/** The last `maxBytes` bytes of an open file (positioned reads: the fd's offset is not used). */
+export function readFdTail(fd: number, maxBytes: number): Buffer {
+  const size = fstatSync(fd).size
+  const length = Math.max(0, Math.min(size, Math.floor(maxBytes)))
+  const bytes = Buffer.alloc(length)
+  let read = 0
+  // The file may shrink meanwhile (a cap truncates it): stop at its end, keep what was read.
+  while (read < length) {
+    const n = readSync(fd, bytes, read, length - read, size - length + read)
+    if (n === 0) break
+    read += n
+  }
+  return bytes.subarray(0, read)
 }

@@ -6,6 +6,7 @@ import type { Mixtape } from '../mixtape/mixtape.js'
 import { SHARE_TAG } from '../share/harness-share.js'
 import type { QemuSpec } from '../vmm/argv.js'
 import { buildQemuArgv } from '../vmm/argv.js'
+import { watchLogCaps } from '../vmm/log-cap.js'
 import { PROFILES, type Accel } from '../vmm/profile.js'
 import { spawnQemu, tail, type QemuProcess } from '../vmm/qemu-process.js'
 import { connectQmp } from '../vmm/qmp-connect.js'
@@ -81,10 +82,15 @@ export function startQemu(launch: QemuLaunch, extraArgs: string[] = []): Running
   const { binary, spec, vm, fds, netns, detachable } = launch
   const argv = [...buildQemuArgv(spec), ...extraArgs]
   const child = spawnQemu({ binary, argv, qemuLog: vm.qemuLog, fds, detachable, ...(netns ? { netns } : {}) })
+  // The guest writes both logs as much as it likes: capped while this QEMU runs.
+  const caps = watchLogCaps([vm.serialLog, vm.qemuLog])
   const qmp = connectQmp(vm.qmpSocket, child)
   qmp.catch(() => undefined)
   const died = new AbortController()
-  void child.exited.then((exit) => died.abort(qemuExitedError(exit.code, exit.signal, vm)))
+  void child.exited.then((exit) => {
+    caps.stop()
+    died.abort(qemuExitedError(exit.code, exit.signal, vm))
+  })
   return { process: child, qmp, died: died.signal }
 }
 

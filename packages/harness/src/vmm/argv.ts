@@ -47,8 +47,11 @@ export function buildQemuArgv(spec: QemuSpec): string[] {
   argv.push(
     '-qmp',
     `unix:${spec.qmpSocket},server,nowait`,
+    // O_APPEND (append=on), so the host may cut the log while QEMU writes it (vmm/log-cap.ts).
+    '-chardev',
+    `file,id=serial0,path=${spec.serialLog},append=on`,
     '-serial',
-    `file:${spec.serialLog}`,
+    'chardev:serial0',
     '-nographic',
     '-nodefaults',
     '-no-user-config',
