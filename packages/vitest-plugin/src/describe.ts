@@ -3,7 +3,8 @@ import type { SuiteSandboxOptions } from './options.js'
 
 /**
  * What `meta.stereos` of a sandboxed suite carries into reports (JSON, blob, HTML): the options,
- * with the names of secrets and env variables but never their values.
+ * with the names of secrets and env variables but never env values (secrets are only names:
+ * their values live in the project's stereos() options).
  */
 export type SandboxMeta = Omit<SuiteSandboxOptions, 'secrets' | 'env'> & { sandbox: true; secrets?: string[]; env?: string[] }
 
@@ -31,7 +32,7 @@ export function sandboxMeta(options: SuiteSandboxOptions): SandboxMeta {
   const { secrets, env, ...rest } = options
   return {
     ...rest,
-    ...(secrets ? { secrets: Object.keys(secrets).sort() } : {}),
+    ...(secrets ? { secrets: [...new Set(secrets)].sort() } : {}),
     ...(env ? { env: Object.keys(env).sort() } : {}),
     sandbox: true,
   }

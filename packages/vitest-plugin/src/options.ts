@@ -8,11 +8,17 @@ const EnvValue = z
   .string()
   .refine((v) => !/[\n\r\0]/.test(v), 'must be one line without NUL (a newline would split it in the guest: pass multi-line data as a file)')
 
+const EnvVars = z.record(z.string(), EnvValue).superRefine((env, ctx) => {
+  for (const key of Object.keys(env)) {
+    if (!ENV_NAME.test(key)) ctx.addIssue({ code: 'custom', path: [key], message: 'must be a variable name (letters, digits, _; not starting with a digit)' })
+  }
+})
+
 /** 64 MiB: a log or a screenshot fits; a runaway file does not become host memory. */
 export const DEFAULT_ATTACHMENT_MAX_BYTES = 64 * 1024 ** 2
 
 /**
- * Options of `stereos(options)` and `describe.sandbox(name, options)`: every Sandbox option
+ * Options of `stereos(options)`, the project's (trusted) config: every Sandbox option
  * (mixtape, arch, resources, network, secrets, shared, timeouts, keepOnFailure) plus how test
  * files are isolated and what reaches the guest. One zod schema is the source of the types.
  */
@@ -28,15 +34,7 @@ export const StereosOptions = SandboxOptions.extend({
    */
   bootstrap: z.enum(['ssh', 'agentd']).default('ssh'),
   /** Variables the guest test processes get on top of Vitest's own and `test.env`; nothing else of the host's environment reaches the guest. */
-  env: z
-    .record(z.string(), EnvValue)
-    .superRefine((env, ctx) => {
-      for (const key of Object.keys(env)) {
-        if (!ENV_NAME.test(key))
-          ctx.addIssue({ code: 'custom', path: [key], message: 'must be a variable name (letters, digits, _; not starting with a digit)' })
-      }
-    })
-    .default({}),
+  env: EnvVars.default({}),
   /**
    * `on-failure`: the VM a test file failed in keeps running after Vitest exits, and the run
    * prints how to enter it (`stereos-harness ssh <id>`; `kept` lists, `stop` ends them). Its VMs
@@ -49,8 +47,27 @@ export const StereosOptions = SandboxOptions.extend({
 export type StereosOptionsInput = z.input<typeof StereosOptions>
 export type ResolvedStereosOptions = z.output<typeof StereosOptions>
 
-/** Per-suite options accepted by describe.sandbox: what can differ per file. */
-export const SuiteSandboxOptions = StereosOptions.partial()
+/**
+ * Options of `describe.sandbox(name, options)`: only the shape of the file's guest. Test files
+ * are untrusted (a pull request from a fork), so nothing here may reach the host: no host paths
+ * (shared, runtimeDir, mixtape directories, qemuBinary), no host ports (network.forwards), no
+ * host values (process.env; secrets are only named, their values come from the config), and no
+ * arch (it picks the host's QEMU binary). Strict: any other key is refused, naming it. Fields
+ * have no defaults: what a file leaves out is the project's.
+ */
+export const SuiteSandboxOptions = z
+  .strictObject({
+    resources: SandboxOptions.shape.resources.unwrap().partial(),
+    isolation: z.enum(['process', 'vm']),
+    network: z.strictObject({ mode: z.enum(['nat', 'none']) }).partial(),
+    bootTimeoutMs: z.int().positive(),
+    agentTimeoutMs: z.int().positive(),
+    /** Literal values the test file wrote itself (the guest could set them anyway). */
+    env: EnvVars,
+    /** Names of the project's `stereos({ secrets })`: the file's VM gets only these. */
+    secrets: z.array(z.string().min(1)),
+  })
+  .partial()
 export type SuiteSandboxOptions = z.input<typeof SuiteSandboxOptions>
 
 export function parseStereosOptions(input: unknown, root: string): ResolvedStereosOptions {

@@ -6,6 +6,7 @@ import type { KeptVm, SandboxOptionsInput } from '@stereos/harness'
 import { parseStereosOptions, type ResolvedStereosOptions } from '../options.js'
 import { sandboxOptionsInFile } from './file-options.js'
 import type { Lease, VmLeasePool } from './lease-pool.js'
+import { overlay, suiteSandboxOptions } from './suite-options.js'
 import type { ViewPlan } from './view.js'
 import { SpareWorkers } from './warm-workers.js'
 
@@ -34,11 +35,18 @@ export class PoolContext {
     readonly projectRoot: string,
   ) {}
 
-  /** Options for these files: the project's, overridden by literal describe.sandbox options in the first file. */
+  /**
+   * Options for these files: the project's, with the first file's describe.sandbox options on
+   * top. Those set only the guest's shape (suite-options.ts refuses the rest, naming file and
+   * line); a file that names secrets gets only those of the project's, one that names none all.
+   */
   plan(files: string[]): FilePlan {
     const [file] = files
     const inFile = file ? sandboxOptionsInFile(file) : []
-    const merged = Object.assign({}, this.projectOptions, ...inFile.map((f) => f.options)) as Record<string, unknown>
+    const project = parseStereosOptions(this.projectOptions, 'stereos')
+    const { secrets: named, ...shape } = file ? suiteSandboxOptions(file, inFile, Object.keys(project.secrets)) : {}
+    const merged = overlay(this.projectOptions, shape)
+    if (named) merged.secrets = Object.fromEntries(named.map((name) => [name, project.secrets[name]]))
     const options = parseStereosOptions(merged, file && inFile.length ? `describe.sandbox options in ${file}:${inFile[0]?.line}` : 'stereos')
     const { isolation, env, attachmentMaxBytes, keepVm, ...sandbox } = options
     const boot: SandboxOptionsInput = { ...sandbox, shared: [...sandbox.shared], detachable: keepVm !== 'never' }

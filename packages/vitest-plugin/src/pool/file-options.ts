@@ -8,13 +8,17 @@ import * as vite from 'vite'
  * host, before the file is scheduled: the pool must pick (or boot) a VM with those options before
  * the guest ever sees the file. The file is parsed with Vite's own parser (TypeScript included);
  * only literals count (strings, numbers, booleans, null, arrays, objects, `as`/`satisfies`
- * casts), plus `process.env.NAME` inside `secrets` and `env`, read from the host's environment.
- * Anything else is an error naming the file, line and option: it would otherwise be silently
- * ignored, and the file would run in a VM without what it asked for.
+ * casts). Anything else is an error naming the file, line and option: it would otherwise be
+ * silently ignored, and the file would run in a VM without what it asked for. `process.env` is
+ * refused outright: a test file is untrusted and must not copy host values into its VM (the
+ * project's stereos() options do that). Which keys a file may set is suite-options.ts's concern.
  */
 export interface FileOptions {
   options: Record<string, unknown>
+  /** Line of the describe.sandbox call. */
   line: number
+  /** Line of each option in the literal, by path relative to it (`shared`, `network.forwards`, `env.X`, `secrets[0]`). */
+  lines: Record<string, number>
 }
 
 interface Node {
@@ -23,13 +27,21 @@ interface Node {
   [key: string]: unknown
 }
 
-/** Options where a value may come from the host's environment. */
-const FROM_ENV = new Set(['secrets', 'env'])
-
 class NotLiteral extends Error {
   constructor(
     readonly at: number,
     readonly path: string,
+  ) {
+    super(path)
+  }
+}
+
+/** A value read from the host's environment: `process.env`, `process.env.NAME`, `process.env[...]`. */
+class FromHostEnv extends Error {
+  constructor(
+    readonly at: number,
+    readonly path: string,
+    readonly variable: string,
   ) {
     super(path)
   }
@@ -47,19 +59,26 @@ function keyOf(property: Node): string | undefined {
   return undefined
 }
 
-/** `process.env.NAME` / `process.env['NAME']`: the variable's name, else undefined. */
-function envReference(node: Node): string | undefined {
-  if (node.type !== 'MemberExpression') return undefined
+function isProcessEnv(node: Node): boolean {
+  if (node.type !== 'MemberExpression') return false
   const object = node.object as Node
   const property = node.property as Node
-  if (object.type !== 'MemberExpression' || (object.object as Node).type !== 'Identifier' || (object.object as Node).name !== 'process') return undefined
-  if ((object.property as Node).name !== 'env' || object.computed) return undefined
-  if (!node.computed && property.type === 'Identifier') return property.name as string
-  if (node.computed && property.type === 'Literal' && typeof property.value === 'string') return property.value
-  return undefined
+  if (object.type !== 'Identifier' || object.name !== 'process') return false
+  return node.computed ? property.type === 'Literal' && property.value === 'env' : property.name === 'env'
 }
 
-function literal(node: Node, path: string, env: NodeJS.ProcessEnv): unknown {
+/** `process.env` (`*`), `process.env.NAME` / `process.env['NAME']` (the name), `process.env[x]` (`[…]`); else undefined. */
+function envReference(node: Node): string | undefined {
+  if (isProcessEnv(node)) return '*'
+  if (node.type !== 'MemberExpression' || !isProcessEnv(node.object as Node)) return undefined
+  const property = node.property as Node
+  if (!node.computed && property.type === 'Identifier') return property.name as string
+  if (node.computed && property.type === 'Literal' && typeof property.value === 'string') return property.value
+  return '[…]'
+}
+
+function literal(node: Node, path: string, spots: Map<string, number>): unknown {
+  spots.set(path, node.start)
   switch (node.type) {
     case 'Literal':
       if (node.value === null || ['string', 'number', 'boolean'].includes(typeof node.value)) return node.value
@@ -78,35 +97,28 @@ function literal(node: Node, path: string, env: NodeJS.ProcessEnv): unknown {
     case 'TSSatisfiesExpression':
     case 'TSNonNullExpression':
     case 'ParenthesizedExpression':
-      return literal(node.expression as Node, path, env)
+      return literal(node.expression as Node, path, spots)
     case 'ArrayExpression':
       return (node.elements as (Node | null)[]).map((element, i) => {
         if (!element || element.type === 'SpreadElement') throw new NotLiteral(element?.start ?? node.start, `${path}[${i}]`)
-        return literal(element, `${path}[${i}]`, env)
+        return literal(element, `${path}[${i}]`, spots)
       })
     case 'ObjectExpression': {
       const out: Record<string, unknown> = {}
       for (const property of node.properties as Node[]) {
         const key = property.type === 'Property' && !property.method && property.kind === 'init' ? keyOf(property) : undefined
         if (key === undefined) throw new NotLiteral(property.start, `${path}.<${property.type === 'SpreadElement' ? 'spread' : 'computed key'}>`)
-        const value = property.value as Node
-        const name = envReference(value)
-        // Only values directly inside `secrets` or `env` (path `describe.sandbox.secrets`).
-        const option = path.replace(/^describe\.sandbox\.?/, '')
-        if (name !== undefined && FROM_ENV.has(option)) {
-          const fromHost = env[name]
-          if (fromHost === undefined) {
-            throw new HarnessError('INVALID_OPTIONS', `${path}.${key} reads process.env.${name}, which is not set on the host`, {
-              fix: `set ${name} in the environment that runs vitest, or remove ${key} from the describe.sandbox options`,
-            })
-          }
-          out[key] = fromHost
-          continue
-        }
-        out[key] = literal(value, `${path}.${key}`, env)
+        out[key] = literal(property.value as Node, `${path}.${key}`, spots)
+        // The key's line, not its value's: `shared:` is where the reader looks.
+        spots.set(`${path}.${key}`, property.start)
       }
       return out
     }
+  }
+  // `process.env.X`, `process.env.X ?? 'x'`, `${process.env.X}`: named as what it is.
+  for (const inner of walk(node)) {
+    const variable = envReference(inner)
+    if (variable !== undefined) throw new FromHostEnv(inner.start, path, variable)
   }
   throw new NotLiteral(node.start, path)
 }
@@ -158,8 +170,12 @@ function parse(source: string, file: string): Node {
   }
 }
 
+function relative(path: string): string {
+  return path.replace(/^describe\.sandbox\.?/, '')
+}
+
 /** The literal describe.sandbox options in a file, in source order; a file without any has none. */
-export function sandboxOptionsInFile(file: string, env: NodeJS.ProcessEnv = process.env): FileOptions[] {
+export function sandboxOptionsInFile(file: string): FileOptions[] {
   let source: string
   try {
     source = readFileSync(file, 'utf8')
@@ -173,23 +189,40 @@ export function sandboxOptionsInFile(file: string, env: NodeJS.ProcessEnv = proc
     const [, options] = node.arguments as (Node | undefined)[]
     const line = lineAt(source, node.start)
     if (!options || ['ArrowFunctionExpression', 'FunctionExpression'].includes(options.type)) continue
+    const spots = new Map<string, number>()
     try {
-      const value = literal(options, 'describe.sandbox', env)
+      const value = literal(options, 'describe.sandbox', spots)
       if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new NotLiteral(options.start, 'describe.sandbox')
-      found.push({ options: value as Record<string, unknown>, line })
+      const lines: Record<string, number> = {}
+      for (const [path, at] of spots) if (relative(path)) lines[relative(path)] = lineAt(source, at)
+      found.push({ options: value as Record<string, unknown>, line, lines })
     } catch (err) {
-      if (!(err instanceof NotLiteral)) {
-        if (err instanceof HarnessError) throw new HarnessError(err.code, `${file}:${line}: ${err.message.split('\nFix: ')[0]}`, { fix: err.fix ?? '' })
-        throw err
-      }
+      if (err instanceof FromHostEnv) throw fromHostEnv(`${file}:${lineAt(source, err.at)}`, relative(err.path), err.variable)
+      if (!(err instanceof NotLiteral)) throw err
       throw new HarnessError(
         'INVALID_OPTIONS',
-        `${file}:${lineAt(source, err.at)}: the describe.sandbox option ${err.path.replace(/^describe\.sandbox\.?/, '') || '(the whole object)'} is not a literal, so the pool cannot read it before the file runs in its VM`,
+        `${file}:${lineAt(source, err.at)}: the describe.sandbox option ${relative(err.path) || '(the whole object)'} is not a literal, so the pool cannot read it before the file runs in its VM`,
         {
-          fix: "write it as a literal (strings, numbers, booleans, arrays, objects), or read host variables as process.env.NAME inside secrets/env; options computed at run time belong in the project's stereos() options",
+          fix: "write it as a literal (strings, numbers, booleans, arrays, objects); values computed or read on the host belong in the project's stereos() options in vitest.config",
         },
       )
     }
   }
   return found
+}
+
+function fromHostEnv(at: string, option: string, variable: string): HarnessError {
+  const name =
+    option
+      .split('.')
+      .pop()
+      ?.replace(/\[\d+\]$/, '') || variable
+  const value = /^[A-Za-z_]\w*$/.test(variable) ? `process.env.${variable}` : 'process.env…'
+  return new HarnessError(
+    'INVALID_OPTIONS',
+    `${at}: describe.sandbox option ${option || '(the whole object)'} reads ${value}: a test file may not copy host values into its VM (test files are untrusted; the project's config is trusted)`,
+    {
+      fix: `read it in the project's stereos() options in vitest.config instead: stereos({ env: { ${name}: ${value} } }) for a variable, or stereos({ secrets: { ${name}: ${value} } }) for a secret, named in the file as describe.sandbox(name, { secrets: ['${name}'] }, fn)`,
+    },
+  )
 }
