@@ -6,6 +6,7 @@ import { zstdCompressSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { isHarnessError } from '../src/errors.js'
 import { cacheLayout, tagDir } from '../src/mixtape/cache.js'
+import { MAX_IMAGE_FILE_BYTES, planLayers } from '../src/mixtape/oci/install.js'
 import { pullMixtape } from '../src/mixtape/pull.js'
 import { checkDiskImage, createOverlay } from '../src/vmm/disk.js'
 import { publishMixtape, qcow2Of, removeTempDirs, startRegistry, syntheticMixtape, tempDir, type Registry } from './support/registry.js'
@@ -97,6 +98,26 @@ describe('qcow2 with a backing file or external data file: refused at boot (crea
   })
 })
 
+describe('image-declared sizes are capped by the host (#19 bounds)', () => {
+  test('a layer descriptor larger than the host accepts is refused when the manifest is planned', () => {
+    const layer = (size: number) => ({
+      mediaType: 'application/vnd.papercompute.stereos.disk.v1+raw+zstd',
+      digest: `sha256:${'a'.repeat(64)}`,
+      size,
+      annotations: { 'org.opencontainers.image.title': 'stereos.img.zst' },
+    })
+    expect(planLayers({ layers: [layer(MAX_IMAGE_FILE_BYTES)] }, new Set())).toHaveLength(1)
+    let err: unknown
+    try {
+      planLayers({ layers: [layer(MAX_IMAGE_FILE_BYTES + 1)] }, new Set())
+    } catch (e) {
+      err = e
+    }
+    expect(isHarnessError(err, 'MIXTAPE_INVALID')).toBe(true)
+    expect((err as Error).message).toContain(`its manifest declares layer stereos.img.zst (sha256:${'a'.repeat(64)}) as ${MAX_IMAGE_FILE_BYTES + 1} bytes`)
+  })
+})
+
 describe('hostile images from a registry (real docker-registry on 127.0.0.1)', () => {
   let registry: Registry
   beforeAll(async () => {
@@ -143,6 +164,20 @@ describe('hostile images from a registry (real docker-registry on 127.0.0.1)', (
     const err = await pullRefused('mixtapes/bomb:v1')
     expect(err.message).toContain(`unpacks to more than the ${declared} bytes its mixtape.toml declares for stereos.img: unpacking stopped there`)
     expect(err.message).toContain('decompression bomb')
+  })
+
+  test("a mixtape.toml that declares an enormous disk is refused before unpacking: the bound is the host's, not the image's", async () => {
+    const m = syntheticMixtape('x86_64')
+    const huge = Number.MAX_SAFE_INTEGER
+    // The [artifacts.raw] entry's size, and nothing else, becomes 2^53 - 1 bytes.
+    const toml = m.files['mixtape.toml'].toString().replace(`size = ${m.files['stereos.img'].length}\n`, `size = ${huge}\n`)
+    expect(toml).toContain(`size = ${huge}`)
+    m.files['mixtape.toml'] = Buffer.from(toml)
+    await publishMixtape(registry.url, 'mixtapes/huge', 'v1', { archs: ['x86_64'], formats: ['raw'], mixtapes: { x86_64: m } })
+    const err = await pullRefused('mixtapes/huge:v1')
+    expect(err.message).toContain(`its mixtape.toml declares stereos.img (unpacked from stereos.img.zst) as ${huge} bytes`)
+    expect(err.message).toContain(`more than the ${MAX_IMAGE_FILE_BYTES / 1024 ** 3} GiB the harness accepts`)
+    expect((err as { fix?: string }).fix).toContain('Pull another tag')
   })
 
   test('an image that declares its disk exactly still pulls (the bound is the declared size, not less)', async () => {

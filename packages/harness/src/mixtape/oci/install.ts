@@ -20,6 +20,12 @@ const MAX_TOML_BYTES = 1024 * 1024
  * without one, as mb accepts): larger than any mixtape disk, small enough not to fill a disk.
  */
 const UNDECLARED_ZSTD_LIMIT = 16 * 1024 * 1024 * 1024
+/**
+ * The host's own bound on any one file of an image: a layer's declared (compressed) size and
+ * the unpacked size mixtape.toml declares both come from the image, which may be hostile (it
+ * could declare 2^53 bytes and unpack until the disk is full). Mixtape disks are a few GiB.
+ */
+export const MAX_IMAGE_FILE_BYTES = 64 * 1024 * 1024 * 1024
 
 export interface PlannedLayer {
   desc: Descriptor
@@ -36,6 +42,7 @@ export function planLayers(manifest: Record<string, unknown>, reserved: Readonly
   return layers.map((value, i) => {
     const desc = checkDescriptor(value, `layer ${i} of the image manifest`)
     const out = layerOutput(desc, taken)
+    if (desc.size > MAX_IMAGE_FILE_BYTES) throw tooLarge(`its manifest declares layer ${out.blobName} (${desc.digest}) as ${desc.size} bytes`)
     taken.add(out.file)
     return { desc, out }
   })
@@ -98,7 +105,10 @@ export async function installLayers(plan: PlannedLayer[], dir: string, deps: Ins
         },
       )
     }
-    const limit = layer.out.zstd ? { bytes: declared.get(layer.out.file) ?? UNDECLARED_ZSTD_LIMIT, declared: declared.has(layer.out.file) } : undefined
+    const declaredSize = declared.get(layer.out.file)
+    if (layer.out.zstd && declaredSize !== undefined && declaredSize > MAX_IMAGE_FILE_BYTES)
+      throw tooLarge(`its mixtape.toml declares ${layer.out.file} (unpacked from ${layer.out.blobName}) as ${declaredSize} bytes`)
+    const limit = layer.out.zstd ? { bytes: declaredSize ?? UNDECLARED_ZSTD_LIMIT, declared: declaredSize !== undefined } : undefined
     const write = () => writeLayer(layer, dir, deps, installed, limit)
     try {
       await write()
@@ -120,6 +130,16 @@ export async function installLayers(plan: PlannedLayer[], dir: string, deps: Ins
     if (isToml(layer)) declared = declaredSizes(readFileSync(join(dir, layer.out.file), 'utf8'))
   }
   return installed
+}
+
+function tooLarge(what: string): HarnessError {
+  return new HarnessError(
+    'MIXTAPE_INVALID',
+    `the image is refused: ${what}, more than the ${MAX_IMAGE_FILE_BYTES / 1024 ** 3} GiB the harness accepts for one file of an image`,
+    {
+      fix: 'the image is published wrongly or is hostile; nothing was cached. Pull another tag, or report it to the publisher',
+    },
+  )
 }
 
 interface UnpackLimit {
