@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { zstdCompressSync } from 'node:zlib'
@@ -8,7 +8,7 @@ import { isHarnessError } from '../src/errors.js'
 import { cacheLayout, tagDir } from '../src/mixtape/cache.js'
 import { MAX_IMAGE_FILE_BYTES, planLayers } from '../src/mixtape/oci/install.js'
 import { pullMixtape } from '../src/mixtape/pull.js'
-import { checkDiskImage, createOverlay } from '../src/vmm/disk.js'
+import { checkDiskImage, createOverlay, templateDiskDefect } from '../src/vmm/disk.js'
 import { publishMixtape, qcow2Of, removeTempDirs, startRegistry, syntheticMixtape, tempDir, type Registry } from './support/registry.js'
 
 /**
@@ -95,6 +95,52 @@ describe('qcow2 with a backing file or external data file: refused at boot (crea
     // A raw image whose bytes are a backed qcow2 is still raw: QEMU gets -F raw, no backing file is opened.
     const rawPath = backedQcow2(hostSecret())
     expect(await checkDiskImage({ path: rawPath, format: 'raw' })).toBe(readFileSync(rawPath).length)
+  })
+})
+
+describe('a template disk from a shared or restored cache must be a qcow2 over exactly the mixtape image (#19 bounds)', () => {
+  function base(): { path: string; format: 'raw' } {
+    const path = join(temp(), 'stereos.img')
+    writeFileSync(path, Buffer.alloc(1 << 20))
+    return { path, format: 'raw' }
+  }
+  function over(backing: string, format = 'raw'): string {
+    const path = join(temp(), 'disk.qcow2')
+    qemuImg(['create', '-q', '-f', 'qcow2', '-b', backing, '-F', format, path, '1M'])
+    return path
+  }
+
+  test('the disk a template build makes (createOverlay) passes, also when the image is reached through a link', async () => {
+    const image = base()
+    const disk = join(temp(), 'disk.qcow2')
+    await createOverlay(image, disk, 1 << 20)
+    expect(await templateDiskDefect(disk, image)).toBeUndefined()
+    const link = join(temp(), 'link.img')
+    symlinkSync(image.path, link)
+    expect(await templateDiskDefect(over(link), image)).toBeUndefined()
+  })
+
+  test('a disk over a host file, or over nothing, is refused', async () => {
+    const secret = hostSecret()
+    const image = base()
+    expect(await templateDiskDefect(over(secret), image)).toBe(`its disk's backing file is ${secret}, not the mixtape's image ${image.path}`)
+    const plain = join(temp(), 'plain.qcow2')
+    writeFileSync(plain, qcow2Of(Buffer.alloc(4096)))
+    expect(await templateDiskDefect(plain, image)).toBe('its disk has no backing file')
+    const notQcow2 = join(temp(), 'junk.qcow2')
+    writeFileSync(notQcow2, 'not an image')
+    expect(await templateDiskDefect(notQcow2, image)).toMatch(/^qemu-img cannot read its disk: /)
+  })
+
+  test('the right file opened as another format, or a chain that goes on past the image, is refused', async () => {
+    const image = base()
+    const asQcow2 = over(over(image.path), 'qcow2')
+    const middle = JSON.parse(spawnSync('qemu-img', ['info', '--output=json', asQcow2], { encoding: 'utf8' }).stdout)['backing-filename'] as string
+    expect(await templateDiskDefect(asQcow2, { path: middle, format: 'qcow2' })).toBe(`the mixtape's image ${middle} itself names a backing file`)
+    // A qcow2 image read as raw: the guest would see its qcow2 bytes (or, the other way round, the image's own references).
+    const qcow2Image = join(temp(), 'stereos.qcow2')
+    writeFileSync(qcow2Image, qcow2Of(Buffer.alloc(4096)))
+    expect(await templateDiskDefect(over(qcow2Image, 'raw'), { path: qcow2Image, format: 'qcow2' })).toBe("its disk's backing file is opened as raw, not qcow2")
   })
 })
 

@@ -1,11 +1,21 @@
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, test } from 'vitest'
 import type { Mixtape } from '../src/mixtape/mixtape.js'
 import { machineArgv, templateKey } from '../src/template/key.js'
 import { incomingArgs, saveUri } from '../src/template/migration.js'
-import { isStale, listTemplates, lockTemplate, markUsed, pruneTemplates, readTemplate, stageTemplate, strayEntries } from '../src/template/store.js'
+import {
+  isStale,
+  listTemplates,
+  lockTemplate,
+  markUsed,
+  pruneTemplates,
+  readTemplate,
+  stageTemplate,
+  strayEntries,
+  templateFilesDefect,
+} from '../src/template/store.js'
 import { qemuSpec } from './support/qemu-spec.js'
 
 const dirs: string[] = []
@@ -195,5 +205,60 @@ describe('template store', () => {
     expect(readTemplate(root, k.id)).toBeDefined()
     await restoring()
     expect((await prune).removed).toEqual([k.id])
+  })
+})
+
+describe('templates from a shared or restored cache are checked before loading (#19 bounds)', () => {
+  /** A committed template whose files were made world-writable, as a loose umask could leave them. */
+  function committed(): { root: string; stored: ReturnType<ReturnType<typeof stageTemplate>['commit']> } {
+    const root = tempDir()
+    const staging = stageTemplate(root, key(mixtape()))
+    writeFileSync(staging.paths.state, 'state', { mode: 0o666 })
+    writeFileSync(staging.paths.disk, 'disk', { mode: 0o666 })
+    chmodSync(staging.paths.state, 0o666)
+    chmodSync(staging.paths.disk, 0o666)
+    return { root, stored: staging.commit(1, false) }
+  }
+
+  test('a template this user saved passes: commit makes its files 0600 whatever the umask made them', () => {
+    const { root, stored } = committed()
+    expect(statSync(stored.paths.state).mode & 0o777).toBe(0o600)
+    expect(statSync(stored.paths.disk).mode & 0o777).toBe(0o600)
+    expect(templateFilesDefect(root, stored)).toBeUndefined()
+  })
+
+  test('files of another uid are refused', () => {
+    const { root, stored } = committed()
+    const uid = process.getuid?.() ?? 0
+    expect(templateFilesDefect(root, stored, uid + 1)).toBe(`${root} belongs to uid ${uid}, not this user (${uid + 1})`)
+  })
+
+  test('a template dir others can enter or write, or a file others can write, is refused', () => {
+    const { root, stored } = committed()
+    chmodSync(stored.paths.dir, 0o755)
+    expect(templateFilesDefect(root, stored)).toBe(`${stored.paths.dir} has mode 0755, not 0700`)
+    chmodSync(stored.paths.dir, 0o700)
+    chmodSync(stored.paths.state, 0o620)
+    expect(templateFilesDefect(root, stored)).toBe(`${stored.paths.state} is writable by others (mode 0620)`)
+  })
+
+  test('a link in place of a file, or of the template dir, is refused', () => {
+    const { root, stored } = committed()
+    const elsewhere = join(tempDir(), 'disk.qcow2')
+    writeFileSync(elsewhere, 'disk', { mode: 0o600 })
+    rmSync(stored.paths.disk)
+    symlinkSync(elsewhere, stored.paths.disk)
+    expect(templateFilesDefect(root, stored)).toBe(`${stored.paths.disk} is a symbolic link`)
+    const moved = join(tempDir(), 'moved')
+    renameSync(stored.paths.dir, moved)
+    symlinkSync(moved, stored.paths.dir)
+    expect(templateFilesDefect(root, stored)).toBe(`${stored.paths.dir} is a symbolic link`)
+  })
+
+  test('a directory in place of a file is refused', () => {
+    const { root, stored } = committed()
+    rmSync(stored.paths.state)
+    mkdirSync(stored.paths.state, { mode: 0o700 })
+    expect(templateFilesDefect(root, stored)).toBe(`${stored.paths.state} is not a regular file`)
   })
 })

@@ -10,7 +10,7 @@ import type { Mixtape } from '../mixtape/mixtape.js'
 import { templateKey, type TemplateKey } from '../template/key.js'
 import { incomingArgs, resumeRestored, saveState } from '../template/migration.js'
 import { waitGuestIdle } from '../template/settle.js'
-import { lockTemplate, markUsed, readTemplate, removeTemplate, stageTemplate, templatesRoot, type StoredTemplate } from '../template/store.js'
+import { lockTemplate, markUsed, readTemplate, removeTemplate, stageTemplate, templateDefect, templatesRoot, type StoredTemplate } from '../template/store.js'
 import { createLeaseDisk, createOverlay } from '../vmm/disk.js'
 import { attachNetns } from '../vmm/network/netns-attach.js'
 import { bootTimeoutError, killQemu, startQemu, type QemuLaunch, type RunningQemu } from './qemu-start.js'
@@ -83,6 +83,9 @@ export async function startGuest(start: GuestStart): Promise<StartedGuest> {
     const release = await lockTemplate(root, key.id, 'exclusive')
     try {
       if (readTemplate(root, key.id)?.meta.created === stored.meta.created) removeTemplate(root, key.id)
+    } catch (removal) {
+      // Not ours to remove (another user's files in a shared cache): it stays, and is refused again.
+      start.log(`VM template ${key.id} could not be removed (${firstLine(removal)}); it is left in ${stored.paths.dir}`)
     } finally {
       await release()
     }
@@ -234,6 +237,9 @@ async function restore(start: GuestStart, stored: StoredTemplate, root: string):
   let qemu: RunningQemu | undefined
   try {
     if (!readTemplate(root, stored.paths.id)) throw new Error('the template was removed')
+    // A templates dir may be shared or restored from a cache: checked as a mixtape is.
+    const defect = await templateDefect(root, stored, start.mixtape.disk)
+    if (defect) throw new Error(`it is refused: ${defect}`)
     await timeline.phase('disk', () => createLeaseDisk(stored.paths.disk, disk), 'disk-ready')
     const loading = await timeline.phase('restore', () => launch(start, disk, incomingArgs(stored.paths.state)), 'qemu-started')
     qemu = loading

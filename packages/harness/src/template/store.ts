@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto'
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { z } from 'zod'
 import { harnessCacheDir } from '../host/cache-dir.js'
 import { acquireLocks } from '../host/lock.js'
+import { templateDiskDefect, type DiskImage } from '../vmm/disk.js'
 import { fileIdentity, TEMPLATE_FORMAT, type TemplateKey } from './key.js'
 
 /**
@@ -137,6 +138,8 @@ export function stageTemplate(
         mixtapeFiles: key.mixtapeFiles,
         describe: key.describe,
       }
+      // This user's only, whatever the umask made them: templateDefect refuses anything looser.
+      for (const file of [staged.state, staged.disk]) chmodSync(file, 0o600)
       writeFileSync(staged.meta, `${JSON.stringify(meta, null, 2)}\n`, { mode: 0o600 })
       const final = templatePaths(root, key.id)
       // Only the holder of the exclusive lock commits, so nothing else is at `final` but debris.
@@ -148,6 +151,44 @@ export function stageTemplate(
       rmSync(dir, { recursive: true, force: true })
     },
   }
+}
+
+/**
+ * Why a stored template must not be loaded, or undefined. The templates dir may come from a
+ * cache that was shared or restored (CI caches restore it): a template is loaded only when its
+ * files are this user's, writable by no one else, plain files (no links), and its disk is a
+ * qcow2 over exactly the mixtape's image (`base`): as much as a mixtape is checked.
+ */
+export async function templateDefect(root: string, template: StoredTemplate, base: DiskImage): Promise<string | undefined> {
+  return templateFilesDefect(root, template) ?? (await templateDiskDefect(template.paths.disk, base))
+}
+
+/** The owner, mode and kind of the templates dir, the template's dir and its files. */
+export function templateFilesDefect(root: string, template: StoredTemplate, uid = process.getuid?.()): string | undefined {
+  const { dir, state, disk, meta } = template.paths
+  // The root may be reached through a link (a cache dir on another disk); what it leads to is checked.
+  const checks: [string, 'dir' | 'file', 'stat' | 'lstat'][] = [
+    [root, 'dir', 'stat'],
+    [dir, 'dir', 'lstat'],
+    [state, 'file', 'lstat'],
+    [disk, 'file', 'lstat'],
+    [meta, 'file', 'lstat'],
+  ]
+  for (const [path, kind, how] of checks) {
+    let st: ReturnType<typeof lstatSync>
+    try {
+      st = how === 'stat' ? statSync(path) : lstatSync(path)
+    } catch (err) {
+      return `${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`
+    }
+    const mode = (st.mode & 0o777).toString(8).padStart(4, '0')
+    if (st.isSymbolicLink()) return `${path} is a symbolic link`
+    if (kind === 'dir' ? !st.isDirectory() : !st.isFile()) return `${path} is not a ${kind === 'dir' ? 'directory' : 'regular file'}`
+    if (uid !== undefined && st.uid !== uid) return `${path} belongs to uid ${st.uid}, not this user (${uid})`
+    if (kind === 'dir' && (st.mode & 0o777) !== 0o700) return `${path} has mode ${mode}, not 0700`
+    if (kind === 'file' && (st.mode & 0o022) !== 0) return `${path} is writable by others (mode ${mode})`
+  }
+  return undefined
 }
 
 /** Record a restore: `prune --unused-since` keeps what a run used (e.g. before CI caches templates). */

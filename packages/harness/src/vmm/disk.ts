@@ -1,4 +1,4 @@
-import { statSync } from 'node:fs'
+import { realpathSync, statSync } from 'node:fs'
 import { execa } from 'execa'
 import { HarnessError } from '../errors.js'
 
@@ -28,9 +28,46 @@ export async function createLeaseDisk(templateDisk: string, overlay: string): Pr
 
 interface ImageInfo {
   'virtual-size'?: number
+  format?: string
   'backing-filename'?: string
   'full-backing-filename'?: string
+  'backing-filename-format'?: string
   'format-specific'?: { type?: string; data?: { 'data-file'?: string } }
+}
+
+/**
+ * Why a template disk (from a cache that may have been shared or restored) must not be used, or
+ * undefined: it must be a qcow2 whose one backing file is exactly `base` (after realpath, in
+ * `base`'s format) and nothing else in the chain may name another file. Else QEMU would give
+ * the guest whatever host file the disk names.
+ */
+export async function templateDiskDefect(disk: string, base: DiskImage): Promise<string | undefined> {
+  let chain: ImageInfo[]
+  try {
+    chain = JSON.parse(await qemuImg(['info', '--output=json', '--backing-chain', '-U', '-f', 'qcow2', disk])) as ImageInfo[]
+  } catch (err) {
+    return `qemu-img cannot read its disk: ${(err as Error).message.split('\n')[0]}`
+  }
+  const [top, below, ...more] = Array.isArray(chain) ? chain : []
+  const backing = top?.['full-backing-filename'] ?? top?.['backing-filename']
+  if (!top || backing === undefined) return 'its disk has no backing file'
+  const expected = realpathOrUndefined(base.path)
+  const actual = realpathOrUndefined(backing)
+  if (actual === undefined || actual !== expected) return `its disk's backing file is ${backing}, not the mixtape's image ${base.path}`
+  if (top['backing-filename-format'] !== base.format)
+    return `its disk's backing file is opened as ${top['backing-filename-format'] ?? 'an unnamed format'}, not ${base.format}`
+  const dataFile = chain.find((info) => info['format-specific']?.data?.['data-file'] !== undefined)
+  if (dataFile) return `its disk chain names an external data file (${dataFile['format-specific']?.data?.['data-file']})`
+  if (more.length > 0 || below?.['backing-filename'] !== undefined) return `the mixtape's image ${base.path} itself names a backing file`
+  return undefined
+}
+
+function realpathOrUndefined(path: string): string | undefined {
+  try {
+    return realpathSync(path)
+  } catch {
+    return undefined
+  }
 }
 
 /**
