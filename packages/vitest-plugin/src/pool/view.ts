@@ -35,9 +35,21 @@ function nodeModulesOf(path: string): string {
   return at === -1 ? dirname(path) : path.slice(0, at + `${sep}node_modules`.length)
 }
 
-/** A directory that holds the user's own files beyond the project: never shared whole. */
-function tooBroad(dir: string, home: string): boolean {
-  return dir === parse(dir).root || dir === home || home.startsWith(`${dir}${sep}`)
+/**
+ * A directory that holds the user's own files beyond the project: never shared whole. `homes`
+ * holds the home directory as named and as realpath'd: the dirs compared are realpath'd, so a
+ * home reached through a link (/home/u -> /data/u) must be known by its real path too.
+ */
+function tooBroad(dir: string, homes: readonly string[]): boolean {
+  return dir === parse(dir).root || homes.some((home) => dir === home || home.startsWith(`${dir}${sep}`))
+}
+
+function homesOf(home: string): string[] {
+  try {
+    return [...new Set([home, realpathSync(home)])]
+  } catch {
+    return [home]
+  }
 }
 
 /**
@@ -50,12 +62,13 @@ function tooBroad(dir: string, home: string): boolean {
  */
 export function viewRoots(projectRoot: string, distPath: string, pluginDir: string, home = homedir()): string[] {
   const [project, vitest, plugin] = [projectRoot, distPath, pluginDir].map((p) => realpathSync(p)) as [string, string, string]
+  const homes = homesOf(home)
   const whole = commonAncestor([project, vitest, plugin])
-  const roots = tooBroad(whole, home) ? [project, nodeModulesOf(vitest), nodeModulesOf(plugin)] : [whole]
+  const roots = tooBroad(whole, homes) ? [project, nodeModulesOf(vitest), nodeModulesOf(plugin)] : [whole]
   const unique = [...new Set(roots)].sort()
   const minimal = unique.filter((root) => !unique.some((other) => other !== root && root.startsWith(`${other}${sep}`)))
   for (const root of minimal) {
-    if (tooBroad(root, home)) {
+    if (tooBroad(root, homes)) {
       throw new HarnessError(
         'INVALID_OPTIONS',
         `the stereos pool would have to share ${root} with the guest to show it the project (${project}) and Vitest (${vitest})`,
