@@ -39,19 +39,33 @@ async function sshRun(target: SshTarget, command: string | (() => string), input
     client.once('ready', () => {
       client.exec(typeof command === 'function' ? command() : command, (err, stream) => {
         if (err) return fail(err)
-        let stdout = ''
-        let stderr = ''
-        stream.on('data', (d: Buffer) => (stdout += d.toString()))
-        stream.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+        const stdout = boundedText(stream)
+        const stderr = boundedText(stream.stderr)
         stream.once('close', (code: number | null) => {
           client.end()
-          resolve({ code, stdout, stderr })
+          resolve({ code, stdout: stdout(), stderr: stderr() })
         })
         stream.end(input)
       })
     })
     client.connect(config)
   })
+}
+
+/** How much of a guest command's output is kept: the guest (its image may be hostile) decides how much it prints. */
+const SSH_OUTPUT_MAX_BYTES = 64 * 1024
+
+/** The first SSH_OUTPUT_MAX_BYTES of a stream, as text; the rest is read and dropped. */
+export function boundedText(stream: NodeJS.ReadableStream): () => string {
+  const chunks: Buffer[] = []
+  let size = 0
+  stream.on('data', (d: Buffer) => {
+    if (size >= SSH_OUTPUT_MAX_BYTES) return
+    const piece = d.subarray(0, SSH_OUTPUT_MAX_BYTES - size)
+    chunks.push(piece)
+    size += piece.length
+  })
+  return () => Buffer.concat(chunks).toString('utf8')
 }
 
 /**
