@@ -69,6 +69,8 @@ export class AgentClient {
         ...(options.env ? { env: options.env } : {}),
         ...(options.cwd ? { cwd: options.cwd } : {}),
         ...(options.user ? { user: options.user } : {}),
+        ...(options.noNewPrivs ? { noNewPrivs: true } : {}),
+        ...(options.nice !== undefined ? { nice: options.nice } : {}),
         ...(stdin ? { stdin: stdin.id } : {}),
         stdout: stdout.id,
         stderr: stderr.id,
@@ -98,7 +100,20 @@ export class AgentClient {
           if (!(err instanceof HarnessError && /no running process/.test(err.message))) throw err
         })
       },
+      async renice(nice: number) {
+        await peer.request('renice', { ref, nice })
+      },
     }
+  }
+
+  /**
+   * SIGKILL every guest process of `uid` (real or effective) except `keepPid` and its descendants
+   * (every one of them without `keepPid`): what earlier processes of that user left behind (a
+   * `setsid` child outlives its parent's group). Root agents only; uid 0 is refused. Resolves to
+   * the pids it killed.
+   */
+  async sweep(uid: number, keepPid?: number): Promise<number[]> {
+    return (await this.peer.request('sweep', { uid, ...(keepPid !== undefined ? { keep: keepPid } : {}) })).killed
   }
 
   /** Run a command to completion; a non-zero exit is a result, not an error. */

@@ -1,12 +1,28 @@
 import type { Duplex, Readable, Writable } from 'node:stream'
-import type { GuestUser } from '../wire/messages.js'
+import type { SpawnUser } from '../wire/messages.js'
 
 export interface SpawnOptions {
   env?: Record<string, string>
   /** Working directory in the guest (default: the user's home). */
   cwd?: string
-  /** `agent` (default) or `root` (needs bootstrap 'ssh': agentd starts the agent as `agent`). */
-  user?: GuestUser
+  /**
+   * `agent` (default), `root`, or a numeric `{ uid, gid }` (uid 0 is refused: ask for `root` by
+   * name). Anything but the agent's own user needs a root agent (bootstrap 'ssh': agentd starts
+   * the agent as `agent`). A switched-to process has no supplementary groups; a numeric one gets
+   * its HOME and USER from the guest's /etc/passwd when that lists the uid (HOME `/` otherwise).
+   */
+  user?: SpawnUser
+  /**
+   * Start the process with no_new_privs (through the guest's `setpriv --no-new-privs`): setuid
+   * programs such as sudo, and file capabilities, cannot give it or its children more privileges.
+   * Fails with an AGENT error when the guest has no `setpriv` (util-linux or busybox).
+   */
+  noNewPrivs?: boolean
+  /**
+   * Its nice value, -20..19, set by the agent as the process starts (default: the agent's, 0).
+   * `GuestProcess.renice` changes it later; only a root agent can lower it again.
+   */
+  nice?: number
   /** Give the process a stdin stream (default false: stdin is /dev/null). */
   stdin?: boolean
   /**
@@ -31,6 +47,8 @@ export interface GuestProcess {
   /** Settles when the process has exited (output may still be in flight on stdout/stderr). */
   readonly exited: Promise<ProcessExit>
   kill(signal?: NodeJS.Signals): Promise<void>
+  /** Set its nice value (-20..19) on every thread; going below its current value needs a root agent. */
+  renice(nice: number): Promise<void>
 }
 
 export interface ExecOptions extends Omit<SpawnOptions, 'stdin' | 'ipc'> {

@@ -7,6 +7,7 @@ import { absolute, list, makeDir, place, readInto, remove, statPath } from './fi
 import { identityFor } from './identity.js'
 import { ProcessTable } from './processes.js'
 import { resync } from './resync.js'
+import { sweep } from './sweep.js'
 import type { BlobStore } from './store.js'
 
 export interface SessionContext {
@@ -42,6 +43,11 @@ export async function serveConnection(socket: Duplex, ctx: SessionContext): Prom
       processes.kill(args.ref, args.signal)
       return {}
     },
+    renice: async ({ ref, nice }) => {
+      processes.renice(ref, nice)
+      return {}
+    },
+    sweep: async ({ uid, keep }) => ({ killed: await sweep(uid, keep) }),
     missing: async ({ hashes }) => ({ missing: hashes.filter((hash) => !ctx.store.has(hash)) }),
     putBlob: async ({ hash, size, channel }, peer) => {
       await ctx.store.put(hash, size, peer.channel(channel).readOnly())

@@ -91,7 +91,11 @@ export class Sandbox implements AsyncDisposable {
     return this.withAgent((agent) => agent.execBuffer(cmd, args, options))
   }
 
-  /** Start a guest process and stream its stdio (flow-controlled, binary-safe). */
+  /**
+   * Start a guest process and stream its stdio (flow-controlled, binary-safe). `options.user`
+   * may be a numeric `{ uid, gid }`, `noNewPrivs` starts it under no_new_privs and `nice` sets its
+   * priority (see SpawnOptions); `renice` on the result changes that later.
+   */
   spawn(cmd: string, args: string[] = [], options?: SpawnOptions): Promise<GuestProcess> {
     return this.withAgent((agent) => agent.spawn(cmd, args, options))
   }

@@ -3,6 +3,7 @@
  * events it sends unasked. One table, checked on receipt by whichever side reads it.
  */
 import { arrayOf, bool, literal, nullable, num, object, optional, recordOf, str, uint, type Check } from './check.js'
+import { WireError } from './wire-error.js'
 
 export const PROTOCOL_VERSION = 1
 export const HELLO_MAGIC = 'stereos-harness/agent'
@@ -13,6 +14,29 @@ export const TOKEN_SECRET = 'STEREOS_HARNESS_TOKEN'
 
 export const GuestUser = literal('agent', 'root')
 export type GuestUser = 'agent' | 'root'
+
+/** A numeric identity for a spawned process: no user name needed in the guest, never root. */
+interface NumericUser {
+  uid: number
+  gid: number
+}
+/** Who a spawned process runs as: a named guest user, or a numeric uid/gid (no supplementary groups). */
+export type SpawnUser = GuestUser | NumericUser
+
+/** A uid other than 0: root is asked for by name (`'root'`), never by number. */
+const nonRootUid: Check<number> = (v, p) => {
+  const uid = uint(v, p)
+  if (uid === 0) throw new WireError(`${p}: uid 0 is refused here (ask for user 'root' by name)`)
+  return uid
+}
+const NumericUserCheck = object({ uid: nonRootUid, gid: uint })
+const SpawnUserCheck: Check<SpawnUser> = (v, p) => (typeof v === 'string' ? GuestUser(v, p) : NumericUserCheck(v, p))
+
+/** A nice value, as setpriority(2) takes it: an integer from -20 (highest priority) to 19. */
+const Niceness: Check<number> = (v, p) => {
+  if (Number.isInteger(v) && (v as number) >= -20 && (v as number) <= 19) return v as number
+  throw new WireError(`${p}: expected an integer nice value from -20 to 19, got ${typeof v === 'number' ? v : typeof v}`)
+}
 
 export const HostHello = object({ magic: literal(HELLO_MAGIC), version: uint, token: str })
 export type HostHello = ReturnType<typeof HostHello>
@@ -72,7 +96,11 @@ export const OPS = {
       args: arrayOf(str),
       env: optional(recordOf(str)),
       cwd: optional(str),
-      user: optional(GuestUser),
+      user: optional(SpawnUserCheck),
+      /** Start it through `setpriv --no-new-privs`: setuid programs (sudo) cannot raise its privileges. */
+      noNewPrivs: optional(bool),
+      /** Its nice value, set by the agent as it starts (only a root agent can go below its own). */
+      nice: optional(Niceness),
       stdin: optional(uint),
       stdout: optional(uint),
       stderr: optional(uint),
@@ -81,6 +109,13 @@ export const OPS = {
     object({ pid: uint }),
   ),
   kill: op(object({ ref: uint, signal: str }), Empty),
+  /** Set the nice value of a process this connection started (every thread of it). */
+  renice: op(object({ ref: uint, nice: Niceness }), Empty),
+  /**
+   * SIGKILL every process whose real or effective uid is `uid`, except `keep` (a pid) and its
+   * descendants: what earlier processes of that user left behind. Root agents only; never uid 0.
+   */
+  sweep: op(object({ uid: nonRootUid, keep: optional(uint) }), object({ killed: arrayOf(uint) })),
   /** Which of these sha256 hashes the guest's content store lacks. */
   missing: op(object({ hashes: arrayOf(str, 1_000_000) }), object({ missing: arrayOf(str, 1_000_000) })),
   /** Receive one blob on `channel`; answered once it is verified and stored. */

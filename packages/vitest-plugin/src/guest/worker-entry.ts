@@ -3,17 +3,18 @@
  * host's `distPath`, at the same path in the project view), talking to the host pool over fd 3,
  * the agent's ipc channel, in length-prefixed v8 messages.
  *
- *   STEREOS_WORKER='{"dist":"<vitest distPath>","uid":N,"gid":N}' node worker-entry.js
+ *   STEREOS_WORKER='{"dist":"<vitest distPath>"}' node worker-entry.js
  *
- * The agent starts it as root; it drops to the host user's uid/gid before the first frame from the
- * host is handled (no test code runs as root), so the project view's files belong to the tests as
- * they do on the host. Its argv is what the forks
+ * The agent starts it as the host user's uid/gid (root when that is root; no supplementary groups,
+ * no_new_privs, so no setuid program raises it), so the project view's files belong to the tests as they do on the
+ * host; nothing in this process ever runs as another user, and the pool sets its priority through
+ * the agent (a spare waits at nice 19). Its argv is what the forks
  * pool's worker has (`node <entry>`): code that reads process.argv.slice(2) sees nothing extra.
  */
-import { chownSync, mkdirSync } from 'node:fs'
+import { lstatSync, mkdirSync } from 'node:fs'
 import module from 'node:module'
 import { Socket } from 'node:net'
-import { setPriority, tmpdir } from 'node:os'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
@@ -23,28 +24,11 @@ type Listener = (message: unknown) => void
 
 interface WorkerConfig {
   dist: string
-  uid: number
-  gid: number
 }
 
 const config = JSON.parse(process.env.STEREOS_WORKER ?? 'null') as WorkerConfig | null
 if (!config?.dist) throw new Error('worker-entry.js: STEREOS_WORKER is not set (the stereos pool starts this file)')
 delete process.env.STEREOS_WORKER
-const asRoot = process.getuid?.() === 0
-// Started ahead of its file (a spare), this process imports Vitest at low priority, beside the
-// file the VM runs now; it returns to normal priority, and drops root, when its `start` arrives.
-if (asRoot) setPriority(19)
-
-/** Before the first frame is handled: normal priority, then the host user's uid/gid for good. */
-function becomeTestProcess(): void {
-  if (!asRoot) return
-  setPriority(0)
-  if (config && config.uid !== 0) {
-    process.setgroups?.([config.gid])
-    process.setgid?.(config.gid)
-    process.setuid?.(config.uid)
-  }
-}
 
 interface WorkerModule {
   init(options: Record<string, unknown>): void
@@ -55,20 +39,23 @@ interface WorkerModule {
 /**
  * V8's compile cache, shared by the VM's worker processes: each file's process would otherwise
  * parse and compile Vitest anew, which takes seconds under TCG. It lives in the guest's /tmp,
- * owned by the test user: nothing crosses VMs, and the tests can reach nothing they could not
- * already change in their VM (the project view's upper layer).
+ * made by this process (so owned by the test user, mode 0700): nothing crosses VMs, and the tests
+ * can reach nothing they could not already change in their VM as that user (the project view's
+ * upper layer). A directory of that name someone else owns is not used.
  */
-function enableCompileCache(uid: number, gid: number): void {
+function enableCompileCache(): void {
+  const uid = process.getuid?.()
   const dir = join(tmpdir(), `stereos-compile-cache-${uid}`)
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 })
-    if (asRoot) chownSync(dir, uid, gid)
+    const made = lstatSync(dir)
+    if (!made.isDirectory() || made.uid !== uid) return
     module.enableCompileCache?.(dir)
   } catch {
     // Only a speed-up.
   }
 }
-enableCompileCache(config.uid, config.gid)
+enableCompileCache()
 
 const worker = (await import(pathToFileURL(join(config.dist, 'worker.js')).href)) as WorkerModule
 // Test files import `vitest` (externalized to this same dist): load it now, not on the file's time.
@@ -90,12 +77,7 @@ const hostFs: HostFs = {
 }
 ;(globalThis as Record<string, unknown>)[HOST_FS_GLOBAL] = hostFs
 
-let first = true
 channel.on('data', (chunk: Buffer) => {
-  if (first) {
-    first = false
-    becomeTestProcess()
-  }
   for (const message of decoder.push(chunk)) {
     if (isHostFsReply(message)) {
       const waiter = pendingHostFs.get(message.id)

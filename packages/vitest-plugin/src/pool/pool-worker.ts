@@ -207,21 +207,17 @@ export class StereosPoolWorker implements PoolWorker {
     const who = hostIdentity()
     const options = {
       ipc: true,
-      user: 'root' as const,
       cwd: project.config.root,
       env: {
         ...guestEnv(env, project.config.env ?? {}, plan.options.env),
         HOME: GUEST_HOME,
         STEREOS_SANDBOX: '1',
         STEREOS_VM_ID: lease.sandbox.info.id,
-        STEREOS_WORKER: JSON.stringify({ dist: distPath, uid: who.uid, gid: who.gid }),
+        STEREOS_WORKER: JSON.stringify({ dist: distPath }),
       },
     }
-    const args = [...execArgv, GUEST_ENTRY]
-    return {
-      key: JSON.stringify({ args, options }),
-      start: async () => lease.sandbox.spawn((await lease.sandbox.agent()).info.execPath, args, options),
-    }
+    // As `who` (root stays root), no_new_privs, spares niced, earlier files' processes swept.
+    return this.ctx.spares.spec(lease.sandbox, who, [...execArgv, GUEST_ENTRY], options)
   }
 
   private async launch(files: string[]): Promise<void> {

@@ -1,13 +1,59 @@
-import type { GuestProcess, Sandbox } from '@stereos/harness'
+import type { GuestProcess, Sandbox, SpawnOptions } from '@stereos/harness'
+import type { Identity } from './view.js'
 
 /** How to start a guest worker process; processes with the same key are interchangeable. */
 export interface WorkerSpec {
   key: string
-  start(): Promise<GuestProcess>
+  /**
+   * Start a process. A `spare` waits, at low priority, for a file that is not yet chosen; any other
+   * is handed its file at once, so `start` has made it ready for it (see `handOver`).
+   */
+  start(spare?: boolean): Promise<GuestProcess>
+  /**
+   * Ready a spare for its file, before its first frame: nothing an earlier file left running in the
+   * VM survives (the agent's sweep of the test user's processes), and it runs at normal priority.
+   */
+  handOver(child: GuestProcess): Promise<void>
+}
+
+/**
+ * The spec of a guest worker process run as the host user `who`: that uid/gid with no
+ * supplementary groups and no_new_privs (sudo and the like cannot raise it), so nothing of a test
+ * file ever runs as root. Before its first frame, every process an earlier file left in the VM is
+ * killed (the agent's sweep of `who.uid`, keeping this process and its children), and a spare is
+ * back at normal priority.
+ *
+ * A host user that is root stays root in the guest (mapping it to a dedicated user would break
+ * writes into the view), still under no_new_privs and the same priorities, but without the sweep:
+ * a sweep of uid 0 would kill the agent.
+ */
+export function guestWorkerSpec(sandbox: Sandbox, who: Identity, args: string[], options: Omit<SpawnOptions, 'user' | 'noNewPrivs' | 'nice'>): WorkerSpec {
+  const spawnOptions: SpawnOptions = { ...options, user: who.uid === 0 ? 'root' : { uid: who.uid, gid: who.gid }, noNewPrivs: true }
+  const sweep = async (child: GuestProcess) => {
+    if (who.uid !== 0) await (await sandbox.agent()).sweep(who.uid, child.pid)
+  }
+  return {
+    key: JSON.stringify({ args, options: spawnOptions }),
+    async start(spare = false) {
+      const child = await sandbox.spawn((await sandbox.agent()).info.execPath, args, spare ? { ...spawnOptions, nice: 19 } : spawnOptions)
+      if (spare) return child
+      try {
+        await sweep(child)
+      } catch (err) {
+        await child.kill('SIGKILL').catch(() => undefined)
+        throw err
+      }
+      return child
+    },
+    async handOver(child) {
+      await sweep(child)
+      await child.renice(0)
+    },
+  }
 }
 
 interface Spare {
-  key: string
+  spec: WorkerSpec
   child: Promise<GuestProcess>
   alive: boolean
 }
@@ -17,16 +63,21 @@ interface Spare {
  * CPU under TCG (four times its `node -e 1`), and Vitest's default `isolate: true` wants a fresh
  * process per file. So once a VM's current file has started, the next process is started too and
  * imports Vitest while the current file runs and while the host schedules the next one; the next
- * PoolWorker on that VM takes it ready (it waits, niced, for its `start`). A spare whose key does
- * not match (other env, execArgv or options) is killed and a fresh process started instead.
+ * PoolWorker on that VM takes it ready (it waits, at nice 19, for its `start`). A spare whose key
+ * does not match (other env, execArgv or options) is killed and a fresh process started instead.
  */
 export class SpareWorkers {
   private readonly spares = new WeakMap<Sandbox, Spare>()
 
+  /** The spec of guest worker processes run as `who` on `sandbox` (guestWorkerSpec). */
+  spec(sandbox: Sandbox, who: Identity, args: string[], options: Omit<SpawnOptions, 'user' | 'noNewPrivs' | 'nice'>): WorkerSpec {
+    return guestWorkerSpec(sandbox, who, args, options)
+  }
+
   /** Start a spare on this VM unless it has one. */
   prepare(sandbox: Sandbox, spec: WorkerSpec): void {
     if (this.spares.has(sandbox) || !sandbox.running) return
-    const spare: Spare = { key: spec.key, child: spec.start(), alive: true }
+    const spare: Spare = { spec, child: spec.start(true), alive: true }
     this.spares.set(sandbox, spare)
     spare.child.then(
       (child) =>
@@ -38,16 +89,29 @@ export class SpareWorkers {
     )
   }
 
-  /** The VM's spare, if it is alive and interchangeable with `key`; a mismatched one is killed. */
+  /**
+   * The VM's spare, if it is alive and interchangeable with `key`, handed over (see
+   * WorkerSpec.handOver); a mismatched one is killed. A failed hand-over kills the spare and
+   * rejects: the VM may still run what an earlier file left behind.
+   */
   async take(sandbox: Sandbox, key: string): Promise<GuestProcess | undefined> {
     const spare = this.spares.get(sandbox)
     if (!spare) return undefined
     this.spares.delete(sandbox)
     const child = await spare.child.catch(() => undefined)
     if (!child || !spare.alive) return undefined
-    if (spare.key !== key) {
+    if (spare.spec.key !== key) {
       await child.kill('SIGKILL').catch(() => undefined)
       return undefined
+    }
+    try {
+      await spare.spec.handOver(child)
+    } catch (err) {
+      // A spare that died on its own meanwhile is no reason to fail the file: start a fresh one.
+      const died = !spare.alive || /no running process/.test((err as Error).message)
+      await child.kill('SIGKILL').catch(() => undefined)
+      if (died) return undefined
+      throw err
     }
     return child
   }
