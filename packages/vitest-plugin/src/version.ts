@@ -15,3 +15,8 @@ export function checkVitestVersion(version: string): void {
         : 'use a @stereos/vitest-plugin release that supports this Vitest major',
   })
 }
+
+/** The major of a supported Vitest version (checkVitestVersion has let it through). */
+export function vitestMajor(version: string): 4 | 5 {
+  return version.startsWith('4.') ? 4 : 5
+}

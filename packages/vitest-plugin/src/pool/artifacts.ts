@@ -30,10 +30,15 @@ interface Attachment {
  * that name: the pool reads every one from the guest instead and points it at that copy.
  */
 export function pathAttachments(frame: unknown): Attachment[] {
+  return attachmentsIn(frame).filter((a) => typeof a.path === 'string')
+}
+
+/** Every attachment of an `onTaskArtifactRecord` call: by path (read from the guest) or with an inline body. */
+export function attachmentsIn(frame: unknown): Attachment[] {
   if (!isCall(frame, 'onTaskArtifactRecord')) return []
   const artifact = frame.a[1] as { annotation?: { attachment?: Attachment }; attachments?: Attachment[] } | undefined
   const all = [artifact?.annotation?.attachment, ...(Array.isArray(artifact?.attachments) ? artifact.attachments : [])]
-  return all.filter((a): a is Attachment => typeof a?.path === 'string')
+  return all.filter((a): a is Attachment => typeof a === 'object' && a !== null)
 }
 
 /**

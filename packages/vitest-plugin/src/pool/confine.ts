@@ -3,13 +3,12 @@ import { isAbsolute, resolve, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 /**
- * Vitest's worker asks the host to resolve and transform modules (`fetch`, `resolve`, and v5's
+ * Vitest's worker asks the host to resolve and load modules (`fetch`, `resolve`, and v5's
  * warm-up calls), and Vite reads whatever file an id names: `import('/etc/shadow?raw')` from a
- * guest test would come back with the host file's bytes. The pool checks each reply before it
- * reaches the guest: a module whose file lies outside the project view is refused, so the guest
- * gets through the module pipeline exactly what it can already read in its view.
+ * guest test would come back with the host file's bytes. The firewall (firewall/allowlist.ts)
+ * refuses ids naming host files outside the project view before Vite sees them, and checks each
+ * answer with outsideView: a module whose file lies outside the view never reaches the guest.
  */
-export const CONFINED_METHODS = new Set(['fetch', 'resolve', 'fetchWarmModules', 'prewarmModuleGraph', 'transform'])
 
 /** The host file a module id or file field names, without Vite's query and hash; undefined for virtual modules. */
 export function moduleFile(value: unknown): string | undefined {

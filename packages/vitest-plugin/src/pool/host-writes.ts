@@ -9,14 +9,15 @@ export type UpdateMode = 'all' | 'new' | 'none'
 
 /**
  * What one guest worker may write on the host. `snapshotFiles` grows as the worker asks Vitest
- * to resolve its test files' snapshot paths (the pool watches those RPC replies), so a `.snap`
- * is writable only when Vitest itself named it for this run.
+ * to resolve the snapshot paths of the test files the pool sent it (the firewall checks the
+ * call and learns the answer), so a `.snap` is writable only when Vitest itself named it for
+ * one of this worker's files.
  */
 export interface WritePolicy {
   /** The project root (a real path): file snapshots (`toMatchFileSnapshot`) must be under it. */
   projectRoot: string
   update: UpdateMode
-  snapshotFiles: Set<string>
+  snapshotFiles: ReadonlySet<string>
 }
 
 function refuse(path: string, why: string): never {
@@ -98,6 +99,31 @@ export async function serveHostWrite(request: HostFsOp, policy: WritePolicy): Pr
     await handle.writeFile(request.data, 'utf8')
   } finally {
     await handle.close()
+  }
+}
+
+/** What one guest worker may put on the host disk in all (snapshots, coverage results, attachments). */
+export const HOST_WRITE_LIMITS = { files: 10_000, bytes: 2 * 1024 ** 3 }
+
+/**
+ * Each write the guest causes is charged here first: a guest that writes many small snapshots,
+ * coverage files under fresh uuids or attachments cannot fill the host's disk.
+ */
+export class WriteBudget {
+  private files = 0
+  private bytes = 0
+
+  constructor(private readonly limits = HOST_WRITE_LIMITS) {}
+
+  charge(path: string, size: number): void {
+    if (this.files + 1 > this.limits.files || this.bytes + size > this.limits.bytes) {
+      refuse(
+        path,
+        `this test file's process has already had ${this.files} files (${this.bytes} bytes) written on the host; the limit is ${this.limits.files} files, ${this.limits.bytes} bytes`,
+      )
+    }
+    this.files++
+    this.bytes += size
   }
 }
 

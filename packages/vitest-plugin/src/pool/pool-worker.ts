@@ -3,17 +3,18 @@ import { fileURLToPath } from 'node:url'
 import { HarnessError, keepVm, tail, type GuestProcess } from '@stereos/harness'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
 import type { PoolOptions, PoolTask, PoolWorker, WorkerRequest } from 'vitest/node'
-import { isHostFsRequest } from '../shared/host-fs.js'
 import { failedSuitesIn, failedTestsIn, vmLogAnnotations, vmLogError } from './artifacts.js'
-import { Boundary, type Frame } from './boundary.js'
+import { Boundary } from './boundary.js'
 import { failedFileCalls, failedFileTask, fileHashOf, serializeError } from './failed-file.js'
 import type { FilePlan, PoolContext } from './context.js'
+import { type Call, RpcFirewall, type WorkerResponse } from './firewall/firewall.js'
 import { guestEnv } from './guest-env.js'
 import type { UpdateMode } from './host-writes.js'
 import type { Lease } from './lease-pool.js'
 import { InspectorForward, type InspectorConfig } from './inspector.js'
 import { ensureGuestDir, forgetCachedReads, GUEST_HOME, hostIdentity } from './view.js'
 import type { WorkerSpec } from './warm-workers.js'
+import { vitestMajor } from '../version.js'
 
 const GUEST_ENTRY = fileURLToPath(new URL('../guest/worker-entry.js', import.meta.url))
 
@@ -23,16 +24,12 @@ function isRequest(message: unknown): message is Request {
   return typeof message === 'object' && message !== null && (message as { __vitest_worker_request__?: boolean }).__vitest_worker_request__ === true
 }
 
-function isResponse(message: unknown, type: string): message is { type: string; error?: unknown } {
-  return (
-    typeof message === 'object' &&
-    message !== null &&
-    (message as { __vitest_worker_response__?: boolean }).__vitest_worker_response__ === true &&
-    (message as { type?: string }).type === type
-  )
-}
-
 const response = (type: 'started' | 'stopped') => ({ __vitest_worker_response__: true, type })
+
+/** One message from a guest worker: a big file's collected task tree fits; a runaway one does not. */
+const MAX_GUEST_MESSAGE = 64 * 1024 ** 2
+/** Messages from one guest worker waiting for the host before its channel is paused. */
+const MAX_QUEUED_MESSAGES = 1000
 
 /**
  * Where one PoolWorker is. Vitest drives it start → run… → stop; the VM is only chosen at the
@@ -71,9 +68,8 @@ export class StereosPoolWorker implements PoolWorker {
   private stopPending = false
   /** stop() began: the guest going away now is expected. */
   private stopping = false
-  /** This pool's own calls to Vitest, by birpc id; their replies never reach the guest. */
-  private readonly ownCalls = new Map<string, () => void>()
-  private nextCall = 0
+  /** Vitest's RPC with the guest: only allowlisted calls pass, under the pool's ids, and every answer is checked. */
+  private readonly firewall: RpcFirewall
   /** What crosses from the guest to the host, checked. */
   private readonly boundary: Boundary
   private inspector: InspectorForward | undefined
@@ -86,10 +82,22 @@ export class StereosPoolWorker implements PoolWorker {
     private readonly ctx: PoolContext,
   ) {
     const config = options.project.config as { snapshotOptions?: { updateSnapshot?: UpdateMode } }
+    this.firewall = new RpcFirewall({
+      viewRoots: ctx.view.roots,
+      vitestMajor: vitestMajor(options.project.vitest.version),
+      toVitest: (call) => this.events.emit('message', call),
+      toGuest: (reply) => this.toGuest(reply),
+      // The reason names what the guest sent: printable characters only, one bounded line.
+      refused: (why) =>
+        options.project.vitest.logger.error(
+          `stereos: refused from the guest worker of ${this.files.join(', ') || 'a test file'}: ${why.replace(/[^\x20-\x7e]/g, '?').slice(0, 300)}`,
+        ),
+    })
     this.boundary = new Boundary({
       viewRoots: ctx.view.roots,
       projectRoot: ctx.projectRoot,
       update: config.snapshotOptions?.updateSnapshot,
+      snapshotFiles: this.firewall.snapshotFiles,
       coverageDir: () => this.coverageDir(),
       guestFilesDir: () => ctx.guestFilesDir(),
     })
@@ -125,19 +133,13 @@ export class StereosPoolWorker implements PoolWorker {
       setImmediate(() => this.events.emit('message', response('stopped')))
       return
     }
-    const frame = m as Frame
-    if (frame.t === 's' && typeof frame.i === 'string') {
-      const own = this.ownCalls.get(frame.i)
-      if (own) {
-        this.ownCalls.delete(frame.i)
-        own()
-        return
-      }
-      this.boundary.checkReply(frame)
-    }
+    // Answers to guest calls come back checked, under the guest's id; the pool's own end here.
+    const out = this.firewall.fromVitest(m)
+    if (out === undefined) return
     if (request?.type === 'stop') this.stopPending = true
     if (request?.type === 'run' || request?.type === 'collect') {
       const files = (request.context?.files ?? []).map((f) => f.filepath)
+      this.firewall.sent(files)
       // isolate: false: Vitest hands a running worker more files (canReuse said yes).
       if (this.state.kind === 'running') this.count(files)
       if (this.state.kind === 'idle') {
@@ -153,9 +155,7 @@ export class StereosPoolWorker implements PoolWorker {
     this.outbound = this.outbound
       .then(() => launched)
       .then(() => (changed && this.state.kind === 'running' ? forgetCachedReads(this.state.lease.sandbox) : undefined))
-      .then(() => {
-        if (this.state.kind === 'running') this.state.child.ipc?.write(encodeV8(m))
-      })
+      .then(() => this.toGuest(out))
       .catch((err: unknown) => this.fail(err))
   }
 
@@ -236,16 +236,30 @@ export class StereosPoolWorker implements PoolWorker {
     this.state = { kind: 'running', lease, child }
     child.stdout.pipe(project.vitest.logger.outputStream, { end: false })
     child.stderr.pipe(project.vitest.logger.errorStream, { end: false })
-    const decoder = new V8Decoder()
-    child.ipc?.on('data', (chunk: Buffer) => {
+    const decoder = new V8Decoder(MAX_GUEST_MESSAGE)
+    // Messages wait their turn (some wait for the host: attachments, coverage); while too many
+    // wait, the channel is paused, so a guest that floods it fills its own buffers, not the host's memory.
+    let queued = 0
+    const ipc = child.ipc
+    ipc?.on('data', (chunk: Buffer) => {
       let messages: unknown[]
       try {
         messages = decoder.push(chunk)
       } catch (err) {
         this.fail(err)
+        ipc.destroy()
         return
       }
-      for (const message of messages) this.inbound = this.inbound.then(() => this.receive(message)).catch((err: unknown) => this.fail(err))
+      queued += messages.length
+      if (queued > MAX_QUEUED_MESSAGES) ipc.pause()
+      for (const message of messages) {
+        this.inbound = this.inbound
+          .then(() => this.receive(message))
+          .catch((err: unknown) => this.fail(err))
+          .finally(() => {
+            if (--queued <= MAX_QUEUED_MESSAGES / 2 && ipc.isPaused()) ipc.resume()
+          })
+      }
     })
     child.ipc?.on('error', () => undefined)
     const gone = (why: string) => {
@@ -280,7 +294,7 @@ export class StereosPoolWorker implements PoolWorker {
       const error = serializeError(err)
       for (const file of files) {
         const task = failedFileTask(file, project.config.root, project.name || undefined, hash, error)
-        for (const [name, args] of failedFileCalls(task, method)) await this.call(name, args)
+        for (const [name, args] of failedFileCalls(task, method)) await this.firewall.call(name, args)
       }
     } catch {
       this.fail(err)
@@ -294,42 +308,61 @@ export class StereosPoolWorker implements PoolWorker {
     if (this.state.kind === 'running') this.state.child.ipc?.write(encodeV8(message))
   }
 
+  /** One message from the guest, through the firewall: only what it lets pass reaches Vitest. */
   private async receive(message: unknown): Promise<void> {
+    const checked = this.firewall.fromGuest(message)
+    switch (checked.kind) {
+      case 'refused':
+        return
+      case 'reply':
+        this.events.emit('message', checked.reply)
+        return
+      case 'host-fs':
+        this.toGuest(await this.boundary.hostWrite(checked.request))
+        return
+      case 'worker':
+        this.workerResponse(checked.response)
+        return
+      case 'call':
+        await this.forwardCall(checked.call)
+    }
+  }
+
+  private workerResponse(response: WorkerResponse): void {
+    if (response.type === 'stopped') this.stopPending = false
     // The guest answers the replayed `start`; Vitest already has its answer.
-    if (isResponse(message, 'stopped')) this.stopPending = false
-    if (isResponse(message, 'started')) {
-      if (message.error) this.fail(message.error)
-      // This file's process has imported Vitest: start the next file's on the same VM now.
-      else if (this.lease && this.plan && this.plan.options.isolation === 'process')
-        this.ctx.spares.prepare(this.lease.sandbox, this.workerSpec(this.lease, this.plan))
+    if (response.type !== 'started') {
+      this.events.emit('message', response)
       return
     }
-    if (isHostFsRequest(message)) {
-      this.toGuest(await this.boundary.hostWrite(message))
-      return
-    }
-    const frame = message as Frame
-    this.boundary.watch(frame)
+    if (response.error) this.fail(response.error)
+    // This file's process has imported Vitest: start the next file's on the same VM now.
+    else if (this.lease && this.plan && this.plan.options.isolation === 'process')
+      this.ctx.spares.prepare(this.lease.sandbox, this.workerSpec(this.lease, this.plan))
+  }
+
+  /** A checked call, after the pool's part: attachments read from the guest, coverage shipped, VM logs on failures. */
+  private async forwardCall(call: Call): Promise<void> {
     if (this.lease) {
       try {
-        await this.boundary.readAttachments(message, this.lease.sandbox, this.plan?.options.attachmentMaxBytes)
+        await this.boundary.readAttachments(call, this.lease.sandbox, this.plan?.options.attachmentMaxBytes)
       } catch (err) {
         // The test's annotate()/recordArtifact() rejects with the reason; Vitest never sees the call.
-        if (typeof frame.i === 'string') this.toGuest({ t: 's', i: frame.i, e: err })
+        this.firewall.answer(call, err)
         return
       }
-      await this.boundary.shipCoverage(frame, this.lease.sandbox)
-      const failedSuites = failedSuitesIn(message)
+      await this.boundary.shipCoverage(call, this.lease.sandbox)
+      const failedSuites = failedSuitesIn(call)
       for (const result of failedSuites) result.errors.push(vmLogError(this.lease.sandbox))
-      const failed = failedTestsIn(message)
+      const failed = failedTestsIn(call)
       if (failed.length || failedSuites.length) this.failed = true
       if (failed.length) {
         const annotations = vmLogAnnotations(this.lease.sandbox)
         // One at a time: reporters list annotations in the order they were recorded.
-        for (const id of failed) for (const annotation of annotations) await this.call('onTaskArtifactRecord', [id, annotation])
+        for (const id of failed) for (const annotation of annotations) await this.firewall.call('onTaskArtifactRecord', [id, annotation])
       }
     }
-    this.events.emit('message', message)
+    this.events.emit('message', call)
   }
 
   /** Where the coverage provider wants each worker's results, when coverage is on. */
@@ -365,15 +398,6 @@ export class StereosPoolWorker implements PoolWorker {
     } catch {
       return false
     }
-  }
-
-  /** A birpc call from this pool to Vitest, answered through send() (and not forwarded). */
-  private call(method: string, args: unknown[]): Promise<void> {
-    const i = `stereos-${++this.nextCall}`
-    return new Promise<void>((resolve) => {
-      this.ownCalls.set(i, resolve)
-      this.events.emit('message', { t: 'q', m: method, a: args, i })
-    })
   }
 
   private died(why: string): void {
