@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import type { Arch } from '@stereos/harness'
@@ -10,99 +10,118 @@ const arch: Arch = process.arch === 'arm64' ? 'aarch64' : 'x86_64'
 /** This repo's Node 24 and its npm: what a user's CI would have. */
 const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}`, NO_COLOR: '1' }
 delete env.STEREOS_FIXTURE_BUILDER
+/** pnpm, from this repo's devDependencies (`npm ci` puts it there). */
+const PNPM = join(repoRoot, 'node_modules', '.bin', 'pnpm')
+/** The suite both installs run: three files, a globalSetup that provides a host port, one describe.sandbox. */
+const SUITE = join(repoRoot, 'fixtures', 'projects', 'packed')
 
 function sh(file: string, args: string[], cwd: string, extra: Record<string, string> = {}): Promise<CommandResult> {
   return runCommand(file, args, { cwd, env: { ...env, ...extra } })
 }
 
+function vitestRun(project: string, extra: Record<string, string> = {}): Promise<CommandResult> {
+  // Templates on (the default; a caller's STEREOS_TEMPLATE=off must not make this a cold boot).
+  return sh(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', '--pool=stereos'], project, {
+    STEREOS_RUNTIME_DIR: runtimeDir(),
+    STEREOS_TEMPLATE: 'auto',
+    ...extra,
+  })
+}
+
 /**
- * #13.9: the packages as a user gets them. `npm pack` the three packages, install the tarballs
- * (and Vitest from npm) into a fresh project outside this repo, and run `vitest run
- * --pool=stereos` there, with the guest named the way a user names one: a mixtape reference
- * (here an unpacked mixtape directory, the fixture build's output; a registry `name:tag` works
- * the same way through `stereos-harness pull`).
+ * #13.9, #20: the packages as a user gets them. `npm pack` the three packages, install the
+ * tarballs (and Vitest from npm) into fresh projects outside this repo — once with npm, once
+ * with pnpm's isolated layout with nothing hoisted, where a package sees only what it declares
+ * (the layout that fails on an undeclared import such as the plugin's old `vite`) — and run
+ * `vitest run --pool=stereos` there, with the guest named the way a user names one: a mixtape
+ * reference (here an unpacked mixtape directory, the fixture build's output; a registry
+ * `name:tag` works the same way through `stereos-harness pull`).
  */
 describe('the packed packages, installed into a project outside the repo', () => {
   const root = realpathSync(mkdtempSync(join(tmpdir(), 'sh-packed-')))
-  const project = join(root, 'project')
+  const vitestVersion = (JSON.parse(readFileSync(join(repoRoot, 'node_modules', 'vitest', 'package.json'), 'utf8')) as { version: string }).version
+  /** `file:` specs of the packed tarballs, relative to a project in `root`. */
+  const tgz = (prefix: string) => `file:../${readdirSync(root).find((f) => f.startsWith(prefix) && f.endsWith('.tgz'))}`
   afterAll(() => rmSync(root, { recursive: true, force: true }))
 
   beforeAll(async () => {
-    expect(relative(repoRoot, project).startsWith('..')).toBe(true)
     const npm = await sh(
       'npm',
       ['pack', '-w', 'native', '-w', 'packages/harness', '-w', 'packages/vitest-plugin', '--pack-destination', root, '--silent'],
       repoRoot,
     )
     expect(npm.code, npm.output).toBe(0)
-    const tgz = (prefix: string) => `file:../${readdirSync(root).find((f) => f.startsWith(prefix) && f.endsWith('.tgz'))}`
-    const vitestVersion = (JSON.parse(readFileSync(join(repoRoot, 'node_modules', 'vitest', 'package.json'), 'utf8')) as { version: string }).version
-    mkdirSync(join(project, 'tests'), { recursive: true })
-    writeFileSync(
-      join(project, 'package.json'),
-      JSON.stringify({
-        name: 'outside-project',
-        private: true,
-        type: 'module',
-        devDependencies: {
-          '@stereos/harness': tgz('stereos-harness-'),
-          '@stereos/vitest-plugin': tgz('stereos-vitest-plugin-'),
-          '@stereos/vsock': tgz('stereos-vsock-'),
-          vitest: vitestVersion,
-        },
-        overrides: { '@stereos/harness': '$@stereos/harness', '@stereos/vsock': '$@stereos/vsock' },
-      }),
-    )
-    const install = await sh('npm', ['install', '--no-package-lock', '--no-audit', '--no-fund', '--prefer-offline'], project)
-    expect(install.code, install.output).toBe(0)
-    writeFileSync(
-      join(project, 'vitest.config.ts'),
-      `import { stereos } from '@stereos/vitest-plugin'
-import { defineConfig } from 'vitest/config'
-
-export default defineConfig({
-  plugins: [stereos({ mixtape: process.env.GUEST_MIXTAPE ?? 'fixture' })],
-  test: { include: ['tests/**/*.test.ts'], maxWorkers: 1 },
-})
-`,
-    )
-    writeFileSync(
-      join(project, 'tests', 'guest.test.ts'),
-      `import { readFileSync } from 'node:fs'
-import { describe } from '@stereos/vitest-plugin'
-import { expect, test } from 'vitest'
-
-test('runs inside a stereOS VM', () => {
-  expect(process.env.STEREOS_SANDBOX).toBe('1')
-  expect(readFileSync('/proc/cmdline', 'utf8')).toMatch(/console=/)
-})
-
-describe.sandbox('with describe.sandbox', { resources: { memory: '512MiB' } }, () => {
-  test('the suite knows it is sandboxed', ({ task }) => {
-    expect(task.meta).toMatchObject({ stereos: { sandbox: true, resources: { memory: '512MiB' } } })
-  })
-})
-`,
-    )
-  }, 300_000)
-
-  test('vitest run --pool=stereos, with the guest named by a mixtape directory: the tests pass in a VM', async () => {
-    const mixtape = await fixtureDir(arch)
-    const { code, output } = await sh(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', '--pool=stereos'], project, {
-      GUEST_MIXTAPE: mixtape,
-      STEREOS_RUNTIME_DIR: runtimeDir(),
-    })
-    expect(output).toMatch(/Tests\s+2 passed \(2\)/)
-    expect(output).toContain('1 test file(s) ran in 1 VM boot(s)')
-    expect(code).toBe(0)
-  }, 600_000)
-
-  test("mixtape 'fixture' outside this repo fails the file with what to do, not the run", async () => {
-    const { code, output } = await sh(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', '--pool=stereos'], project, {
-      STEREOS_RUNTIME_DIR: runtimeDir(),
-    })
-    expect(code).toBe(1)
-    expect(output).toMatch(/FAIL\s+tests\/guest\.test\.ts[\s\S]*mixtape "fixture" needs the stereos-harness repository[\s\S]*Fix: .*name a real mixtape/)
-    expect(output).not.toMatch(/Unhandled Error/)
   }, 120_000)
+
+  /** A fresh project in `root` with the suite copied in and `manifest` as its package.json. */
+  function project(name: string, manifest: (tarballs: Record<string, string>) => object): string {
+    const dir = join(root, name)
+    expect(relative(repoRoot, dir).startsWith('..')).toBe(true)
+    mkdirSync(dir)
+    cpSync(SUITE, dir, { recursive: true, filter: (src) => !src.includes('node_modules') })
+    const tarballs = {
+      '@stereos/harness': tgz('stereos-harness-'),
+      '@stereos/vitest-plugin': tgz('stereos-vitest-plugin-'),
+      '@stereos/vsock': tgz('stereos-vsock-'),
+    }
+    writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: `outside-${name}`, private: true, type: 'module', ...manifest(tarballs) }))
+    return dir
+  }
+
+  /** What the suite must show, whichever package manager installed it. */
+  async function runsInOneVm(dir: string): Promise<void> {
+    const mixtape = await fixtureDir(arch)
+    const { code, output } = await vitestRun(dir, { GUEST_MIXTAPE: mixtape })
+    expect(output).toMatch(/Test Files\s+3 passed \(3\)/)
+    expect(output).toMatch(/Tests\s+3 passed \(3\)/)
+    expect(output).toContain('3 test file(s) ran in 1 VM boot(s)')
+    // The port and token globalSetup provided on the host are what the guest's test injected.
+    const provided = JSON.parse(readFileSync(join(dir, 'host-service.json'), 'utf8')) as { port: number; token: string }
+    expect(output).toContain(`injected hostService ${JSON.stringify(provided)}`)
+    expect(code, output).toBe(0)
+  }
+
+  describe('with npm', () => {
+    let dir = ''
+    beforeAll(async () => {
+      dir = project('npm', (tarballs) => ({
+        devDependencies: { ...tarballs, vitest: vitestVersion },
+        // The plugin's and the harness's `^0.1.0` resolve to the tarballs, not the registry.
+        overrides: { '@stereos/harness': '$@stereos/harness', '@stereos/vsock': '$@stereos/vsock' },
+      }))
+      const install = await sh('npm', ['install', '--no-package-lock', '--no-audit', '--no-fund', '--prefer-offline'], dir)
+      expect(install.code, install.output).toBe(0)
+    }, 300_000)
+
+    test('vitest run --pool=stereos, with the guest named by a mixtape directory: the suite passes in one VM', () => runsInOneVm(dir), 600_000)
+
+    test("mixtape 'fixture' outside this repo fails the file with what to do, not the run", async () => {
+      const { code, output } = await vitestRun(dir)
+      expect(code).toBe(1)
+      expect(output).toMatch(/FAIL\s+tests\/guest\.test\.ts[\s\S]*mixtape "fixture" needs the stereos-harness repository[\s\S]*Fix: .*name a real mixtape/)
+      expect(output).not.toMatch(/Unhandled Error/)
+    }, 120_000)
+  })
+
+  describe('with pnpm, isolated and nothing hoisted', () => {
+    let dir = ''
+    beforeAll(async () => {
+      dir = project('pnpm', (tarballs) => ({
+        devDependencies: { ...tarballs, vitest: vitestVersion },
+        pnpm: { overrides: { '@stereos/harness': tarballs['@stereos/harness'], '@stereos/vsock': tarballs['@stereos/vsock'] } },
+      }))
+      // hoist=false: not even node_modules/.pnpm/node_modules, so a package resolves only what it declares.
+      writeFileSync(join(dir, '.npmrc'), 'node-linker=isolated\nhoist=false\npublic-hoist-pattern=\n')
+      const install = await sh(PNPM, ['install', '--prefer-offline', '--reporter=append-only'], dir)
+      expect(install.code, install.output).toBe(0)
+    }, 300_000)
+
+    test('the layout is isolated: only direct dependencies at the top, no hidden hoist', () => {
+      expect(readdirSync(join(dir, 'node_modules', '@stereos')).sort()).toEqual(['harness', 'vitest-plugin', 'vsock'])
+      expect(existsSync(join(dir, 'node_modules', 'vite'))).toBe(false)
+      expect(existsSync(join(dir, 'node_modules', '.pnpm', 'node_modules'))).toBe(false)
+    })
+
+    test('vitest run --pool=stereos: the suite passes in one VM', () => runsInOneVm(dir), 600_000)
+  })
 })
