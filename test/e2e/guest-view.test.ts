@@ -1,33 +1,14 @@
 import { createHash } from 'node:crypto'
-import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, relative } from 'node:path'
+import { join } from 'node:path'
 import { afterAll, describe, expect, test } from 'vitest'
-import { repoRoot, vitestCli } from './support.js'
+import { repoRoot, treeHash, vitestCli } from './support.js'
 import type { CommandResult } from './support.js'
 
 /** The real vitest CLI; never throws on test failures (exit code 1). */
 function vitest(cwd: string, args: string[], env: Record<string, string> = {}): Promise<CommandResult> {
   return vitestCli(cwd, ['run', ...args], env)
-}
-
-/** Every path, link target and file content under `dir`, hashed (Vitest's own output dirs aside). */
-function treeHash(dir: string, skip: string[]): string {
-  const h = createHash('sha256')
-  const walk = (at: string) => {
-    for (const name of readdirSync(at).sort()) {
-      const path = join(at, name)
-      const rel = relative(dir, path)
-      if (skip.includes(rel)) continue
-      const stat = lstatSync(path)
-      h.update(`${rel}\0${stat.mode}\0`)
-      if (stat.isSymbolicLink()) h.update(readlinkSync(path))
-      else if (stat.isDirectory()) walk(path)
-      else h.update(readFileSync(path))
-    }
-  }
-  walk(dir)
-  return h.digest('hex')
 }
 
 interface JsonReport {

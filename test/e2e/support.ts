@@ -1,7 +1,8 @@
 import { execFile } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { dirname, join, relative } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
 import type { Arch } from '@stereos/harness'
@@ -95,4 +96,23 @@ export const VITEST_CLI = join(repoRoot, 'node_modules', 'vitest', 'vitest.mjs')
 /** A vitest CLI (`cli`: its vitest.mjs) as a user runs it, with a runtime dir of this run's and no colour. */
 export function vitestCli(cwd: string, args: string[], env: Record<string, string> = {}, cli = VITEST_CLI): Promise<CommandResult> {
   return runCommand(process.execPath, [cli, ...args], { cwd, env: { ...process.env, ...env, STEREOS_RUNTIME_DIR: runtimeDir(), NO_COLOR: '1' } })
+}
+
+/** Every path, link target and file content under `dir`, hashed (Vitest's own output dirs aside). */
+export function treeHash(dir: string, skip: string[]): string {
+  const h = createHash('sha256')
+  const walk = (at: string) => {
+    for (const name of readdirSync(at).sort()) {
+      const path = join(at, name)
+      const rel = relative(dir, path)
+      if (skip.includes(rel)) continue
+      const stat = lstatSync(path)
+      h.update(`${rel}\0${stat.mode}\0`)
+      if (stat.isSymbolicLink()) h.update(readlinkSync(path))
+      else if (stat.isDirectory()) walk(path)
+      else h.update(readFileSync(path))
+    }
+  }
+  walk(dir)
+  return h.digest('hex')
 }
