@@ -55,6 +55,10 @@ describe("keepVm: 'on-failure' (#13.8)", () => {
     const ssh = await node([CLI, 'ssh', vmId, '--', 'cat', '/tmp/evidence.txt'], repoRoot, env)
     expect(ssh.output).toContain(`left by ${vmId}`)
     expect(ssh.code).toBe(0)
+    // The command keeps its argv through ssh and the guest's shell (#20): not `sh -c echo one two`.
+    const quoted = await node([CLI, 'ssh', vmId, '--', 'sh', '-c', 'echo one two'], repoRoot, env)
+    expect(quoted.output).toMatch(/^one two$/m)
+    expect(quoted.code).toBe(0)
 
     const stopped = await node([CLI, 'stop', vmId], repoRoot, env)
     expect(stopped.output).toContain(`stopped ${vmId}`)

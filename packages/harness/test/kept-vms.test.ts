@@ -1,8 +1,9 @@
-import { spawn } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { execFileSync, spawn } from 'node:child_process'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, describe, expect, test } from 'vitest'
+import { afterAll, describe, expect, test, vi } from 'vitest'
+import { remoteCommand, sshCommand } from '../src/cli/kept.js'
 import { findKeptVm, listKeptVms, stopKeptVm, type KeptVm } from '../src/kept-vms.js'
 
 const runtime = mkdtempSync(join(tmpdir(), 'kept-vms-'))
@@ -67,5 +68,44 @@ describe('kept VMs registry (#13.8)', () => {
     expect(() => findKeptVm('vm-9-ffffff', runtime)).toThrow(/no kept VM vm-9-ffffff[\s\S]*kept VMs: vm-1-aaaaaa/)
     // A stopped one is removed without signalling anyone (its pid may be someone else's now).
     expect(await stopKeptVm('vm-1-cccccc', runtime)).toEqual({ wasRunning: false })
+  })
+})
+
+/** Words a shell would split, expand or glob, and the empty word. */
+const AWKWARD = ['one two', "it's", '$HOME', '`id`', '*', '', 'a\\b', 'line\nbreak', 'FOO=1', '~', '-x', '"q"', ';', '!']
+
+describe('stereos-harness ssh ID -- CMD keeps its argv (#20)', () => {
+  test('remoteCommand: a POSIX shell parses it back into exactly the words given', () => {
+    // What sshd does with the command line: the login shell's `-c`.
+    const line = remoteCommand([process.execPath, '-e', 'process.stdout.write(JSON.stringify(process.argv.slice(1)))', ...AWKWARD])
+    expect(JSON.parse(execFileSync('sh', ['-c', line], { encoding: 'utf8', env: { HOME: '/nowhere' } }))).toEqual(AWKWARD)
+    // Plain words stay readable.
+    expect(remoteCommand(['ls', '-la', '/tmp/x.log'])).toBe('ls -la /tmp/x.log')
+  })
+
+  test("through ssh: `-- sh -c 'echo one two'` prints one two", async () => {
+    keptDir('vm-3-abcdef', { alive: true })
+    // An ssh(1) that does what OpenSSH does with a command: the words after the destination,
+    // joined by spaces, run by the remote shell with -c (here: locally, output to a file).
+    const bin = mkdtempSync(join(tmpdir(), 'fake-ssh-'))
+    const out = join(bin, 'out')
+    writeFileSync(
+      join(bin, 'ssh'),
+      `#!/bin/sh
+while [ $# -gt 0 ]; do case "$1" in -[ioplFJ]) shift 2 ;; -*) shift ;; *) shift; break ;; esac; done
+exec sh -c "$*" > '${out}'
+`,
+    )
+    chmodSync(join(bin, 'ssh'), 0o755)
+    vi.stubEnv('PATH', `${bin}:${process.env.PATH}`)
+    vi.stubEnv('STEREOS_RUNTIME_DIR', runtime)
+    try {
+      expect(await sshCommand({ id: 'vm-3-abcdef', command: ['sh', '-c', 'echo one two'] })).toBe(0)
+      expect(readFileSync(out, 'utf8')).toBe('one two\n')
+      expect(await sshCommand({ id: 'vm-3-abcdef', command: ['printf', '[%s]\\n', ...AWKWARD] })).toBe(0)
+      expect(readFileSync(out, 'utf8')).toBe(AWKWARD.map((w) => `[${w}]\n`).join(''))
+    } finally {
+      vi.unstubAllEnvs()
+    }
   })
 })

@@ -18,7 +18,23 @@ export function keptCommand(args: { json: boolean }): number {
   return 0
 }
 
-/** `ssh <id> [-- CMD...]`: a shell (or CMD) in a kept VM, as admin (sudo works). Exits with ssh's code. */
+/** A word the remote shell reads as itself: no quoting needed, so `ps` shows `ls -la` as typed. */
+const PLAIN_WORD = /^[A-Za-z0-9_@%+:,./-]+$/
+
+/**
+ * CMD as one remote command line that keeps its argv. ssh(1) joins the words after the
+ * destination with spaces and the guest's login shell parses the result again, so
+ * `-- sh -c 'echo one two'` would reach the guest as `sh -c echo one two`. Each word is
+ * single-quoted (POSIX: a `'` inside becomes `'\''`), so the guest runs exactly these argv.
+ */
+export function remoteCommand(argv: readonly string[]): string {
+  return argv.map((word) => (PLAIN_WORD.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`)).join(' ')
+}
+
+/**
+ * `ssh <id> [-- CMD...]`: a shell (or CMD, with its arguments as given: no second parse by the
+ * guest's shell; `sh -c '…'` for pipes) in a kept VM, as admin (sudo works). Exits with ssh's code.
+ */
 export async function sshCommand(args: { id: string | undefined; command: string[] }): Promise<number> {
   if (!args.id) throw new HarnessError('INVALID_OPTIONS', 'ssh needs the id of a kept VM', { fix: 'stereos-harness kept lists them' })
   const vm = findKeptVm(args.id)
@@ -32,7 +48,8 @@ export async function sshCommand(args: { id: string | undefined; command: string
     })
   // A terminal when there is one and no command: an interactive shell, as `ssh host` gives.
   const tty = args.command.length === 0 && process.stdin.isTTY ? ['-t'] : []
-  const child = spawn('ssh', [...tty, ...vm.ssh, ...args.command], { stdio: 'inherit' })
+  const remote = args.command.length === 0 ? [] : [remoteCommand(args.command)]
+  const child = spawn('ssh', [...tty, ...vm.ssh, ...remote], { stdio: 'inherit' })
   return await new Promise<number>((resolve, reject) => {
     child.on('error', (err) =>
       reject(new HarnessError('HOST', `cannot run ssh: ${err.message}`, { fix: 'install an OpenSSH client (apt-get install openssh-client)' })),
