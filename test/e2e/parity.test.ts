@@ -1,4 +1,4 @@
-import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { afterAll, expect, test } from 'vitest'
@@ -55,3 +55,21 @@ test('a library-style suite (argv-reading CLI, scratch files, DOM environment, c
   expect(stereos.coverage).toEqual(forks.coverage)
   expect(stereos.coverage['src/render.ts']).not.toBe(forks.coverage.total)
 }, 900_000)
+
+test('a new inline snapshot is written into the test file when Vitest updates new snapshots, under forks and stereos alike', async () => {
+  const source = "import { expect, test } from 'vitest'\n\ntest('inline', () => {\n  expect({ answer: 42 }).toMatchInlineSnapshot()\n})\n"
+  const written: Record<string, string> = {}
+  for (const pool of ['forks', 'stereos']) {
+    const project = mkdtempSync(join(repoRoot, 'fixtures', 'projects', `.run-inline-${pool}-`))
+    dirs.push(project)
+    cpSync(join(repoRoot, 'fixtures', 'projects', 'basic', 'vitest.config.ts'), join(project, 'vitest.config.ts'))
+    writeFileSync(join(project, 'inline.test.ts'), source)
+    // `--update=new` is what Vitest does outside CI; this suite itself runs with CI set.
+    const { code, output } = await vitestCli(project, ['run', `--pool=${pool}`, '--update=new', 'inline.test.ts'])
+    expect(code, output).toBe(0)
+    written[pool] = readFileSync(join(project, 'inline.test.ts'), 'utf8')
+  }
+  expect(written.forks).toContain('toMatchInlineSnapshot(`')
+  expect(written.forks).toContain('"answer": 42')
+  expect(written.stereos).toBe(written.forks)
+}, 600_000)

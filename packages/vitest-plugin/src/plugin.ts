@@ -8,6 +8,7 @@ import { parseStereosOptions, type StereosOptionsInput } from './options.js'
 import { PoolContext } from './pool/context.js'
 import { VmLeasePool, type BootVm } from './pool/lease-pool.js'
 import { StereosPoolWorker } from './pool/pool-worker.js'
+import { poolVm } from './pool/vm.js'
 import { hostIdentity, mountView, viewRoots, viewShares, type ViewPlan } from './pool/view.js'
 import { checkVitestVersion } from './version.js'
 
@@ -26,7 +27,7 @@ function bootWithView(view: ViewPlan): BootVm {
       await sandbox.shutdown({ timeoutMs: 3_000 }).catch(() => undefined)
       throw err
     }
-    return sandbox
+    return poolVm(sandbox)
   }
 }
 

@@ -1,22 +1,7 @@
-import { HarnessError, type Sandbox } from '@stereos/harness'
+import { HarnessError } from '@stereos/harness'
 import { describe, expect, test } from 'vitest'
 import { VmLeasePool } from '../src/pool/lease-pool.js'
-
-/** A stand-in for a booted VM: what the lease pool looks at (running, shutdown). */
-class FakeVm {
-  static booted = 0
-  readonly id = ++FakeVm.booted
-  running = true
-  shutdowns = 0
-  async shutdown() {
-    this.shutdowns++
-    this.running = false
-    return {}
-  }
-}
-
-const asSandbox = (vm: FakeVm) => vm as unknown as Sandbox
-const vmOf = (sandbox: Sandbox) => sandbox as unknown as FakeVm
+import { FakeVm } from './support/fake-vm.js'
 
 function pool(max: number, boot: () => Promise<FakeVm> = async () => new FakeVm()) {
   const lines: string[] = []
@@ -26,7 +11,7 @@ function pool(max: number, boot: () => Promise<FakeVm> = async () => new FakeVm(
     async () => {
       const vm = await boot()
       boots.push(vm)
-      return asSandbox(vm)
+      return vm
     },
     (line) => lines.push(line),
   )
@@ -45,7 +30,7 @@ describe('VM lease pool (no QEMU: the boot function is injected)', () => {
     expect(third).toBeUndefined()
     await p.release(a)
     await waiting
-    expect(third?.sandbox).toBe(a.sandbox)
+    expect(third?.vm).toBe(a.vm)
     expect(boots).toHaveLength(2)
     await p.release(b)
     await p.close()
@@ -56,16 +41,16 @@ describe('VM lease pool (no QEMU: the boot function is injected)', () => {
     const a = await p.lease('one', {})
     await p.release(a)
     const b = await p.lease('two', {})
-    expect(vmOf(a.sandbox).shutdowns).toBe(1)
-    expect(b.sandbox).not.toBe(a.sandbox)
+    expect(a.vm.shutdowns).toBe(1)
+    expect(b.vm).not.toBe(a.vm)
     await p.release(b, true)
-    expect(vmOf(b.sandbox).shutdowns).toBe(1)
+    expect(b.vm.shutdowns).toBe(1)
     const c = await p.lease('two', {})
-    expect(c.sandbox).not.toBe(b.sandbox)
+    expect(c.vm).not.toBe(b.vm)
     await p.release(c)
-    vmOf(c.sandbox).running = false // died while idle
+    c.vm.running = false // died while idle
     const d = await p.lease('two', {})
-    expect(d.sandbox).not.toBe(c.sandbox)
+    expect(d.vm).not.toBe(c.vm)
     expect(boots).toHaveLength(4)
     await p.close()
   })
@@ -93,7 +78,7 @@ describe('VM lease pool (no QEMU: the boot function is injected)', () => {
       return new FakeVm()
     })
     const lease = await flaky.pool.lease('k', {})
-    expect(lease.sandbox).toBeDefined()
+    expect(lease.vm).toBeDefined()
     expect(calls).toBe(2)
     expect(flaky.lines).toEqual(['a VM boot failed (QEMU exited with code 0 before the guest was ready); booting once more'])
     await flaky.pool.close()

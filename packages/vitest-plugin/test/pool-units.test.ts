@@ -148,7 +148,12 @@ describe('host writes: only snapshot files of this run, only when Vitest updates
   mkdirSync(join(root, '.git', 'hooks'), { recursive: true })
   writeFileSync(join(root, 'vitest.config.ts'), 'export default {}')
   const snap = join(root, 'tests', '__snapshots__', 'a.test.ts.snap')
-  const policy = (update: WritePolicy['update']): WritePolicy => ({ projectRoot: root, update, snapshotFiles: new Set([snap]) })
+  const policy = (update: WritePolicy['update']): WritePolicy => ({
+    projectRoot: root,
+    update,
+    snapshotFiles: new Set([snap]),
+    testFiles: new Set([join(root, 'own.test.ts')]),
+  })
 
   test('a .snap Vitest resolved is written; a new file snapshot is created', async () => {
     await serveHostWrite({ op: 'write', path: snap, data: 'snap v1' }, policy('new'))
@@ -180,6 +185,16 @@ describe('host writes: only snapshot files of this run, only when Vitest updates
     await expect(write(join(root, 'tests', 'file-link.txt'))).rejects.toThrow(/is a symbolic link/)
     expect(existsSync(join(outside, 'x.snap'))).toBe(false)
     expect(existsSync(join(outside, 'target.txt'))).toBe(false)
+  })
+
+  test("new inline snapshots: the worker's own test file is rewritten when Vitest updates, another file is not", async () => {
+    const own = join(root, 'own.test.ts')
+    writeFileSync(own, 'expect(1).toMatchInlineSnapshot()')
+    await serveHostWrite({ op: 'write', path: own, data: 'expect(1).toMatchInlineSnapshot(`1`)' }, policy('new'))
+    expect(readFileSync(own, 'utf8')).toBe('expect(1).toMatchInlineSnapshot(`1`)')
+    await expect(serveHostWrite({ op: 'write', path: own, data: 'x' }, policy('none'))).rejects.toThrow(/does not update snapshots/)
+    writeFileSync(join(root, 'other.test.ts'), 'other')
+    await expect(serveHostWrite({ op: 'write', path: join(root, 'other.test.ts'), data: 'x' }, policy('new'))).rejects.toThrow(/overwritten only with -u/)
   })
 
   test('removal: only a resolved .snap, only with -u', async () => {

@@ -3,23 +3,24 @@ import { mkdtempSync, realpathSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Duplex, PassThrough } from 'node:stream'
-import type { Sandbox } from '@stereos/harness'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
 import type { PoolOptions } from 'vitest/node'
 import { describe, expect, test } from 'vitest'
 import { PoolContext } from '../src/pool/context.js'
 import { VmLeasePool } from '../src/pool/lease-pool.js'
 import { StereosPoolWorker } from '../src/pool/pool-worker.js'
+import type { PoolProcess } from '../src/pool/vm.js'
+import { FakeVm } from './support/fake-vm.js'
 
 const root = realpathSync(mkdtempSync(join(tmpdir(), 'pool-worker-')))
 const file = join(root, 'a.test.ts')
 writeFileSync(file, "import { test } from 'vitest'\ntest('x', () => {})\n")
 
 /** How the scripted guest process answers Vitest's requests. */
-type Script = 'normal' | 'dies-on-run' | 'hangs-on-stop'
+type Script = 'normal' | 'dies-on-run' | 'hangs-on-stop' | 'start-fails'
 
 /** A guest process whose fd 3 is a pair of streams: frames in, frames out, as the agent carries them. */
-class ScriptedProcess {
+class ScriptedProcess implements PoolProcess {
   readonly stdout = new PassThrough()
   readonly stderr = new PassThrough()
   readonly stdin = null
@@ -38,7 +39,15 @@ class ScriptedProcess {
       read: () => undefined,
       write: (chunk: Buffer, _enc, done) => {
         for (const m of decoder.push(chunk) as { type?: string }[]) {
-          if (m.type === 'start') answer('started')
+          if (m.type === 'start' && script === 'start-fails') {
+            // As Vitest's worker reports a failed environment setup: a serialized error, a plain object.
+            const error = Object.assign(Object.create(null), {
+              name: 'Error',
+              message: "Cannot find package 'jsdom'",
+              stack: "Error: Cannot find package 'jsdom'",
+            })
+            this.toHost.write(encodeV8({ __vitest_worker_response__: true, type: 'started', error }))
+          } else if (m.type === 'start') answer('started')
           if (m.type === 'run' && script === 'dies-on-run') this.end(137, 'SIGKILL')
           else if (m.type === 'run') answer('testfileFinished')
           if (m.type === 'stop' && script !== 'hangs-on-stop') {
@@ -62,37 +71,31 @@ class ScriptedProcess {
     this.killed.push(signal)
     this.end(null, signal)
   }
+
+  async renice(): Promise<void> {}
 }
 
-class FakeVm {
-  running = true
-  shutdowns = 0
+/** A VM whose processes follow the script. */
+class ScriptedVm extends FakeVm {
   readonly processes: ScriptedProcess[] = []
-  readonly info = { id: 'vm-fake', pid: 1, arch: 'x86_64', accel: 'tcg', timeline: [] }
-  readonly logs = { serial: join(root, 'serial.log'), qemu: join(root, 'qemu.log') }
-  readonly exited = new Promise(() => undefined)
-  constructor(private readonly script: Script) {}
-  async agent() {
-    return { info: { execPath: '/usr/bin/node', root: true, user: 'root' } }
+
+  constructor(private readonly script: Script) {
+    super({ serial: join(root, 'serial.log'), qemu: join(root, 'qemu.log') })
   }
-  async spawn() {
+
+  protected override process(): ScriptedProcess {
     const p = new ScriptedProcess(this.script)
     this.processes.push(p)
     return p
   }
-  async shutdown() {
-    this.shutdowns++
-    this.running = false
-    return {}
-  }
 }
 
 function setup(script: Script) {
-  const vms: FakeVm[] = []
+  const vms: ScriptedVm[] = []
   const pool = new VmLeasePool(1, async () => {
-    const vm = new FakeVm(script)
+    const vm = new ScriptedVm(script)
     vms.push(vm)
-    return vm as unknown as Sandbox
+    return vm
   })
   const ctx = new PoolContext(pool, { mixtape: 'fixture' }, { roots: [root] }, root)
   const logger = { outputStream: new PassThrough(), errorStream: new PassThrough(), log: () => undefined, error: () => undefined }
@@ -153,7 +156,7 @@ describe('StereosPoolWorker against a scripted guest (no QEMU)', () => {
     // The worker waits briefly for QEMU's exit to name the real cause, then reports.
     for (let i = 0; i < 100 && errors.length === 0; i++) await new Promise((r) => setTimeout(r, 100))
     expect(errors.map((e) => e.message.split('\n')[0])).toEqual([
-      'stereos pool: the guest worker process exited (code 137, signal SIGKILL) while running a test file in VM vm-fake. Last lines of its console:',
+      `stereos pool: the guest worker process exited (code 137, signal SIGKILL) while running a test file in VM ${vms[0]?.info.id}. Last lines of its console:`,
     ])
     send('stop')
     await next('stopped')
@@ -173,6 +176,28 @@ describe('StereosPoolWorker against a scripted guest (no QEMU)', () => {
     expect(vms[0]?.shutdowns).toBe(1)
     await pool.close()
   }, 20_000)
+
+  test('a forced stop (Vitest sends no `stop` after a failed task) kills the process at once and keeps the VM warm', async () => {
+    const { worker, pool, vms, send } = setup('hangs-on-stop')
+    send('start')
+    send('run', runRequest)
+    for (let i = 0; i < 100 && !vms[0]?.processes.length; i++) await new Promise((r) => setTimeout(r, 20))
+    await worker.stop()
+    expect(vms[0]?.processes[0]?.killed).toEqual(['SIGKILL'])
+    // Killed without the grace a `stop` gets, and not taken for a hung VM: it stays in the pool.
+    expect(vms[0]?.shutdowns).toBe(0)
+    await pool.close()
+  })
+
+  test("a guest worker that fails to start reports the guest's error, not a conversion error", async () => {
+    const { worker, pool, errors, send } = setup('start-fails')
+    send('start')
+    send('run', runRequest)
+    for (let i = 0; i < 100 && errors.length === 0; i++) await new Promise((r) => setTimeout(r, 20))
+    expect(errors.map((e) => e.message)).toEqual(["Cannot find package 'jsdom'"])
+    await worker.stop()
+    await pool.close()
+  })
 
   test('stop before any run: no VM is leased, and stop is answered locally', async () => {
     const { worker, vms, next, send } = setup('normal')

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { extname, join } from 'node:path'
-import { readLogTail, type Sandbox } from '@stereos/harness'
+import { readLogTail } from '@stereos/harness'
+import type { PoolVm } from './vm.js'
 
 /** A birpc call frame as Vitest's worker sends it: `{ t: 'q', m, a, i? }`. */
 interface BirpcCall {
@@ -80,8 +81,8 @@ export function logTail(path: string, max = LOG_TAIL_BYTES): Buffer {
  * timeline. They show in the default reporter's failure block, junit properties and the HTML
  * report.
  */
-export function vmLogAnnotations(sandbox: Sandbox): unknown[] {
-  const { info, logs } = sandbox
+export function vmLogAnnotations(vm: Pick<PoolVm, 'info' | 'logs'>): unknown[] {
+  const { info, logs } = vm
   const timeline = info.timeline.map((e) => `${e.phase} ${e.atMs} ms`).join(', ')
   const annotation = (message: string, attachment?: { body: string; bodyEncoding: 'base64'; contentType: string }) => ({
     type: 'internal:annotation',
@@ -116,8 +117,8 @@ export function failedSuitesIn(frame: unknown): { errors: unknown[] }[] {
 }
 
 /** The VM's account as one more error of a failed file or suite: its id, where it ran, the end of its console. */
-export function vmLogError(sandbox: Sandbox): { name: string; message: string; stack: string } {
-  const { info, logs } = sandbox
+export function vmLogError(vm: Pick<PoolVm, 'info' | 'logs'>): { name: string; message: string; stack: string } {
+  const { info, logs } = vm
   const lines = logTail(logs.serial, 16 * 1024)
     .toString('utf8')
     .trimEnd()

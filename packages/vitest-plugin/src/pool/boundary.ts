@@ -1,8 +1,9 @@
 import { isAbsolute, resolve } from 'node:path'
-import { HarnessError, type Sandbox } from '@stereos/harness'
+import { HarnessError } from '@stereos/harness'
 import { HOST_FS_TAG, type HostFsReply, type HostFsRequest } from '../shared/host-fs.js'
 import { attachmentsIn, localizeAttachment } from './artifacts.js'
 import type { Call } from './firewall/firewall.js'
+import type { PoolVm } from './vm.js'
 import { copyCoverageFile, serveHostWrite, type UpdateMode, WriteBudget, type WritePolicy } from './host-writes.js'
 
 export interface BoundaryOptions {
@@ -14,6 +15,8 @@ export interface BoundaryOptions {
   update: UpdateMode | undefined
   /** Snapshot files Vitest resolved for this worker's own test files (the firewall learns them). */
   snapshotFiles: ReadonlySet<string>
+  /** The test files the pool sent this worker (new inline snapshots are written into them). */
+  testFiles: ReadonlySet<string>
   /** Where the coverage provider wants each worker's results, when coverage is on. */
   coverageDir: () => string | undefined
   /** Host dir for copies of guest files that tests attach. */
@@ -31,7 +34,7 @@ export class Boundary {
   private readonly budget = new WriteBudget()
 
   constructor(private readonly options: BoundaryOptions) {
-    this.writes = { projectRoot: options.projectRoot, update: options.update ?? 'new', snapshotFiles: options.snapshotFiles }
+    this.writes = { projectRoot: options.projectRoot, update: options.update ?? 'new', snapshotFiles: options.snapshotFiles, testFiles: options.testFiles }
   }
 
   /** The guest's snapshot write or removal, carried out on the host if allowed; the reply says why not. */
@@ -48,7 +51,7 @@ export class Boundary {
   }
 
   /** Attachments name guest files: read them from the guest (bounded), hand Vitest host copies. */
-  async readAttachments(message: unknown, sandbox: Sandbox, maxBytes: number | undefined): Promise<void> {
+  async readAttachments(message: unknown, vm: Pick<PoolVm, 'readFile'>, maxBytes: number | undefined): Promise<void> {
     for (const attachment of attachmentsIn(message)) {
       const path = attachment.path
       if (typeof path !== 'string') {
@@ -63,7 +66,7 @@ export class Boundary {
         continue
       }
       const guestPath = isAbsolute(path) ? path : resolve(this.options.projectRoot, path)
-      const bytes = await sandbox.readFile(guestPath, maxBytes === undefined ? {} : { maxBytes }).catch((err: unknown) => {
+      const bytes = await vm.readFile(guestPath, maxBytes === undefined ? {} : { maxBytes }).catch((err: unknown) => {
         throw new HarnessError('AGENT', `stereos: cannot attach ${guestPath}: ${(err as Error).message.split('\n')[0]}`, {
           fix: `attachments are read from the guest (the host's files of the same name are never used), up to attachmentMaxBytes (${maxBytes} bytes) of the stereos() options`,
         })
@@ -74,12 +77,12 @@ export class Boundary {
   }
 
   /** The coverage results file an `onAfterSuiteRun` call names: copied from the guest to the same host path first. */
-  async shipCoverage(call: Call, sandbox: Sandbox): Promise<void> {
+  async shipCoverage(call: Call, vm: Pick<PoolVm, 'readFile'>): Promise<void> {
     if (call.m !== 'onAfterSuiteRun') return
     const [meta] = call.a as [{ coverage?: unknown } | undefined]
     if (typeof meta?.coverage !== 'string') return
     await copyCoverageFile(meta.coverage, this.options.coverageDir(), async (path, maxBytes) => {
-      const bytes = await sandbox.readFile(path, { maxBytes })
+      const bytes = await vm.readFile(path, { maxBytes })
       this.budget.charge(path, bytes.length)
       return bytes
     })

@@ -18,6 +18,12 @@ export interface WritePolicy {
   projectRoot: string
   update: UpdateMode
   snapshotFiles: ReadonlySet<string>
+  /**
+   * The test files the pool sent this worker: Vitest writes new inline snapshots into the test
+   * file itself (`toMatchInlineSnapshot()`), so these may be rewritten whenever Vitest updates
+   * snapshots, as under forks. The guest already wrote that file's code.
+   */
+  testFiles: ReadonlySet<string>
 }
 
 function refuse(path: string, why: string): never {
@@ -81,8 +87,10 @@ export async function serveHostWrite(request: HostFsOp, policy: WritePolicy): Pr
     await rm(path, { force: true })
     return
   }
-  // A file snapshot that exists is overwritten only with -u; a `.snap` gains new entries in `new` mode too.
-  if (!snap && existed && policy.update !== 'all') refuse(path, 'it exists, and file snapshots are overwritten only with -u')
+  // A file snapshot that exists is overwritten only with -u; a `.snap` gains new entries in `new`
+  // mode too, and so does a test file its new inline snapshots are written into.
+  const own = snap || policy.testFiles.has(path)
+  if (!own && existed && policy.update !== 'all') refuse(path, 'it exists, and file snapshots are overwritten only with -u')
   if (typeof request.data !== 'string') refuse(path, 'no text to write')
   safeParents(root, resolve(path, '..'), path)
   const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW | (existed ? constants.O_TRUNC : constants.O_EXCL)

@@ -1,5 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net'
-import { HarnessError, type Sandbox } from '@stereos/harness'
+import { HarnessError } from '@stereos/harness'
+import type { PoolVm } from './vm.js'
 
 /**
  * `vitest --inspect[-brk]`: Vitest's worker opens Node's inspector itself, inside the guest, on
@@ -42,7 +43,7 @@ export class InspectorForward {
   ) {}
 
   /** Listen on the host's 127.0.0.1:port and relay to the guest's inspector on the same port. */
-  static async open(sandbox: Sandbox, nodePath: string, config: InspectorConfig): Promise<InspectorForward> {
+  static async open(sandbox: Pick<PoolVm, 'spawn'>, nodePath: string, config: InspectorConfig): Promise<InspectorForward> {
     const port = config.port ?? 9229
     const sockets = new Set<Socket>()
     const server = createServer((socket) => {
@@ -75,7 +76,7 @@ export class InspectorForward {
   }
 }
 
-async function relay(sandbox: Sandbox, nodePath: string, port: number, socket: Socket): Promise<void> {
+async function relay(sandbox: Pick<PoolVm, 'spawn'>, nodePath: string, port: number, socket: Socket): Promise<void> {
   try {
     const child = await sandbox.spawn(nodePath, ['-e', RELAY, String(port)], { stdin: true })
     if (!child.stdin) throw new Error('no stdin channel')

@@ -1,8 +1,9 @@
-import { isHarnessError, type Sandbox, type SandboxOptionsInput } from '@stereos/harness'
+import { isHarnessError, type SandboxOptionsInput } from '@stereos/harness'
+import type { PoolVm } from './vm.js'
 
 /** A VM lent to one PoolWorker at a time. */
-export interface Lease {
-  readonly sandbox: Sandbox
+export interface Lease<V extends PoolVm = PoolVm> {
+  readonly vm: V
   /** The options key the VM was booted with. */
   readonly key: string
   /** Files this VM has run, for the boot-count ratio the tests and bench read. */
@@ -10,10 +11,10 @@ export interface Lease {
 }
 
 /** Boots a ready VM (the pool's: Sandbox.boot plus the project view); injected so tests need no QEMU. */
-export type BootVm = (options: SandboxOptionsInput) => Promise<Sandbox>
+export type BootVm<V extends PoolVm = PoolVm> = (options: SandboxOptionsInput) => Promise<V>
 
-interface Slot {
-  lease: Lease
+interface Slot<V extends PoolVm> {
+  lease: Lease<V>
   busy: boolean
 }
 
@@ -32,8 +33,8 @@ function transient(err: unknown): boolean {
  * PoolWorker per file). At most `max` VMs exist at once (= maxWorkers); a lease for options
  * nobody idle was booted with replaces an idle VM of another kind.
  */
-export class VmLeasePool {
-  private readonly slots = new Set<Slot>()
+export class VmLeasePool<V extends PoolVm = PoolVm> {
+  private readonly slots = new Set<Slot<V>>()
   private readonly booting = new Set<Promise<unknown>>()
   private readonly waiters: (() => void)[] = []
   private closed = false
@@ -43,15 +44,15 @@ export class VmLeasePool {
 
   constructor(
     private readonly max: number,
-    private readonly bootVm: BootVm,
+    private readonly bootVm: BootVm<V>,
     private readonly log: (line: string) => void = () => undefined,
   ) {}
 
-  async lease(key: string, options: SandboxOptionsInput): Promise<Lease> {
+  async lease(key: string, options: SandboxOptionsInput): Promise<Lease<V>> {
     for (;;) {
       if (this.closed) throw new Error('the stereos VM pool is closed')
       // A VM that died while idle is dropped, never lent.
-      for (const slot of [...this.slots]) if (!slot.busy && !slot.lease.sandbox.running) this.slots.delete(slot)
+      for (const slot of [...this.slots]) if (!slot.busy && !slot.lease.vm.running) this.slots.delete(slot)
       const idle = [...this.slots].find((s) => !s.busy && s.lease.key === key)
       if (idle) {
         idle.busy = true
@@ -61,7 +62,7 @@ export class VmLeasePool {
       const other = [...this.slots].find((s) => !s.busy)
       if (other) {
         this.slots.delete(other)
-        await other.lease.sandbox.shutdown()
+        await other.lease.vm.shutdown()
         continue
       }
       await new Promise<void>((resolve) => this.waiters.push(resolve))
@@ -69,12 +70,12 @@ export class VmLeasePool {
   }
 
   /** Give a VM back; `discard` (a dead VM, or isolation 'vm') shuts it down instead of keeping it. */
-  async release(lease: Lease, discard = false): Promise<void> {
+  async release(lease: Lease<V>, discard = false): Promise<void> {
     const slot = [...this.slots].find((s) => s.lease === lease)
     if (!slot) return
     if (discard || this.closed) {
       this.slots.delete(slot)
-      await lease.sandbox.shutdown({ timeoutMs: 10_000 }).catch(() => undefined)
+      await lease.vm.shutdown({ timeoutMs: 10_000 }).catch(() => undefined)
     } else {
       slot.busy = false
     }
@@ -82,7 +83,7 @@ export class VmLeasePool {
   }
 
   /** Take a VM out of the pool for good, running (keepVm): its slot frees for another VM. */
-  forget(lease: Lease): void {
+  forget(lease: Lease<V>): void {
     const slot = [...this.slots].find((s) => s.lease === lease)
     if (!slot) return
     this.slots.delete(slot)
@@ -102,12 +103,12 @@ export class VmLeasePool {
     const all = [...this.slots]
     this.slots.clear()
     // Vitest gives onClose handlers 10 s in all: graceful first, then QMP and signals.
-    await Promise.allSettled(all.map((s) => s.lease.sandbox.shutdown({ timeoutMs: 3_000 })))
+    await Promise.allSettled(all.map((s) => s.lease.vm.shutdown({ timeoutMs: 3_000 })))
     for (const wake of this.waiters.splice(0)) wake()
   }
 
   /** Boot, and once more when the guest died or stalled on the way (one log line); bad input fails at once. */
-  private async bootOnce(options: SandboxOptionsInput): Promise<Sandbox> {
+  private async bootOnce(options: SandboxOptionsInput): Promise<V> {
     this.boots++
     try {
       return await this.bootVm(options)
@@ -119,12 +120,12 @@ export class VmLeasePool {
     }
   }
 
-  private async boot(key: string, options: SandboxOptionsInput): Promise<Lease> {
+  private async boot(key: string, options: SandboxOptionsInput): Promise<Lease<V>> {
     const booting = this.bootOnce(options)
     this.booting.add(booting)
     try {
-      const sandbox = await booting
-      const lease: Lease = { sandbox, key, files: 0 }
+      const vm = await booting
+      const lease: Lease<V> = { vm, key, files: 0 }
       this.slots.add({ lease, busy: true })
       if (this.closed) {
         await this.release(lease, true)

@@ -1,81 +1,119 @@
 import { EventEmitter } from 'node:events'
 import { fileURLToPath } from 'node:url'
-import { HarnessError, keepVm, tail, type GuestProcess } from '@stereos/harness'
+import { HarnessError, tail } from '@stereos/harness'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
 import type { PoolOptions, PoolTask, PoolWorker, WorkerRequest } from 'vitest/node'
+import { vitestMajor } from '../version.js'
 import { failedSuitesIn, failedTestsIn, vmLogAnnotations, vmLogError } from './artifacts.js'
 import { Boundary } from './boundary.js'
-import { failedFileCalls, failedFileTask, fileHashOf, serializeError } from './failed-file.js'
 import type { FilePlan, PoolContext } from './context.js'
+import { failedFileCalls, failedFileTask, fileHashOf, serializeError } from './failed-file.js'
 import { type Call, RpcFirewall, type WorkerResponse } from './firewall/firewall.js'
 import { guestEnv } from './guest-env.js'
 import type { UpdateMode } from './host-writes.js'
+import { type InspectorConfig, InspectorForward } from './inspector.js'
 import type { Lease } from './lease-pool.js'
-import { InspectorForward, type InspectorConfig } from './inspector.js'
 import { ensureGuestDir, forgetCachedReads, GUEST_HOME, hostIdentity } from './view.js'
+import type { PoolProcess } from './vm.js'
 import type { WorkerSpec } from './warm-workers.js'
-import { vitestMajor } from '../version.js'
+
+/** Vitest's own type for worker event listeners (its arguments differ by event and major). */
+type Listener = Parameters<PoolWorker['on']>[1]
 
 const GUEST_ENTRY = fileURLToPath(new URL('../guest/worker-entry.js', import.meta.url))
 
-type Request = WorkerRequest & { type: string; context?: { files?: { filepath: string }[] } }
+type Request = WorkerRequest & { type: string; context?: { files?: { filepath: string }[]; invalidates?: string[] } }
 
 function isRequest(message: unknown): message is Request {
   return typeof message === 'object' && message !== null && (message as { __vitest_worker_request__?: boolean }).__vitest_worker_request__ === true
 }
 
-const response = (type: 'started' | 'stopped') => ({ __vitest_worker_response__: true, type })
+const response = (type: 'started' | 'stopped' | 'testfileFinished') => ({ __vitest_worker_response__: true, type })
 
 /** One message from a guest worker: a big file's collected task tree fits; a runaway one does not. */
 const MAX_GUEST_MESSAGE = 64 * 1024 ** 2
 /** Messages from one guest worker waiting for the host before its channel is paused. */
 const MAX_QUEUED_MESSAGES = 1000
+/** How long a guest worker has to exit after answering `stop` before it is killed. */
+const EXIT_GRACE_MS = 10_000
+
+/** A launched worker: its files, their plan, the leased VM and the guest process running them. */
+interface Run {
+  readonly files: string[]
+  readonly plan: FilePlan
+  readonly lease: Lease
+  readonly child: PoolProcess
+  readonly inspector: InspectorForward | undefined
+  /** Vitest sent `stop` (a forced stop sends none: the process is killed at once). */
+  stopSent: boolean
+  /** Vitest waits for `stopped`. */
+  stopAnswerDue: boolean
+  /** A test or the file failed (keepVm keeps such a VM). */
+  failed: boolean
+}
+
+/** A launch in flight; what it leased so far is given back if it fails. */
+interface Launch {
+  readonly files: string[]
+  lease: Lease | undefined
+  /** The run, or undefined when the launch failed (the file was reported as failed). */
+  readonly done: Promise<Run | undefined>
+}
 
 /**
  * Where one PoolWorker is. Vitest drives it start → run… → stop; the VM is only chosen at the
- * first `run` (its file's describe.sandbox options pick the VM), so `start` is answered here.
- * - idle: no guest process yet;
- * - launching: leasing a VM and spawning the guest process; frames from Vitest queue behind it;
- * - running: frames flow both ways;
- * - dead: the guest process or its VM died; Vitest got one error and nothing is sent on;
- * - stopped: stop() ran; the VM went back to the pool (or was discarded).
+ * first `run` (its file's describe.sandbox options pick the VM), so `start` is answered here and
+ * replayed to the guest process once there is one.
  */
 type State =
-  | { kind: 'idle' }
-  | { kind: 'launching'; launched: Promise<void> }
-  | { kind: 'running'; lease: Lease; child: GuestProcess }
-  | { kind: 'dead'; lease: Lease | undefined }
+  /** No guest process yet. */
+  | { kind: 'idle'; start: Request | undefined }
+  /** Leasing a VM and starting the guest process; frames from Vitest queue behind it. */
+  | { kind: 'launching'; start: Request | undefined; launch: Launch }
+  /** Frames flow both ways, through the firewall. */
+  | { kind: 'running'; run: Run }
+  /** The launch failed, or the process or its VM died: Vitest got one error; nothing is sent on. */
+  | { kind: 'dead'; files: string[]; lease: Lease | undefined; run: Run | undefined }
+  /** stop() began: the guest going away now is expected. */
+  | { kind: 'stopping'; files: string[] }
+  /** The VM went back to the pool (or was discarded, or kept). */
   | { kind: 'stopped' }
+
+/** An error from the guest or from a failed step, as an Error Vitest can show (serialized errors are plain objects). */
+function asError(err: unknown): Error {
+  if (err instanceof Error) return err
+  const e = err as { name?: unknown; message?: unknown; stack?: unknown } | null
+  if (typeof e?.message === 'string') {
+    const error = new Error(e.message)
+    if (typeof e.name === 'string') error.name = e.name
+    if (typeof e.stack === 'string') error.stack = e.stack
+    return error
+  }
+  try {
+    return new Error(String(err))
+  } catch {
+    return new Error('the guest worker failed with an error that cannot be shown')
+  }
+}
 
 /**
  * One Vitest PoolWorker: a fresh guest Node process running Vitest's worker, in a VM leased
- * from the pool, with every frame between them checked on the way: module fetches confined to
- * the project view, attachments read from the guest, writes to the host only through the
- * snapshot channel, VM logs added to failed tests.
+ * from the pool, with every frame between them checked on the way (pool/firewall/): calls
+ * Vitest's worker makes, answers confined to the project view, attachments read from the guest,
+ * writes to the host only through the snapshot channel, VM logs added to failed tests.
  */
 export class StereosPoolWorker implements PoolWorker {
   readonly name = 'stereos'
   private readonly events = new EventEmitter()
-  private state: State = { kind: 'idle' }
-  private lease: Lease | undefined
-  private plan: FilePlan | undefined
-  private startRequest: Request | undefined
+  private state: State = { kind: 'idle', start: undefined }
   /** Frames to the guest, in order, each after the launch. */
   private outbound: Promise<void> = Promise.resolve()
   /** Frames from the guest, in order (some wait for the host: attachments, annotations). */
   private inbound: Promise<void> = Promise.resolve()
-  /** Vitest sent `stop` and has not had `stopped` yet. */
-  private stopPending = false
-  /** stop() began: the guest going away now is expected. */
-  private stopping = false
   /** Vitest's RPC with the guest: only allowlisted calls pass, under the pool's ids, and every answer is checked. */
   private readonly firewall: RpcFirewall
   /** What crosses from the guest to the host, checked. */
   private readonly boundary: Boundary
-  private inspector: InspectorForward | undefined
-  /** A test or the file failed in this worker's VM (keepVm keeps such a VM). */
-  private failed = false
-  private files: string[] = []
 
   constructor(
     private readonly options: PoolOptions,
@@ -90,7 +128,7 @@ export class StereosPoolWorker implements PoolWorker {
       // The reason names what the guest sent: printable characters only, one bounded line.
       refused: (why) =>
         options.project.vitest.logger.error(
-          `stereos: refused from the guest worker of ${this.files.join(', ') || 'a test file'}: ${why.replace(/[^\x20-\x7e]/g, '?').slice(0, 300)}`,
+          `stereos: refused from the guest worker of ${this.files().join(', ') || 'a test file'}: ${why.replace(/[^\x20-\x7e]/g, '?').slice(0, 300)}`,
         ),
     })
     this.boundary = new Boundary({
@@ -98,16 +136,17 @@ export class StereosPoolWorker implements PoolWorker {
       projectRoot: ctx.projectRoot,
       update: config.snapshotOptions?.updateSnapshot,
       snapshotFiles: this.firewall.snapshotFiles,
+      testFiles: this.firewall.testFiles,
       coverageDir: () => this.coverageDir(),
       guestFilesDir: () => ctx.guestFilesDir(),
     })
   }
 
-  on(event: string, callback: (...args: any[]) => void): void {
+  on(event: string, callback: Listener): void {
     this.events.on(event, callback)
   }
 
-  off(event: string, callback: (...args: any[]) => void): void {
+  off(event: string, callback: Listener): void {
     this.events.off(event, callback)
   }
 
@@ -119,84 +158,118 @@ export class StereosPoolWorker implements PoolWorker {
     // The VM is picked on the first `run`; see State.
   }
 
+  /** The files this worker was sent, in whichever state it is. */
+  private files(): string[] {
+    const s = this.state
+    if (s.kind === 'launching') return s.launch.files
+    if (s.kind === 'running') return s.run.files
+    return s.kind === 'dead' || s.kind === 'stopping' ? s.files : []
+  }
+
   send(message: WorkerRequest): void {
     const m = message as unknown
     const request = isRequest(m) ? m : undefined
+    const s = this.state
     if (request?.type === 'start') {
-      this.startRequest = request
+      if (s.kind === 'idle') this.state = { kind: 'idle', start: request }
       setImmediate(() => this.events.emit('message', response('started')))
       return
     }
     // Nothing in the guest can answer `stop` when there is no process (or it is going: Vitest 4
     // may close the pool, and so the VMs, before it stops its workers).
-    if (request?.type === 'stop' && (this.state.kind === 'idle' || this.state.kind === 'dead' || this.ctx.pool.closing)) {
+    if (request?.type === 'stop' && (s.kind === 'idle' || s.kind === 'dead' || this.ctx.pool.closing)) {
       setImmediate(() => this.events.emit('message', response('stopped')))
       return
     }
     // Answers to guest calls come back checked, under the guest's id; the pool's own end here.
     const out = this.firewall.fromVitest(m)
     if (out === undefined) return
-    if (request?.type === 'stop') this.stopPending = true
+    if (request?.type === 'stop' && s.kind === 'running') {
+      s.run.stopSent = true
+      s.run.stopAnswerDue = true
+    }
     if (request?.type === 'run' || request?.type === 'collect') {
       const files = (request.context?.files ?? []).map((f) => f.filepath)
       this.firewall.sent(files)
       // isolate: false: Vitest hands a running worker more files (canReuse said yes).
-      if (this.state.kind === 'running') this.count(files)
-      if (this.state.kind === 'idle') {
-        const method = request.type === 'collect' ? 'collect' : 'run'
-        // A file whose VM cannot be had fails as a file (with the reason), not as the worker.
-        const launched = this.launch(files).catch((err: unknown) => this.reportUnusable(files, method, err))
-        this.state = { kind: 'launching', launched }
-      }
+      if (s.kind === 'running') this.count(s.run.lease, files)
+      if (s.kind === 'idle') this.beginLaunch(files, request.type === 'collect' ? 'collect' : 'run', s.start)
     }
-    const launched = this.state.kind === 'launching' ? this.state.launched : undefined
+    const launching = this.state.kind === 'launching' ? this.state.launch.done : undefined
     // Watch mode: the host changed files since the VM cached them; the guest reads them anew.
-    const changed = request?.type === 'run' && ((request.context as { invalidates?: string[] } | undefined)?.invalidates?.length ?? 0) > 0
+    const changed = request?.type === 'run' && (request.context?.invalidates?.length ?? 0) > 0
     this.outbound = this.outbound
-      .then(() => launched)
-      .then(() => (changed && this.state.kind === 'running' ? forgetCachedReads(this.state.lease.sandbox) : undefined))
+      .then(() => launching)
+      .then(() => (changed && this.state.kind === 'running' ? forgetCachedReads(this.state.run.lease.vm) : undefined))
       .then(() => this.toGuest(out))
       .catch((err: unknown) => this.fail(err))
   }
 
+  private beginLaunch(files: string[], method: 'run' | 'collect', start: Request | undefined): void {
+    const launch: Launch = {
+      files,
+      lease: undefined,
+      done: Promise.resolve().then(async () => {
+        try {
+          const run = await this.launch(launch, start)
+          if (this.state.kind === 'launching') this.state = { kind: 'running', run }
+          return run
+        } catch (err) {
+          // A file whose VM cannot be had fails as a file (with the reason), not as the worker.
+          if (this.state.kind === 'launching') this.state = { kind: 'dead', files, lease: launch.lease, run: undefined }
+          await this.reportUnusable(files, method, err)
+          return undefined
+        }
+      }),
+    }
+    this.state = { kind: 'launching', start, launch }
+  }
+
   async stop(): Promise<void> {
-    this.stopping = true
-    if (this.state.kind === 'launching') await this.state.launched.catch(() => undefined)
-    const lease = this.lease
+    const s = this.state
+    if (s.kind === 'stopped' || s.kind === 'stopping') return
+    this.state = { kind: 'stopping', files: this.files() }
+    const launched = s.kind === 'launching' ? await s.launch.done : undefined
+    const run = s.kind === 'running' ? s.run : s.kind === 'dead' ? s.run : launched
+    const lease = run?.lease ?? (s.kind === 'dead' ? s.lease : s.kind === 'launching' ? s.launch.lease : undefined)
+    // Vitest asked `stop`: the process exits on its own, or is killed after a grace period and its
+    // VM replaced (it may be in any state). A forced stop (after a failed task) kills it at once.
     let hung = false
-    if (this.state.kind === 'running') {
-      const { child } = this.state
-      const exited = await Promise.race([
-        child.exited.then(
-          () => true,
-          () => true,
-        ),
-        new Promise<boolean>((r) => setTimeout(() => r(false), 10_000).unref()),
-      ])
+    if (run && s.kind !== 'dead') {
+      const exited = run.stopSent
+        ? await Promise.race([
+            run.child.exited.then(
+              () => true,
+              () => true,
+            ),
+            delay(EXIT_GRACE_MS, false),
+          ])
+        : false
       if (!exited) {
-        hung = true
-        await child.kill('SIGKILL').catch(() => undefined)
+        hung = run.stopSent
+        await run.child.kill('SIGKILL').catch(() => undefined)
       }
     }
-    const dead = this.state.kind === 'dead'
+    run?.inspector?.close()
     this.state = { kind: 'stopped' }
-    this.inspector?.close()
-    if (lease && this.keepForDebugging(lease)) return
-    // A guest process that had to be killed may have left the VM in any state: replace it.
-    if (lease) await this.ctx.pool.release(lease, hung || dead || !lease.sandbox.running || this.plan?.options.isolation === 'vm')
+    if (!lease) return
+    if (run && this.keepForDebugging(run)) return
+    const isolationVm = run?.plan.options.isolation === 'vm'
+    await this.ctx.pool.release(lease, hung || s.kind === 'dead' || !lease.vm.running || isolationVm)
   }
 
   /** keepVm 'on-failure' and a failure here: the VM leaves the pool running, for `stereos-harness ssh`. */
-  private keepForDebugging(lease: Lease): boolean {
-    if (!this.failed || this.plan?.options.keepVm !== 'on-failure' || !lease.sandbox.running || this.ctx.pool.closing) return false
+  private keepForDebugging(run: Run): boolean {
+    const { lease } = run
+    if (!run.failed || run.plan.options.keepVm !== 'on-failure' || !lease.vm.running || this.ctx.pool.closing) return false
     const root = this.options.project.config.root
-    const files = this.files.map((f) => (f.startsWith(`${root}/`) ? f.slice(root.length + 1) : f)).join(', ')
+    const files = run.files.map((f) => (f.startsWith(`${root}/`) ? f.slice(root.length + 1) : f)).join(', ')
     try {
-      this.ctx.kept.push(keepVm(lease.sandbox, `${files} failed`))
+      this.ctx.kept.push(lease.vm.keep(`${files} failed`))
       this.ctx.pool.forget(lease)
       return true
     } catch (err) {
-      this.options.project.vitest.logger.error(`stereos: could not keep VM ${lease.sandbox.info.id}: ${(err as Error).message}`)
+      this.options.project.vitest.logger.error(`stereos: could not keep VM ${lease.vm.info.id}: ${(err as Error).message}`)
       return false
     }
   }
@@ -212,36 +285,59 @@ export class StereosPoolWorker implements PoolWorker {
         ...guestEnv(env, project.config.env ?? {}, plan.options.env),
         HOME: GUEST_HOME,
         STEREOS_SANDBOX: '1',
-        STEREOS_VM_ID: lease.sandbox.info.id,
+        STEREOS_VM_ID: lease.vm.info.id,
         STEREOS_WORKER: JSON.stringify({ dist: distPath }),
       },
     }
     // As `who` (root stays root), no_new_privs, spares niced, earlier files' processes swept.
-    return this.ctx.spares.spec(lease.sandbox, who, [...execArgv, GUEST_ENTRY], options)
+    return this.ctx.spares.spec(lease.vm, who, [...execArgv, GUEST_ENTRY], options)
   }
 
-  private async launch(files: string[]): Promise<void> {
-    this.files = files
+  /** Lease a VM for the files, take its spare process or start one, and wire it to Vitest. */
+  private async launch(launch: Launch, start: Request | undefined): Promise<Run> {
+    const { files } = launch
     const plan = this.ctx.plan(files)
-    this.plan = plan
     const lease = await this.ctx.lease(plan)
-    this.lease = lease
-    this.count(files)
+    launch.lease = lease
+    this.count(lease, files)
     const coverageDir = this.coverageDir()
-    if (coverageDir) await ensureGuestDir(lease.sandbox, coverageDir, hostIdentity())
+    if (coverageDir) await ensureGuestDir(lease.vm, coverageDir, hostIdentity())
     const spec = this.workerSpec(lease, plan)
-    const child = (await this.ctx.spares.take(lease.sandbox, spec.key)) ?? (await spec.start())
+    const child = (await this.ctx.spares.take(lease.vm, spec.key)) ?? (await spec.start())
+    const inspector = await this.forwardInspector(lease, files)
+    const run: Run = { files, plan, lease, child, inspector, stopSent: false, stopAnswerDue: false, failed: false }
     const { project } = this.options
-    await this.forwardInspector(lease, files)
-    this.state = { kind: 'running', lease, child }
-    child.stdout.pipe(project.vitest.logger.outputStream, { end: false })
-    child.stderr.pipe(project.vitest.logger.errorStream, { end: false })
-    const decoder = new V8Decoder(MAX_GUEST_MESSAGE)
-    // Messages wait their turn (some wait for the host: attachments, coverage); while too many
-    // wait, the channel is paused, so a guest that floods it fills its own buffers, not the host's memory.
-    let queued = 0
+    child.stdout?.pipe(project.vitest.logger.outputStream, { end: false })
+    child.stderr?.pipe(project.vitest.logger.errorStream, { end: false })
+    this.readFrames(child)
+    const gone = (why: string) => {
+      // The process went before answering `stop`: answer it, or Vitest waits 60 s for nothing.
+      if (run.stopAnswerDue) {
+        run.stopAnswerDue = false
+        this.events.emit('message', response('stopped'))
+      }
+      this.died(run, why)
+    }
+    void child.exited.then(
+      (exit) => gone(`the guest worker process exited (code ${exit.exitCode}, signal ${exit.signal})`),
+      (err: unknown) => gone((err as Error).message),
+    )
+    void lease.vm.exited.then((exit) => this.died(run, `the VM's QEMU exited (code ${exit.code}, signal ${exit.signal})`))
+    if (start) child.ipc?.write(encodeV8(start))
+    return run
+  }
+
+  /**
+   * Frames from the guest, in order. Messages wait their turn (some wait for the host:
+   * attachments, coverage); while too many wait, the channel is paused, so a guest that floods it
+   * fills its own buffers, not the host's memory.
+   */
+  private readFrames(child: PoolProcess): void {
     const ipc = child.ipc
-    ipc?.on('data', (chunk: Buffer) => {
+    if (!ipc) return
+    const decoder = new V8Decoder(MAX_GUEST_MESSAGE)
+    let queued = 0
+    ipc.on('data', (chunk: Buffer) => {
       let messages: unknown[]
       try {
         messages = decoder.push(chunk)
@@ -261,23 +357,7 @@ export class StereosPoolWorker implements PoolWorker {
           })
       }
     })
-    child.ipc?.on('error', () => undefined)
-    const gone = (why: string) => {
-      // The process went before answering `stop`: answer it, or Vitest waits 60 s for nothing.
-      if (this.stopPending) {
-        this.stopPending = false
-        this.events.emit('message', response('stopped'))
-      }
-      if (!this.stopping) this.died(why)
-    }
-    void child.exited.then(
-      (exit) => gone(`the guest worker process exited (code ${exit.exitCode}, signal ${exit.signal})`),
-      (err: unknown) => gone((err as Error).message),
-    )
-    void lease.sandbox.exited.then((exit) => {
-      if (!this.stopping) this.died(`the VM's QEMU exited (code ${exit.code}, signal ${exit.signal})`)
-    })
-    if (this.startRequest) child.ipc?.write(encodeV8(this.startRequest))
+    ipc.on('error', () => undefined)
   }
 
   /**
@@ -287,7 +367,6 @@ export class StereosPoolWorker implements PoolWorker {
    * blob). A worker 'error' instead would drop the files from the reports.
    */
   private async reportUnusable(files: string[], method: 'run' | 'collect', err: unknown): Promise<void> {
-    this.state = { kind: 'dead', lease: this.lease }
     const { project, distPath } = this.options
     try {
       const hash = await fileHashOf(distPath)
@@ -300,12 +379,12 @@ export class StereosPoolWorker implements PoolWorker {
       this.fail(err)
       return
     }
-    this.events.emit('message', { __vitest_worker_response__: true, type: 'testfileFinished' })
+    this.events.emit('message', response('testfileFinished'))
   }
 
   /** To the guest, unless it is gone. */
   private toGuest(message: unknown): void {
-    if (this.state.kind === 'running') this.state.child.ipc?.write(encodeV8(message))
+    if (this.state.kind === 'running') this.state.run.child.ipc?.write(encodeV8(message))
   }
 
   /** One message from the guest, through the firewall: only what it lets pass reaches Vitest. */
@@ -328,36 +407,38 @@ export class StereosPoolWorker implements PoolWorker {
     }
   }
 
-  private workerResponse(response: WorkerResponse): void {
-    if (response.type === 'stopped') this.stopPending = false
+  private workerResponse(message: WorkerResponse): void {
+    const run = this.state.kind === 'running' ? this.state.run : undefined
+    if (message.type === 'stopped' && run) run.stopAnswerDue = false
     // The guest answers the replayed `start`; Vitest already has its answer.
-    if (response.type !== 'started') {
-      this.events.emit('message', response)
+    if (message.type !== 'started') {
+      this.events.emit('message', message)
       return
     }
-    if (response.error) this.fail(response.error)
+    if (message.error) this.fail(message.error)
     // This file's process has imported Vitest: start the next file's on the same VM now.
-    else if (this.lease && this.plan && this.plan.options.isolation === 'process')
-      this.ctx.spares.prepare(this.lease.sandbox, this.workerSpec(this.lease, this.plan))
+    else if (run && run.plan.options.isolation === 'process') this.ctx.spares.prepare(run.lease.vm, this.workerSpec(run.lease, run.plan))
   }
 
   /** A checked call, after the pool's part: attachments read from the guest, coverage shipped, VM logs on failures. */
   private async forwardCall(call: Call): Promise<void> {
-    if (this.lease) {
+    const run = this.state.kind === 'running' ? this.state.run : undefined
+    if (run) {
+      const { vm } = run.lease
       try {
-        await this.boundary.readAttachments(call, this.lease.sandbox, this.plan?.options.attachmentMaxBytes)
+        await this.boundary.readAttachments(call, vm, run.plan.options.attachmentMaxBytes)
       } catch (err) {
         // The test's annotate()/recordArtifact() rejects with the reason; Vitest never sees the call.
         this.firewall.answer(call, err)
         return
       }
-      await this.boundary.shipCoverage(call, this.lease.sandbox)
+      await this.boundary.shipCoverage(call, vm)
       const failedSuites = failedSuitesIn(call)
-      for (const result of failedSuites) result.errors.push(vmLogError(this.lease.sandbox))
+      for (const result of failedSuites) result.errors.push(vmLogError(vm))
       const failed = failedTestsIn(call)
-      if (failed.length || failedSuites.length) this.failed = true
+      if (failed.length || failedSuites.length) run.failed = true
       if (failed.length) {
-        const annotations = vmLogAnnotations(this.lease.sandbox)
+        const annotations = vmLogAnnotations(vm)
         // One at a time: reporters list annotations in the order they were recorded.
         for (const id of failed) for (const annotation of annotations) await this.firewall.call('onTaskArtifactRecord', [id, annotation])
       }
@@ -372,18 +453,17 @@ export class StereosPoolWorker implements PoolWorker {
   }
 
   /** --inspect/--inspect-brk: the guest worker's inspector, reachable on the host's 127.0.0.1 as with forks. */
-  private async forwardInspector(lease: Lease, files: string[]): Promise<void> {
+  private async forwardInspector(lease: Lease, files: string[]): Promise<InspectorForward | undefined> {
     const { project } = this.options
     const config = (project.config as { inspector?: InspectorConfig }).inspector ?? (project.vitest.config as { inspector?: InspectorConfig }).inspector
-    if (!config?.enabled) return
-    this.inspector = await InspectorForward.open(lease.sandbox, (await lease.sandbox.agent()).info.execPath, config)
-    project.vitest.logger.log(
-      `stereos: debugger: attach to 127.0.0.1:${this.inspector.port} (the guest worker of ${files.join(', ')} in VM ${lease.sandbox.info.id})`,
-    )
+    if (!config?.enabled) return undefined
+    const inspector = await InspectorForward.open(lease.vm, await lease.vm.guestNode(), config)
+    project.vitest.logger.log(`stereos: debugger: attach to 127.0.0.1:${inspector.port} (the guest worker of ${files.join(', ')} in VM ${lease.vm.info.id})`)
+    return inspector
   }
 
-  private count(files: string[]): void {
-    if (this.lease) this.lease.files += files.length
+  private count(lease: Lease, files: string[]): void {
+    lease.files += files.length
     this.ctx.pool.files += files.length
   }
 
@@ -392,39 +472,34 @@ export class StereosPoolWorker implements PoolWorker {
    * running and the file would get a VM with the same options (its describe.sandbox literals).
    */
   canReuse(task: PoolTask): boolean {
-    if (this.state.kind !== 'running' || !this.plan) return false
+    if (this.state.kind !== 'running') return false
     try {
-      return this.ctx.plan(task.context.files.map((f) => f.filepath)).key === this.plan.key
+      return this.ctx.plan(task.context.files.map((f) => f.filepath)).key === this.state.run.plan.key
     } catch {
       return false
     }
   }
 
-  private died(why: string): void {
-    // The pool shutting its VMs down at the end of the run is not a death.
-    if (this.state.kind === 'dead' || this.stopping || this.ctx.pool.closing) return
-    const lease = this.lease
-    this.state = { kind: 'dead', lease }
+  /** The run's process or VM went away; unless that was expected, the file fails with the VM's account. */
+  private died(run: Run, why: string): void {
+    // Only a death of the running process counts: not during stop(), not the pool shutting its VMs down at the end.
+    if (this.state.kind !== 'running' || this.state.run !== run || this.ctx.pool.closing) return
+    this.state = { kind: 'dead', files: run.files, lease: run.lease, run }
     // A killed VM usually shows first as a lost connection: give QEMU's exit a moment to be
     // seen, so the error names the real cause.
-    const settle = lease ? Promise.race([lease.sandbox.exited.then(() => undefined), new Promise<void>((r) => setTimeout(r, 2000).unref())]) : Promise.resolve()
-    void settle.then(() => this.reportDeath(why))
+    void Promise.race([run.lease.vm.exited.then(() => undefined), delay(2000, undefined)]).then(() => this.reportDeath(run, why))
   }
 
-  private reportDeath(reason: string): void {
-    const lease = this.lease
-    const exit = lease && !lease.sandbox.running ? lease.sandbox.info.pid : undefined
-    const why = exit !== undefined ? `the VM's QEMU (pid ${exit}) exited` : reason
-    const logs: Record<string, string> = lease ? { serial: lease.sandbox.logs.serial, qemu: lease.sandbox.logs.qemu } : {}
+  private reportDeath(run: Run, reason: string): void {
+    const { vm } = run.lease
+    const why = vm.running ? reason : `the VM's QEMU (pid ${vm.info.pid}) exited`
     this.fail(
       new HarnessError(
         'AGENT_UNREACHABLE',
-        `stereos pool: ${why} while running a test file${lease ? ` in VM ${lease.sandbox.info.id}. Last lines of its console:\n${tail(lease.sandbox.logs.serial).replace(/^/gm, '  ')}` : ''}`,
+        `stereos pool: ${why} while running a test file in VM ${vm.info.id}. Last lines of its console:\n${tail(vm.logs.serial).replace(/^/gm, '  ')}`,
         {
-          fix: lease
-            ? `read ${lease.sandbox.logs.serial} (guest console) and ${lease.sandbox.logs.qemu}; the pool replaces the VM for the next file`
-            : 'see the error above',
-          logs,
+          fix: `read ${vm.logs.serial} (guest console) and ${vm.logs.qemu}; the pool replaces the VM for the next file`,
+          logs: { serial: vm.logs.serial, qemu: vm.logs.qemu },
         },
       ),
     )
@@ -435,6 +510,10 @@ export class StereosPoolWorker implements PoolWorker {
   private fail(err: unknown): void {
     // After Vitest let go of this worker nobody listens, and an unheard 'error' would crash the run.
     if (this.events.listenerCount('error') === 0) return
-    this.events.emit('error', err instanceof Error ? err : new Error(String(err)))
+    this.events.emit('error', asError(err))
   }
+}
+
+function delay<T>(ms: number, value: T): Promise<T> {
+  return new Promise<T>((resolve) => setTimeout(() => resolve(value), ms).unref())
 }

@@ -2,6 +2,7 @@ import { realpathSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { dirname, parse, sep } from 'node:path'
 import { HarnessError, type Sandbox } from '@stereos/harness'
+import type { PoolVm } from './vm.js'
 
 /**
  * The guest's view of the project: each view root is a host directory shared read-only over 9p
@@ -163,25 +164,25 @@ export async function mountView(sandbox: Sandbox, plan: ViewPlan, firstShare: nu
  * Vitest reruns files because the host changed (watch mode: the run names `invalidates`), the
  * guest forgets what it cached, so the files tests read natively are read anew.
  */
-export async function forgetCachedReads(sandbox: Sandbox): Promise<void> {
-  await sandbox.exec('sh', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches'], { user: 'root' })
+export async function forgetCachedReads(vm: PoolVm): Promise<void> {
+  await vm.exec('sh', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches'], { user: 'root' })
 }
 
 /** Dirs made in each VM by ensureGuestDir. */
-const madeDirs = new WeakMap<Sandbox, Set<string>>()
+const madeDirs = new WeakMap<PoolVm, Set<string>>()
 
 /**
  * Coverage providers write each worker's results into their own directory and expect it to
  * exist (Vitest made it on the host). Inside the view it does; a `reportsDirectory` outside the
  * project (e.g. in /tmp) is made in the guest, once per VM, owned by the tests' user.
  */
-export async function ensureGuestDir(sandbox: Sandbox, dir: string, who: Identity): Promise<void> {
-  const done = madeDirs.get(sandbox) ?? new Set<string>()
-  madeDirs.set(sandbox, done)
+export async function ensureGuestDir(vm: PoolVm, dir: string, who: Identity): Promise<void> {
+  const done = madeDirs.get(vm) ?? new Set<string>()
+  madeDirs.set(vm, done)
   if (done.has(dir)) return
-  const result = await sandbox.exec('sh', ['-c', 'mkdir -p "$1" && chown "$2:$3" "$1"', 'stereos-dir', dir, String(who.uid), String(who.gid)], { user: 'root' })
+  const result = await vm.exec('sh', ['-c', 'mkdir -p "$1" && chown "$2:$3" "$1"', 'stereos-dir', dir, String(who.uid), String(who.gid)], { user: 'root' })
   if (result.exitCode !== 0)
-    throw new HarnessError('AGENT', `cannot make ${dir} in VM ${sandbox.info.id}: ${result.stderr.trim()}`, {
+    throw new HarnessError('AGENT', `cannot make ${dir} in VM ${vm.info.id}: ${result.stderr.trim()}`, {
       fix: 'set coverage.reportsDirectory to a directory inside the project',
     })
   done.add(dir)

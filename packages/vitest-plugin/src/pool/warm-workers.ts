@@ -1,4 +1,5 @@
-import type { GuestProcess, Sandbox, SpawnOptions } from '@stereos/harness'
+import type { SpawnOptions } from '@stereos/harness'
+import type { PoolProcess, PoolVm } from './vm.js'
 import type { Identity } from './view.js'
 
 /** How to start a guest worker process; processes with the same key are interchangeable. */
@@ -8,12 +9,12 @@ export interface WorkerSpec {
    * Start a process. A `spare` waits, at low priority, for a file that is not yet chosen; any other
    * is handed its file at once, so `start` has made it ready for it (see `handOver`).
    */
-  start(spare?: boolean): Promise<GuestProcess>
+  start(spare?: boolean): Promise<PoolProcess>
   /**
    * Ready a spare for its file, before its first frame: nothing an earlier file left running in the
    * VM survives (the agent's sweep of the test user's processes), and it runs at normal priority.
    */
-  handOver(child: GuestProcess): Promise<void>
+  handOver(child: PoolProcess): Promise<void>
 }
 
 /**
@@ -27,15 +28,15 @@ export interface WorkerSpec {
  * writes into the view), still under no_new_privs and the same priorities, but without the sweep:
  * a sweep of uid 0 would kill the agent.
  */
-export function guestWorkerSpec(sandbox: Sandbox, who: Identity, args: string[], options: Omit<SpawnOptions, 'user' | 'noNewPrivs' | 'nice'>): WorkerSpec {
+export function guestWorkerSpec(vm: PoolVm, who: Identity, args: string[], options: Omit<SpawnOptions, 'user' | 'noNewPrivs' | 'nice'>): WorkerSpec {
   const spawnOptions: SpawnOptions = { ...options, user: who.uid === 0 ? 'root' : { uid: who.uid, gid: who.gid }, noNewPrivs: true }
-  const sweep = async (child: GuestProcess) => {
-    if (who.uid !== 0) await (await sandbox.agent()).sweep(who.uid, child.pid)
+  const sweep = async (child: PoolProcess) => {
+    if (who.uid !== 0) await vm.sweep(who.uid, child.pid)
   }
   return {
     key: JSON.stringify({ args, options: spawnOptions }),
     async start(spare = false) {
-      const child = await sandbox.spawn((await sandbox.agent()).info.execPath, args, spare ? { ...spawnOptions, nice: 19 } : spawnOptions)
+      const child = await vm.spawn(await vm.guestNode(), args, spare ? { ...spawnOptions, nice: 19 } : spawnOptions)
       if (spare) return child
       try {
         await sweep(child)
@@ -54,7 +55,7 @@ export function guestWorkerSpec(sandbox: Sandbox, who: Identity, args: string[],
 
 interface Spare {
   spec: WorkerSpec
-  child: Promise<GuestProcess>
+  child: Promise<PoolProcess>
   alive: boolean
 }
 
@@ -67,25 +68,25 @@ interface Spare {
  * does not match (other env, execArgv or options) is killed and a fresh process started instead.
  */
 export class SpareWorkers {
-  private readonly spares = new WeakMap<Sandbox, Spare>()
+  private readonly spares = new WeakMap<PoolVm, Spare>()
 
   /** The spec of guest worker processes run as `who` on `sandbox` (guestWorkerSpec). */
-  spec(sandbox: Sandbox, who: Identity, args: string[], options: Omit<SpawnOptions, 'user' | 'noNewPrivs' | 'nice'>): WorkerSpec {
-    return guestWorkerSpec(sandbox, who, args, options)
+  spec(vm: PoolVm, who: Identity, args: string[], options: Omit<SpawnOptions, 'user' | 'noNewPrivs' | 'nice'>): WorkerSpec {
+    return guestWorkerSpec(vm, who, args, options)
   }
 
   /** Start a spare on this VM unless it has one. */
-  prepare(sandbox: Sandbox, spec: WorkerSpec): void {
-    if (this.spares.has(sandbox) || !sandbox.running) return
+  prepare(vm: PoolVm, spec: WorkerSpec): void {
+    if (this.spares.has(vm) || !vm.running) return
     const spare: Spare = { spec, child: spec.start(true), alive: true }
-    this.spares.set(sandbox, spare)
+    this.spares.set(vm, spare)
     spare.child.then(
       (child) =>
         child.exited.then(
-          () => this.drop(sandbox, spare),
-          () => this.drop(sandbox, spare),
+          () => this.drop(vm, spare),
+          () => this.drop(vm, spare),
         ),
-      () => this.drop(sandbox, spare),
+      () => this.drop(vm, spare),
     )
   }
 
@@ -94,10 +95,10 @@ export class SpareWorkers {
    * WorkerSpec.handOver); a mismatched one is killed. A failed hand-over kills the spare and
    * rejects: the VM may still run what an earlier file left behind.
    */
-  async take(sandbox: Sandbox, key: string): Promise<GuestProcess | undefined> {
-    const spare = this.spares.get(sandbox)
+  async take(vm: PoolVm, key: string): Promise<PoolProcess | undefined> {
+    const spare = this.spares.get(vm)
     if (!spare) return undefined
-    this.spares.delete(sandbox)
+    this.spares.delete(vm)
     const child = await spare.child.catch(() => undefined)
     if (!child || !spare.alive) return undefined
     if (spare.spec.key !== key) {
@@ -116,8 +117,8 @@ export class SpareWorkers {
     return child
   }
 
-  private drop(sandbox: Sandbox, spare: Spare): void {
+  private drop(vm: PoolVm, spare: Spare): void {
     spare.alive = false
-    if (this.spares.get(sandbox) === spare) this.spares.delete(sandbox)
+    if (this.spares.get(vm) === spare) this.spares.delete(vm)
   }
 }

@@ -80,6 +80,8 @@ export interface FirewallOptions {
 export class RpcFirewall {
   /** Test files the pool sent this worker: the only files it may name as its own. */
   private readonly files = new Set<string>()
+  /** The same, for the host writes that concern them (inline snapshots). */
+  readonly testFiles: ReadonlySet<string> = this.files
   /** Guest calls in flight, by the pool's id. */
   private readonly pending = new Map<string, { guestId: string; method: string }>()
   private readonly guestIds = new Set<string>()
@@ -146,28 +148,27 @@ export class RpcFirewall {
     const rawId = frame.i
     if (rawId !== undefined && !GuestId.safeParse(rawId).success) return this.refuse(undefined, `a call of ${method} with an id that is not a birpc id`)
     const guestId = rawId as string | undefined
-    const answer = guestId
     if (guestId !== undefined && this.guestIds.has(guestId))
       return this.refuse(undefined, `a second call of ${method} with id ${guestId} while the first is in flight`)
     const rule = Object.hasOwn(ALLOWED, method) ? ALLOWED[method] : undefined
-    if (!rule || !rule.vitest.includes(this.options.vitestMajor)) {
+    if (!rule?.vitest.includes(this.options.vitestMajor)) {
       const why = Object.hasOwn(REFUSED, method) ? REFUSED[method] : `it is not one of the methods Vitest ${this.options.vitestMajor}'s worker calls`
-      return this.refuse(answer, `the guest may not call ${method}: ${why}`)
+      return this.refuse(guestId, `the guest may not call ${method}: ${why}`)
     }
     const args = rule.args.safeParse(frame.a)
     if (!args.success) {
       const issue = args.error.issues[0]
       return this.refuse(
-        answer,
+        guestId,
         `the arguments of ${method} do not match what Vitest's worker sends (${issue ? `${issue.path.join('.') || 'arguments'}: ${issue.message}` : 'invalid'})`,
       )
     }
     const why = rule.check?.(args.data as never, this.scope)
-    if (why) return this.refuse(answer, `${method} refused: ${why}`)
+    if (why) return this.refuse(guestId, `${method} refused: ${why}`)
     // The guest's own values go on, in a fresh array: zod's parse copies objects, and Vitest's
     // task trees are cyclic (a copied File would no longer be its tasks' `file`).
     const a = (frame.a as unknown[]).slice()
-    if (!scrubGuestValue(a, this.inView)) return this.refuse(answer, `the arguments of ${method} are too large or deep to check`)
+    if (!scrubGuestValue(a, this.inView)) return this.refuse(guestId, `the arguments of ${method} are too large or deep to check`)
     const call: Call = { t: 'q', m: method, a }
     if (guestId !== undefined) {
       call.i = `guest-${++this.next}`

@@ -1,0 +1,52 @@
+import { type ExecOptions, type ExecResult, type GuestProcess, type KeptVm, keepVm, type Sandbox, type SandboxInfo, type SpawnOptions } from '@stereos/harness'
+
+/** What the pool does with a guest process: a GuestProcess is one. */
+export type PoolProcess = Pick<GuestProcess, 'pid' | 'stdin' | 'stdout' | 'stderr' | 'ipc' | 'exited' | 'kill' | 'renice'>
+
+/**
+ * What the pool asks of a VM, and nothing more: a lease, a guest worker, the project view, the
+ * logs of a failure, a kept VM. `poolVm(sandbox)` makes one of a booted Sandbox; unit tests
+ * write their own without casts.
+ */
+export interface PoolVm {
+  readonly info: Pick<SandboxInfo, 'id' | 'pid' | 'arch' | 'accel' | 'timeline' | 'mixtape'>
+  readonly logs: { readonly serial: string; readonly qemu: string }
+  readonly running: boolean
+  readonly exited: Promise<{ code: number | undefined; signal: string | undefined }>
+  /** The guest Node the agent runs on (worker processes use it too). */
+  guestNode(): Promise<string>
+  spawn(cmd: string, args: string[], options: SpawnOptions): Promise<PoolProcess>
+  exec(cmd: string, args: string[], options: ExecOptions): Promise<Pick<ExecResult, 'exitCode' | 'stdout' | 'stderr'>>
+  readFile(path: string, options: { maxBytes?: number }): Promise<Buffer>
+  /** Kill every process of `uid` in the guest but `keepPid`'s tree (the agent's sweep). */
+  sweep(uid: number, keepPid: number): Promise<void>
+  shutdown(options?: { timeoutMs?: number }): Promise<unknown>
+  /** Take the VM out of the harness's hands, running, for `stereos-harness ssh` (keepVm). */
+  keep(reason: string): KeptVm
+}
+
+export function poolVm(sandbox: Sandbox): PoolVm {
+  return {
+    get info() {
+      return sandbox.info
+    },
+    get logs() {
+      return sandbox.logs
+    },
+    get running() {
+      return sandbox.running
+    },
+    get exited() {
+      return sandbox.exited
+    },
+    guestNode: async () => (await sandbox.agent()).info.execPath,
+    spawn: (cmd, args, options) => sandbox.spawn(cmd, args, options),
+    exec: (cmd, args, options) => sandbox.exec(cmd, args, options),
+    readFile: (path, options) => sandbox.readFile(path, options),
+    sweep: async (uid, keepPid) => {
+      await (await sandbox.agent()).sweep(uid, keepPid)
+    },
+    shutdown: (options) => sandbox.shutdown(options),
+    keep: (reason) => keepVm(sandbox, reason),
+  }
+}
