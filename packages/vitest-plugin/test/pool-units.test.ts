@@ -181,9 +181,9 @@ describe('host writes: only snapshot files of this run, only when Vitest updates
     symlinkSync(outside, join(root, 'tests', 'link'))
     symlinkSync(join(outside, 'target.txt'), join(root, 'tests', 'file-link.txt'))
     const write = (path: string) => serveHostWrite({ op: 'write', path, data: 'x' }, policy('all'))
-    await expect(write(join(root, 'tests', 'link', 'x.snap'))).rejects.toThrow(/is a symbolic link/)
+    await expect(write(join(root, 'tests', 'link', 'x.html'))).rejects.toThrow(/is a symbolic link/)
     await expect(write(join(root, 'tests', 'file-link.txt'))).rejects.toThrow(/is a symbolic link/)
-    expect(existsSync(join(outside, 'x.snap'))).toBe(false)
+    expect(existsSync(join(outside, 'x.html'))).toBe(false)
     expect(existsSync(join(outside, 'target.txt'))).toBe(false)
   })
 
@@ -195,6 +195,16 @@ describe('host writes: only snapshot files of this run, only when Vitest updates
     await expect(serveHostWrite({ op: 'write', path: own, data: 'x' }, policy('none'))).rejects.toThrow(/does not update snapshots/)
     writeFileSync(join(root, 'other.test.ts'), 'other')
     await expect(serveHostWrite({ op: 'write', path: join(root, 'other.test.ts'), data: 'x' }, policy('new'))).rejects.toThrow(/overwritten only with -u/)
+  })
+
+  test("a file snapshot cannot create another file's .snap, code or a package.json", async () => {
+    const write = (path: string) => serveHostWrite({ op: 'write', path, data: 'module.exports = {}' }, policy('new'))
+    for (const name of ['tests/__snapshots__/other.test.ts.snap', 'tests/evil.test.ts', 'src/setup.mjs', 'lib/x.cjs', 'ui/x.tsx', 'sub/package.json']) {
+      await expect(write(join(root, name)), name).rejects.toThrow(/a file snapshot is data/)
+      expect(existsSync(join(root, name))).toBe(false)
+    }
+    await write(join(root, 'tests', '__snapshots__', 'page.output.html'))
+    expect(existsSync(join(root, 'tests', '__snapshots__', 'page.output.html'))).toBe(true)
   })
 
   test('removal: only a resolved .snap, only with -u', async () => {

@@ -32,6 +32,13 @@ function refuse(path: string, why: string): never {
   })
 }
 
+/**
+ * Files a file snapshot may not create: snapshot files (another test file's `.snap`, which Vitest
+ * evaluates), code (a new test, setup or config module that a later run would execute on a host)
+ * and package manifests. `toMatchFileSnapshot` targets are data (`.html`, `.txt`, `.json`…).
+ */
+const NOT_A_FILE_SNAPSHOT = /(\.snap|\.[cm]?[jt]sx?|(^|\/)package\.json)$/
+
 /** Parts of the project no snapshot lives in: package installs and dot-dirs (.git hooks, editor and CI config). */
 function forbiddenPart(rel: string): string | undefined {
   return rel.split(sep).find((part) => part === 'node_modules' || part.startsWith('.'))
@@ -91,6 +98,8 @@ export async function serveHostWrite(request: HostFsOp, policy: WritePolicy): Pr
   // mode too, and so does a test file its new inline snapshots are written into.
   const own = snap || policy.testFiles.has(path)
   if (!own && existed && policy.update !== 'all') refuse(path, 'it exists, and file snapshots are overwritten only with -u')
+  if (!own && NOT_A_FILE_SNAPSHOT.test(path))
+    refuse(path, 'a file snapshot is data: snapshot files, code and package.json are written only for the test files the pool sent this worker')
   if (typeof request.data !== 'string') refuse(path, 'no text to write')
   safeParents(root, resolve(path, '..'), path)
   const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW | (existed ? constants.O_TRUNC : constants.O_EXCL)
