@@ -51,4 +51,13 @@ describe('wire ops: spawn identity, renice, sweep', () => {
     expect(OPS.sweep.result({ killed: [7, 9] }, 'sweep result')).toEqual({ killed: [7, 9] })
     expect(() => OPS.sweep.result({ killed: ['7'] }, 'sweep result')).toThrow(/sweep result\.killed\[0\]/)
   })
+
+  test("spawn's worker flag is a boolean; sweepWorkers takes, optionally, the pid whose cgroup to keep (no uid: root's workers too)", () => {
+    expect(spawnArgs({ user: 'root', worker: true })).toEqual({ ref: 1, cmd: 'node', args: [], user: 'root', worker: true })
+    expect(() => spawnArgs({ worker: 1 })).toThrow(/spawn arguments\.worker: expected a boolean/)
+    expect(OPS.sweepWorkers.args({ keep: 42, uid: 0 }, 'sweepWorkers arguments')).toEqual({ keep: 42 })
+    expect(OPS.sweepWorkers.args({}, 'sweepWorkers arguments')).toEqual({})
+    expect(() => OPS.sweepWorkers.args({ keep: -1 }, 'sweepWorkers arguments')).toThrow(/sweepWorkers arguments\.keep/)
+    expect(OPS.sweepWorkers.result({ killed: [7] }, 'sweepWorkers result')).toEqual({ killed: [7] })
+  })
 })

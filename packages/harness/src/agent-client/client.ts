@@ -71,6 +71,7 @@ export class AgentClient {
         ...(options.user ? { user: options.user } : {}),
         ...(options.noNewPrivs ? { noNewPrivs: true } : {}),
         ...(options.nice !== undefined ? { nice: options.nice } : {}),
+        ...(options.worker ? { worker: true } : {}),
         ...(stdin ? { stdin: stdin.id } : {}),
         stdout: stdout.id,
         stderr: stderr.id,
@@ -114,6 +115,16 @@ export class AgentClient {
    */
   async sweep(uid: number, keepPid?: number): Promise<number[]> {
     return (await this.peer.request('sweep', { uid, ...(keepPid !== undefined ? { keep: keepPid } : {}) })).killed
+  }
+
+  /**
+   * SIGKILL every process in the cgroups of guest worker processes (spawned with `worker`) but
+   * `keepPid`'s, whatever their uid (root's too), and remove those cgroups: what earlier workers
+   * left behind, `setsid` children included. Resolves to the pids it found there; kills nothing on
+   * a guest without cgroup2 (non-root workers start without a cgroup there: sweep their uid).
+   */
+  async sweepWorkers(keepPid?: number): Promise<number[]> {
+    return (await this.peer.request('sweepWorkers', keepPid !== undefined ? { keep: keepPid } : {})).killed
   }
 
   /** Run a command to completion; a non-zero exit is a result, not an error. */

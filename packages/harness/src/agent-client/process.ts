@@ -23,6 +23,13 @@ export interface SpawnOptions {
    * `GuestProcess.renice` changes it later; only a root agent can lower it again.
    */
   nice?: number
+  /**
+   * A worker (a root agent's): the process starts in a cgroup (v2) of its own before its program
+   * runs, and nothing it starts can leave it without root. `AgentClient.sweepWorkers` kills what
+   * workers left there. On a guest without cgroup2 a non-root worker starts without one, and a
+   * worker running as root fails to start (AGENT error naming the cause).
+   */
+  worker?: boolean
   /** Give the process a stdin stream (default false: stdin is /dev/null). */
   stdin?: boolean
   /**

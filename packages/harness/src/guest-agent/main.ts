@@ -16,6 +16,7 @@ import { limitedLog } from './log-limit.js'
 import { prepareResync } from './resync.js'
 import { serveConnection } from './session.js'
 import { BlobStore } from './store.js'
+import { DEFAULT_WORKER_CGROUPS, WorkerCgroups } from './worker-cgroups.js'
 
 const log = (line: string) => process.stderr.write(`stereos-harness-agent: ${line}\n`)
 
@@ -62,6 +63,7 @@ async function main(): Promise<void> {
       vsock: { type: 'string' },
       'default-user': { type: 'string', default: 'agent' },
       'await-token': { type: 'boolean', default: false },
+      'worker-cgroups': { type: 'string', default: DEFAULT_WORKER_CGROUPS },
     },
   })
   const mode = values.listen as ListenMode
@@ -84,7 +86,16 @@ async function main(): Promise<void> {
     listen: 'tcp',
     execPath: process.execPath,
   }
-  const ctx = { token, info, store: new BlobStore(storeDir), helloTimeoutMs: 10_000, defaultUser: values['default-user'], log, logRefusal: limitedLog(log) }
+  const ctx = {
+    token,
+    info,
+    store: new BlobStore(storeDir),
+    helloTimeoutMs: 10_000,
+    defaultUser: values['default-user'],
+    workerCgroups: new WorkerCgroups(values['worker-cgroups']),
+    log,
+    logRefusal: limitedLog(log),
+  }
   const listening = await listen(mode, Number(values.port), values.host, vsockModule, (socket) => {
     serveConnection(socket, ctx).catch((err: unknown) => log(`connection failed: ${(err as Error).message}`))
   })

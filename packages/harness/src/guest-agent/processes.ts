@@ -7,17 +7,29 @@ import { HarnessError } from '../errors.js'
 import type { OpArgs } from '../wire/messages.js'
 import { TOKEN_SECRET } from '../wire/messages.js'
 import type { WirePeer } from '../wire/peer.js'
-import type { Identity } from './identity.js'
+import { agentIsRoot, type Identity } from './identity.js'
 import { setNice } from './priority.js'
-import { setprivPath } from './setpriv.js'
+import { setprivPath, shellPath } from './setpriv.js'
+import type { WorkerCgroups } from './worker-cgroups.js'
 
 type SpawnArgs = OpArgs<'spawn'>
 
-/** The environment a guest process starts from: the agent's, minus its token, with the target user's HOME/USER. */
+/**
+ * Variables that say how the agent was started, not what the guest is: under the SSH bootstrap
+ * it runs through sudo and a shell, which set SUDO_USER/UID/GID/COMMAND (the launch line), MAIL
+ * (root's spool), PWD (admin's home, not the process's cwd), SHLVL, `_` and TERM (no process the
+ * agent starts has a terminal). A process under `forks` has none of them; the ones a caller
+ * wants (the pool passes the host's TERM) it names in `env`.
+ */
+const LAUNCH_VARIABLES = /^(SUDO_[A-Z_]+|MAIL|PWD|OLDPWD|SHLVL|_|TERM)$/
+
+/** The environment a guest process starts from: the agent's, minus its token and its launch's variables, with the target user's HOME/USER. */
 function baseEnv(identity: Identity | undefined): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env }
-  delete env[TOKEN_SECRET]
+  const env: NodeJS.ProcessEnv = {}
+  for (const [key, value] of Object.entries(process.env)) if (key !== TOKEN_SECRET && !LAUNCH_VARIABLES.test(key)) env[key] = value
   env.PATH ??= '/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin'
+  // The agent's SHELL is its own user's login shell (sudo set root's): not another user's.
+  if (identity && identity.uid !== process.getuid?.()) delete env.SHELL
   if (identity) {
     env.HOME = identity.home
     if (identity.name) {
@@ -52,18 +64,57 @@ function resolveCommand(cmd: string, path: string | undefined, cwd: string): str
   throw new HarnessError('AGENT', `cannot start ${cmd}: ${cmd} was not found on PATH`)
 }
 
-/** Start the process (through setpriv for noNewPrivs) at its nice value; rejects if it did not start. */
-async function start(args: SpawnArgs, identity: Identity | undefined): Promise<ChildProcess> {
+/** Whether the process would run as root: then only a cgroup can find what it leaves behind. */
+function runsAsRoot(identity: Identity | undefined): boolean {
+  return identity ? identity.uid === 0 : agentIsRoot()
+}
+
+/**
+ * A worker's program waits for this line on an extra pipe (the gate), which the agent writes once
+ * the process is in its cgroup: the script is the agent's, so nothing of the worker's runs, or
+ * forks, outside it. The gate's fd is closed before the program starts.
+ */
+const GATE = 'go'
+const gateScript = (fd: number) => `read -r line <&${fd} && [ "$line" = ${GATE} ] && exec "$@" ${fd}<&-`
+
+interface Started {
+  child: ChildProcess
+  /** A worker's cgroup (absent for a non-worker, or a non-root worker on a guest without cgroups). */
+  cgroup?: string
+}
+
+/**
+ * Start the process (through setpriv for noNewPrivs; a worker through the gate, into a cgroup of
+ * its own) at its nice value; rejects if it did not start.
+ */
+async function start(args: SpawnArgs, identity: Identity | undefined, cgroups: WorkerCgroups): Promise<Started> {
   const stdio: StdioOptions = [args.stdin ? 'pipe' : 'ignore', args.stdout ? 'pipe' : 'ignore', args.stderr ? 'pipe' : 'ignore']
   if (args.ipc) stdio.push('pipe')
   const env = { ...baseEnv(identity), ...args.env }
   const cwd = args.cwd ?? identity?.home ?? homedir()
+  // Behind setpriv or the gate, a missing command would be an exit code, not a spawn error.
+  const cmd = args.noNewPrivs || args.worker ? resolveCommand(args.cmd, env.PATH, cwd) : args.cmd
   // With no_new_privs set (setpriv sets it, then execs), no setuid program or file capability can
   // give the process more than it starts with. Node's uid/gid make libuv call setgroups(0, NULL)
   // first: no supplementary groups either.
-  const [file, argv] = args.noNewPrivs
-    ? [setprivPath(), ['--no-new-privs', '--', resolveCommand(args.cmd, env.PATH, cwd), ...args.args]]
-    : [args.cmd, args.args]
+  let [file, argv] = args.noNewPrivs ? [setprivPath(), ['--no-new-privs', '--', cmd, ...args.args]] : [cmd, args.args]
+  let cgroup: string | undefined
+  let gate: number | undefined
+  if (args.worker) {
+    const made = cgroups.create()
+    if ('dir' in made) {
+      cgroup = made.dir
+      gate = stdio.length
+      stdio.push('pipe')
+      ;[file, argv] = [shellPath(), ['-c', gateScript(gate), 'stereos-worker', file, ...argv]]
+    } else if (runsAsRoot(identity)) {
+      // A uid sweep of root would kill the agent: without a cgroup, its leftovers could not be found.
+      throw new HarnessError('AGENT', `cannot start ${args.cmd} as a worker running as root: ${made.why}, so what it leaves running could not be swept`, {
+        fix: "mount cgroup2 at /sys/fs/cgroup in the guest (stereOS's systemd does), or run the tests as a non-root host user",
+      })
+    }
+    // Otherwise a non-root worker without a cgroup: the uid sweep finds what it leaves.
+  }
   const child = spawn(file, argv, {
     stdio,
     detached: true,
@@ -71,22 +122,43 @@ async function start(args: SpawnArgs, identity: Identity | undefined): Promise<C
     cwd,
     ...(identity ? { uid: identity.uid, gid: identity.gid } : {}),
   })
-  await new Promise<void>((resolve, reject) => {
-    child.once('spawn', resolve)
-    child.once('error', (err: NodeJS.ErrnoException) => {
-      const why = err.code === 'ENOENT' ? (args.cwd ? `${args.cmd} or the cwd ${args.cwd} does not exist` : `${args.cmd} was not found on PATH`) : err.message
-      reject(new HarnessError('AGENT', `cannot start ${args.cmd}: ${why}`, { cause: err }))
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.once('spawn', resolve)
+      child.once('error', (err: NodeJS.ErrnoException) => {
+        const why = err.code === 'ENOENT' ? (args.cwd ? `${args.cmd} or the cwd ${args.cwd} does not exist` : `${args.cmd} was not found on PATH`) : err.message
+        reject(new HarnessError('AGENT', `cannot start ${args.cmd}: ${why}`, { cause: err }))
+      })
     })
-  })
+  } catch (err) {
+    if (cgroup) cgroups.discard(cgroup)
+    throw err
+  }
+  const fail = (err: unknown, what: string) => {
+    child.kill('SIGKILL')
+    if (cgroup) void cgroups.destroy(cgroup).catch(() => undefined)
+    return new HarnessError('AGENT', `cannot ${what} of ${args.cmd}: ${(err as Error).message}`, { cause: err })
+  }
+  if (cgroup) {
+    try {
+      cgroups.enter(cgroup, child.pid as number)
+    } catch (err) {
+      throw fail(err, `put the process into its cgroup ${cgroup}`)
+    }
+  }
   if (args.nice !== undefined) {
     try {
       setNice(child.pid as number, args.nice)
     } catch (err) {
-      child.kill('SIGKILL')
-      throw new HarnessError('AGENT', `cannot set the nice value of ${args.cmd} to ${args.nice}: ${(err as Error).message}`, { cause: err })
+      throw fail(err, `set the nice value to ${args.nice}`)
     }
   }
-  return child
+  if (gate !== undefined) {
+    const pipe = child.stdio[gate] as Duplex
+    pipe.on('error', () => undefined) // the process died first: its exit says so
+    pipe.end(`${GATE}\n`, () => pipe.destroy())
+  }
+  return cgroup ? { child, cgroup } : { child }
 }
 
 /**
@@ -95,12 +167,17 @@ async function start(args: SpawnArgs, identity: Identity | undefined): Promise<C
  */
 export class ProcessTable {
   private readonly children = new Map<number, ChildProcess>()
+  /** The cgroups of the workers this connection started: what they leave goes with the connection. */
+  private readonly cgroups = new Set<string>()
+
+  constructor(private readonly workerCgroups: WorkerCgroups) {}
 
   async spawn(peer: WirePeer, args: SpawnArgs, identity: Identity | undefined): Promise<{ pid: number }> {
     if (this.children.has(args.ref)) throw new HarnessError('AGENT', `process ref ${args.ref} is already in use`)
     let child: ChildProcess
+    let cgroup: string | undefined
     try {
-      child = await start(args, identity)
+      ;({ child, cgroup } = await start(args, identity, this.workerCgroups))
     } catch (err) {
       for (const id of [args.stdin, args.stdout, args.stderr, args.ipc]) if (id) peer.channel(id).destroy()
       throw err
@@ -116,8 +193,10 @@ export class ProcessTable {
       wire(channel, ipc)
       wire(ipc, channel)
     }
+    if (cgroup) this.cgroups.add(cgroup)
     child.once('close', (code, signal) => {
       this.children.delete(args.ref)
+      this.workerCgroups.exited(pid)
       peer.event('exit', { ref: args.ref, code, signal })
     })
     return { pid }
@@ -144,14 +223,17 @@ export class ProcessTable {
     }
   }
 
-  /** The host went away: nothing it started may outlive its connection. */
-  killAll(): void {
+  /** The host went away: nothing it started may outlive its connection (a worker's setsid children included). */
+  killAll(log: (line: string) => void): void {
     for (const child of this.children.values()) {
       try {
         if (child.pid) process.kill(-child.pid, 'SIGKILL')
       } catch {
         child.kill('SIGKILL')
       }
+    }
+    for (const cgroup of this.cgroups) {
+      this.workerCgroups.destroy(cgroup).catch((err: unknown) => log(`cannot sweep ${cgroup}: ${(err as Error).message}`))
     }
   }
 }

@@ -9,6 +9,7 @@ import { ProcessTable } from './processes.js'
 import { resync } from './resync.js'
 import { sweep } from './sweep.js'
 import type { BlobStore } from './store.js'
+import type { WorkerCgroups } from './worker-cgroups.js'
 
 export interface SessionContext {
   /** The VM's token, read when a host connects: undefined until it is injected (see main.ts). */
@@ -18,6 +19,8 @@ export interface SessionContext {
   helloTimeoutMs: number
   /** Who processes and files belong to when the agent runs as root and no user is asked for. */
   defaultUser: string
+  /** The cgroups of worker processes, shared by every connection (a sweep reaches earlier connections' workers). */
+  workerCgroups: WorkerCgroups
   log: (line: string) => void
   /** Refused hellos: anyone in the guest can cause them, so this log is rate-limited (log-limit.ts). */
   logRefusal: (line: string) => void
@@ -36,7 +39,7 @@ export async function serveConnection(socket: Duplex, ctx: SessionContext): Prom
     setTimeout(() => socket.destroy(), 1000).unref()
     return
   }
-  const processes = new ProcessTable()
+  const processes = new ProcessTable(ctx.workerCgroups)
   const handlers: Handlers = {
     spawn: (args, peer) => processes.spawn(peer, args, identityFor(args.user, ctx.defaultUser)),
     kill: async (args) => {
@@ -48,6 +51,7 @@ export async function serveConnection(socket: Duplex, ctx: SessionContext): Prom
       return {}
     },
     sweep: async ({ uid, keep }) => ({ killed: await sweep(uid, keep) }),
+    sweepWorkers: async ({ keep }) => ({ killed: await ctx.workerCgroups.sweep(keep) }),
     missing: async ({ hashes }) => ({ missing: hashes.filter((hash) => !ctx.store.has(hash)) }),
     putBlob: async ({ hash, size, channel }, peer) => {
       await ctx.store.put(hash, size, peer.channel(channel).readOnly())
@@ -87,7 +91,7 @@ export async function serveConnection(socket: Duplex, ctx: SessionContext): Prom
         return handler(args, p)
       },
       onClose: (err) => {
-        processes.killAll()
+        processes.killAll(ctx.log)
         if (err && !(err instanceof HarnessError && err.code === 'AGENT_UNREACHABLE')) ctx.log(`connection closed: ${err.message.split('\n')[0]}`)
       },
     },

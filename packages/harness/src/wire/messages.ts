@@ -101,6 +101,11 @@ export const OPS = {
       noNewPrivs: optional(bool),
       /** Its nice value, set by the agent as it starts (only a root agent can go below its own). */
       nice: optional(Niceness),
+      /**
+       * A worker: it starts in a fresh cgroup of its own (before its program runs), which nothing
+       * it starts can leave without root; `sweepWorkers` kills what is left in it.
+       */
+      worker: optional(bool),
       stdin: optional(uint),
       stdout: optional(uint),
       stderr: optional(uint),
@@ -116,6 +121,12 @@ export const OPS = {
    * descendants: what earlier processes of that user left behind. Root agents only; never uid 0.
    */
   sweep: op(object({ uid: nonRootUid, keep: optional(uint) }), object({ killed: arrayOf(uint) })),
+  /**
+   * SIGKILL every process in the cgroup of every worker (spawned with `worker`) but `keep`'s (a
+   * pid), whatever its uid, and remove those cgroups: what earlier workers left behind, root's
+   * included. Kills nothing where the guest has no cgroup2 (workers then start without one).
+   */
+  sweepWorkers: op(object({ keep: optional(uint) }), object({ killed: arrayOf(uint) })),
   /** Which of these sha256 hashes the guest's content store lacks. */
   missing: op(object({ hashes: arrayOf(str, 1_000_000) }), object({ missing: arrayOf(str, 1_000_000) })),
   /** Receive one blob on `channel`; answered once it is verified and stored. */

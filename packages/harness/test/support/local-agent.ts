@@ -24,12 +24,16 @@ export interface LocalAgent {
  * guest, minus the VM): fast tests of ops, limits and the protocol. In-guest behaviour is
  * covered by test/e2e.
  */
-export async function startLocalAgent(token = 'a'.repeat(64)): Promise<LocalAgent> {
+export async function startLocalAgent(token = 'a'.repeat(64), extraArgs: string[] = []): Promise<LocalAgent> {
   const store = mkdtempSync(join(tmpdir(), 'agent-store-'))
-  const child = spawn(process.execPath, [AGENT_MAIN, '--listen', 'tcp', '--host', '127.0.0.1', '--port', '0', '--store', store, '--default-user', 'root'], {
-    env: { ...process.env, STEREOS_HARNESS_TOKEN: token },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  })
+  const child = spawn(
+    process.execPath,
+    [AGENT_MAIN, '--listen', 'tcp', '--host', '127.0.0.1', '--port', '0', '--store', store, '--default-user', 'root', ...extraArgs],
+    {
+      env: { ...process.env, STEREOS_HARNESS_TOKEN: token },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  )
   let err = ''
   child.stderr?.on('data', (chunk: Buffer) => (err += chunk.toString()))
   const port = await new Promise<number>((resolve, reject) => {
