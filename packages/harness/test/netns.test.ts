@@ -1,5 +1,18 @@
-import { spawn } from 'node:child_process'
-import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { ChildProcess, spawn } from 'node:child_process'
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs'
 import { connect, createServer, type AddressInfo } from 'node:net'
 import { networkInterfaces, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -13,6 +26,7 @@ import { egressAvailable, startEgress } from '../src/vmm/network/netns-egress.js
 import { isAlive } from '../src/host/process.js'
 import { spawnQemu } from '../src/vmm/qemu-process.js'
 import { VHOST_FD_IN_CHILD } from '../src/control/plane.js'
+import { heldHandles } from './support/held-handles.js'
 import { ATTACK_SCRIPT, createSecondUser, secondUserSkipReason, type SecondUser } from './support/second-user.js'
 
 /**
@@ -250,6 +264,45 @@ describe.skipIf(skip ?? (egressAvailable() ? undefined : 'slirp4netns is not ins
     }
   })
 })
+
+describe.skipIf(skip ?? (egressAvailable() ? undefined : 'slirp4netns is not installed'))('egress of a detached VM (#20)', () => {
+  test('after unref() slirp4netns and its pipes hold this process open no more; it runs on until stopped', async () => {
+    const vm = startStandIn()
+    const before = heldHandles()
+    const egress = startEgress(vm.pid, defaultUserns(), () => undefined)
+    try {
+      await egress.ready
+      const slirp = findSlirp(vm.pid)
+      expect(slirp).toBeDefined()
+      // slirp4netns (setpriv exec'd it: the same PID) with its stdout and stderr pipes.
+      const egressHandles = heldHandles().filter((h) => !before.includes(h))
+      expect(egressHandles.filter((h) => h instanceof ChildProcess).map((h) => (h as ChildProcess).pid)).toEqual([slirp])
+      expect(egressHandles).toHaveLength(3)
+      egress.unref()
+      expect(heldHandles().filter((h) => egressHandles.includes(h))).toEqual([])
+      expect(isAlive(slirp as number)).toBe(true)
+    } finally {
+      egress.stop()
+      vm.kill()
+      await vm.exited
+      rmSync(vm.dir, { recursive: true, force: true })
+    }
+  })
+})
+
+/** The slirp4netns that serves the namespace of `pid` (its argv names /proc/<pid>/ns/net). */
+function findSlirp(pid: number): number | undefined {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0')
+      if (argv[0]?.endsWith('slirp4netns') && argv.includes(`/proc/${pid}/ns/net`)) return Number(entry)
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return undefined
+}
 
 describe.skipIf(skip)('the relay moves bytes faithfully', () => {
   test('4 MiB sent just before the far end closes all arrive; a half-close reaches the far end', async () => {

@@ -1,5 +1,6 @@
 import { mkdtempSync, rmSync } from 'node:fs'
-import { connect, createServer, type AddressInfo } from 'node:net'
+import { once } from 'node:events'
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, test } from 'vitest'
@@ -9,6 +10,7 @@ import { chooseControlPlane } from '../src/control/plane.js'
 import { planNetwork } from '../src/vmm/network/plan.js'
 import { sshAccess } from '../src/vmm/network/ssh-access.js'
 import { AGENT_PORT } from '../src/wire/messages.js'
+import { heldHandles } from './support/held-handles.js'
 import { fakeVsock } from './support/fake-vsock.js'
 
 describe('chooseForwardScope', () => {
@@ -89,6 +91,51 @@ describe('listenHostForwards', () => {
     await expect(new Promise((resolve, reject) => connect({ host: '127.0.0.1', port }).once('connect', resolve).once('error', reject))).rejects.toMatchObject({
       code: 'ECONNREFUSED',
     })
+  })
+
+  test('after unref() the forward holds this process open no more (connections open then or made later included) and still carries bytes (#20)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'host-fwd-'))
+    const socket = join(dir, 'forward-0.sock')
+    const guestSide: Socket[] = []
+    // Keeps each connection open; its end is this test's, not the forwarder's, so it is let go here.
+    const relay = createServer((s) => {
+      guestSide.push(s)
+      s.unref()
+      s.write('hi\n')
+    })
+    await new Promise<void>((resolve) => relay.listen(socket, resolve))
+    relay.unref()
+    const probe = createServer()
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
+    const port = (probe.address() as AddressInfo).port
+    await new Promise((resolve) => probe.close(resolve))
+    const clients: Socket[] = []
+    /** A connection through the forward, once the guest side has answered; this test's end let go. */
+    const open = async () => {
+      const c = connect({ host: '127.0.0.1', port })
+      clients.push(c)
+      c.unref()
+      const [chunk] = (await once(c, 'data')) as [Buffer]
+      return String(chunk)
+    }
+    const before = heldHandles()
+    const forwarder = await listenHostForwards([{ port, socket, option: 'options.network.forwards.0' }])
+    try {
+      expect(await open()).toBe('hi\n')
+      // The listener, and the open connection's two sockets (accepted TCP, unix to the relay).
+      const forwarders = heldHandles().filter((h) => !before.includes(h))
+      expect(forwarders).toHaveLength(3)
+      forwarder.unref()
+      expect(heldHandles().filter((h) => forwarders.includes(h))).toEqual([])
+      const later = heldHandles()
+      expect(await open()).toBe('hi\n')
+      expect(heldHandles().filter((h) => !later.includes(h))).toEqual([])
+    } finally {
+      for (const c of [...clients, ...guestSide]) c.destroy()
+      forwarder.close()
+      relay.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 
   test('a port already in use fails with the option path', async () => {

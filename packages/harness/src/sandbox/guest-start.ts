@@ -13,7 +13,7 @@ import { waitGuestIdle } from '../template/settle.js'
 import { lockTemplate, markUsed, readTemplate, removeTemplate, stageTemplate, templateDefect, templatesRoot, type StoredTemplate } from '../template/store.js'
 import { createLeaseDisk, createOverlay } from '../vmm/disk.js'
 import { attachNetns } from '../vmm/network/netns-attach.js'
-import { bootTimeoutError, killQemu, startQemu, type QemuLaunch, type RunningQemu } from './qemu-start.js'
+import { accompany, bootTimeoutError, killQemu, startQemu, type QemuLaunch, type RunningQemu } from './qemu-start.js'
 import type { Rollback } from './rollback.js'
 import type { Timeline } from './timeline.js'
 
@@ -111,8 +111,7 @@ async function launch(start: GuestStart, disk: string, extraArgs: string[] = [])
   const qemu = startQemu({ ...l, spec: { ...l.spec, disk: { ...l.spec.disk, path: disk } } }, extraArgs)
   if (l.netns) {
     try {
-      const attached = await attachNetns(l.netns, qemu.process.pid, start.log)
-      void qemu.process.exited.then(() => attached.stop())
+      accompany(qemu, await attachNetns(l.netns, qemu.process.pid, start.log))
     } catch (err) {
       await killQemu(qemu)
       throw err

@@ -94,6 +94,27 @@ export function startQemu(launch: QemuLaunch, extraArgs: string[] = []): Running
   return { process: child, qmp, died: died.signal }
 }
 
+/** What this process runs beside a QEMU for it (its namespace's host forwards and egress). */
+export interface QemuCompanion {
+  stop(): void
+  /** Stop holding this process open; what it runs may end with this process. */
+  unref(): void
+}
+
+/**
+ * Bind `companion` to QEMU's lifetime here: stopped when QEMU exits, and let go with QEMU's
+ * process handle, so a detached VM (Sandbox.detach → QemuProcess.unref) leaves nothing of this
+ * process's holding it open.
+ */
+export function accompany(qemu: RunningQemu, companion: QemuCompanion): void {
+  void qemu.process.exited.then(() => companion.stop())
+  const unref = qemu.process.unref.bind(qemu.process)
+  qemu.process.unref = () => {
+    unref()
+    companion.unref()
+  }
+}
+
 /** Kill QEMU and wait for it, then drop the QMP connection (rollback of a failed boot). */
 export async function killQemu(qemu: RunningQemu): Promise<void> {
   qemu.process.kill('SIGKILL')

@@ -167,8 +167,11 @@ export class Sandbox implements AsyncDisposable {
 
   /**
    * Leave the VM running after this process exits (booted with `detachable: true`): connections
-   * close, the VM dir is marked kept (orphan sweeps leave it), and QEMU no longer holds this
-   * process open. Stop it later with `stereos-harness stop <id>` (or kill its pid and remove the dir).
+   * close, the VM dir is marked kept (orphan sweeps leave it), and neither QEMU nor what this
+   * process runs beside it (a private namespace's host forwards and slirp4netns egress) holds
+   * this process open. Those end when it exits: the guest keeps its relay sockets (ssh, the agent)
+   * but loses outbound network and network.forwards. Stop it later with
+   * `stereos-harness stop <id>` (or kill its pid and remove the dir).
    */
   detach(reason: string): void {
     if (!this.parts.detachable) {

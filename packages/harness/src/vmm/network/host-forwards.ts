@@ -10,6 +10,8 @@ import { HarnessError } from '../../errors.js'
 export interface HostForwarder {
   /** Stops listening and ends open connections (QEMU's exit calls it). */
   close(): void
+  /** Stop holding this process open (a detached VM): the forwards still work until it exits. */
+  unref(): void
 }
 
 export interface HostForwardSpec {
@@ -24,20 +26,26 @@ export interface HostForwardSpec {
 export async function listenHostForwards(specs: HostForwardSpec[]): Promise<HostForwarder> {
   const servers: Server[] = []
   const open = new Set<Socket>()
+  const holding = { held: true }
   const close = () => {
     for (const server of servers) server.close()
     for (const socket of open) socket.destroy()
   }
   try {
-    for (const spec of specs) servers.push(await listenOne(spec, open))
+    for (const spec of specs) servers.push(await listenOne(spec, open, holding))
   } catch (err) {
     close()
     throw err
   }
-  return { close }
+  const unref = () => {
+    holding.held = false
+    for (const server of servers) server.unref()
+    for (const socket of open) socket.unref()
+  }
+  return { close, unref }
 }
 
-function listenOne(spec: HostForwardSpec, open: Set<Socket>): Promise<Server> {
+function listenOne(spec: HostForwardSpec, open: Set<Socket>, holding: { held: boolean }): Promise<Server> {
   // Ends travel through pipe() after the data before them; an error destroys the other side (as relay-main.ts).
   const server = createServer({ allowHalfOpen: true }, (client) => {
     const upstream = connect({ path: spec.socket, allowHalfOpen: true })
@@ -46,6 +54,8 @@ function listenOne(spec: HostForwardSpec, open: Set<Socket>): Promise<Server> {
       [upstream, client],
     ] as const) {
       open.add(socket)
+      // Connections made after unref() do not hold this process open either.
+      if (!holding.held) socket.unref()
       socket.on('close', () => open.delete(socket))
       socket.on('error', () => other.destroy())
     }

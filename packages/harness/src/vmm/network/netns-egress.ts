@@ -1,3 +1,4 @@
+import { Socket } from 'node:net'
 import { execa } from 'execa'
 import { which } from '../../host/which.js'
 import { waitForOwnNetns } from './netns.js'
@@ -12,6 +13,11 @@ import { waitForOwnNetns } from './netns.js'
 export interface Egress {
   /** Ends slirp4netns (QEMU's exit does not: it would hold the namespace open). */
   stop(): void
+  /**
+   * Stop holding this process open (a detached VM outlives it). slirp4netns still ends when this
+   * process does (parent-death signal), so a kept VM has no outbound network after that.
+   */
+  unref(): void
   /** Settles when slirp4netns has configured the namespace, or with the reason it could not. */
   ready: Promise<void>
 }
@@ -27,9 +33,10 @@ export function egressAvailable(): string | undefined {
  */
 export function startEgress(pid: number, userns: boolean, log: (line: string) => void): Egress {
   const slirp = egressAvailable()
-  if (!slirp) return { stop: () => undefined, ready: Promise.reject(new Error('slirp4netns not found on PATH')) }
+  if (!slirp) return { stop: () => undefined, unref: () => undefined, ready: Promise.reject(new Error('slirp4netns not found on PATH')) }
   let child: ReturnType<typeof execa> | undefined
   let stopped = false
+  let held = true
   const ready = (async () => {
     await waitForOwnNetns(pid, Date.now() + 10_000)
     if (stopped) return
@@ -46,6 +53,7 @@ export function startEgress(pid: number, userns: boolean, log: (line: string) =>
     const [file, argv] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', slirp, ...args]] : [slirp, args]
     child = execa(file, argv, { reject: false, stdio: ['ignore', 'pipe', 'pipe'], cleanup: true })
     const running = child
+    if (!held) release(running)
     await new Promise<void>((resolve, reject) => {
       let said = ''
       const hear = (chunk: Buffer) => {
@@ -69,5 +77,16 @@ export function startEgress(pid: number, userns: boolean, log: (line: string) =>
       stopped = true
       child?.kill('SIGKILL')
     },
+    unref() {
+      held = false
+      if (child) release(child)
+    },
   }
+}
+
+/** The child and its stdout/stderr pipes stop counting as work for our event loop (still read while we run). */
+function release(child: ReturnType<typeof execa>): void {
+  const node = child.nodeChildProcess
+  node.unref()
+  for (const stream of [node.stdout, node.stderr]) if (stream instanceof Socket) stream.unref()
 }
