@@ -5,8 +5,8 @@ import { runtimeDir } from './support.js'
 /**
  * What the pool relies on to run test files unprivileged, in a real x86_64 fixture VM with a root
  * agent (bootstrap 'ssh'): a process spawned as a numeric uid/gid under no_new_privs cannot use
- * sudo even as admin (who has passwordless sudo), and the agent's sweep kills what an earlier
- * process of that uid left behind in a session of its own.
+ * sudo even as admin (who has passwordless sudo), and the agent's sweeps kill what an earlier
+ * process left behind in a session of its own: by uid, and by worker cgroup (root's workers too).
  */
 describe('guest agent: numeric identities, no_new_privs and the sweep (x86_64, root agent)', () => {
   let sandbox: Sandbox
@@ -54,6 +54,34 @@ describe('guest agent: numeric identities, no_new_privs and the sweep (x86_64, r
     expect(killed).not.toContain(keeper.pid)
     expect(await running(leftover)).toBe('no')
     expect(await running(keeper.pid)).toBe('yes')
+    await keeper.kill('SIGKILL')
+  }, 60_000)
+
+  test("a root worker's `setsid sleep` is in its cgroup under /sys/fs/cgroup/stereos-harness, and gone after sweepWorkers; the agent lives on", async () => {
+    const agent = await sandbox.agent()
+    const running = async (pid: number) =>
+      (await sandbox.exec('sh', ['-c', `grep -q '^State:.*[RSD]' /proc/${pid}/status && echo yes || echo no`], { user: 'root' })).stdout.trim()
+    const left = await sandbox.exec('sh', ['-c', 'setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $!; cat /proc/self/cgroup'], {
+      user: 'root',
+      noNewPrivs: true,
+      worker: true,
+      cwd: '/',
+    })
+    const [pid, cgroup] = left.stdout.trim().split('\n')
+    const leftover = Number(pid)
+    expect(cgroup).toMatch(/^0::\/stereos-harness\/w\d+-\d+$/)
+    const cgroupDir = `/sys/fs/cgroup${cgroup?.slice(3)}`
+    expect(await running(leftover)).toBe('yes')
+    const keeper = await sandbox.spawn('sleep', ['600'], { user: 'root', noNewPrivs: true, worker: true, cwd: '/' })
+
+    const killed = await agent.sweepWorkers(keeper.pid)
+    expect(killed).toContain(leftover)
+    expect(killed).not.toContain(keeper.pid)
+    expect(await running(leftover)).toBe('no')
+    expect(await running(keeper.pid)).toBe('yes')
+    expect((await sandbox.exec('sh', ['-c', `test -e ${cgroupDir} && echo present || echo gone`], { user: 'root' })).stdout.trim()).toBe('gone')
+    // The agent (root, like the swept processes) still serves, on the same connection.
+    expect(await running(agent.info.pid)).toBe('yes')
     await keeper.kill('SIGKILL')
   }, 60_000)
 })
