@@ -40,14 +40,14 @@ const USER = { uid: 1000, gid: 100 }
 const ARGS = ['/entry.js']
 
 describe('guest worker processes: identity, priority and the sweep (no QEMU: a fake VM)', () => {
-  test('a spare starts as the host uid/gid under no_new_privs at nice 19; taken, the uid is swept (keeping it), then it is reniced to 0', async () => {
+  test('a spare starts as the host uid/gid under no_new_privs, as a worker (a cgroup of its own), at nice 19; taken, the VM is swept (keeping it), then it is reniced to 0', async () => {
     const vm = new WorkerVm()
     const spares = new SpareWorkers()
     const spec = spares.spec(vm, USER, ARGS, { ipc: true, cwd: '/p' })
     spares.prepare(vm, spec)
     const child = await spares.take(vm, spec.key)
     expect(child?.pid).toBe(100)
-    expect(vm.spawned).toEqual([{ ipc: true, cwd: '/p', user: USER, noNewPrivs: true, nice: 19 }])
+    expect(vm.spawned).toEqual([{ ipc: true, cwd: '/p', user: USER, noNewPrivs: true, worker: true, nice: 19 }])
     expect(vm.calls).toEqual(['spawn 100 /share/node /entry.js', 'sweep 1000 keep 100', 'renice 100 0'])
   })
 
@@ -55,11 +55,11 @@ describe('guest worker processes: identity, priority and the sweep (no QEMU: a f
     const vm = new WorkerVm()
     const spec = guestWorkerSpec(vm, USER, ARGS, { ipc: true })
     const child = await spec.start()
-    expect(vm.spawned).toEqual([{ ipc: true, user: USER, noNewPrivs: true }])
+    expect(vm.spawned).toEqual([{ ipc: true, user: USER, noNewPrivs: true, worker: true }])
     expect(vm.calls).toEqual([`spawn ${child.pid} /share/node /entry.js`, `sweep 1000 keep ${child.pid}`])
   })
 
-  test('a root host user stays root in the guest, still under no_new_privs and niced, and is never swept (it would kill the agent)', async () => {
+  test('a root host user stays root in the guest, still a worker under no_new_privs and niced, and swept like any other (the VM sweeps its cgroups only)', async () => {
     const vm = new WorkerVm()
     const spares = new SpareWorkers()
     const spec = spares.spec(vm, { uid: 0, gid: 0 }, ARGS, {})
@@ -67,11 +67,10 @@ describe('guest worker processes: identity, priority and the sweep (no QEMU: a f
     await spares.take(vm, spec.key)
     await spec.start()
     expect(vm.spawned).toEqual([
-      { user: 'root', noNewPrivs: true, nice: 19 },
-      { user: 'root', noNewPrivs: true },
+      { user: 'root', noNewPrivs: true, worker: true, nice: 19 },
+      { user: 'root', noNewPrivs: true, worker: true },
     ])
-    expect(vm.calls.filter((c) => c.startsWith('sweep'))).toEqual([])
-    expect(vm.calls).toContain('renice 100 0')
+    expect(vm.calls).toEqual(['spawn 100 /share/node /entry.js', 'sweep 0 keep 100', 'renice 100 0', 'spawn 101 /share/node /entry.js', 'sweep 0 keep 101'])
   })
 
   test('a spare whose key differs is killed, never swept for or reniced', async () => {

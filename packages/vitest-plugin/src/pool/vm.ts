@@ -18,7 +18,11 @@ export interface PoolVm {
   spawn(cmd: string, args: string[], options: SpawnOptions): Promise<PoolProcess>
   exec(cmd: string, args: string[], options: ExecOptions): Promise<Pick<ExecResult, 'exitCode' | 'stdout' | 'stderr'>>
   readFile(path: string, options: { maxBytes?: number }): Promise<Buffer>
-  /** Kill every process of `uid` in the guest but `keepPid`'s tree (the agent's sweep). */
+  /**
+   * Kill what earlier worker processes left in the guest, keeping `keepPid`'s: everything in the
+   * other workers' cgroups, whatever its uid (root's too), and for a non-root `uid` every process
+   * of it outside `keepPid`'s tree (workers on a guest without cgroup2 have no cgroup).
+   */
   sweep(uid: number, keepPid: number): Promise<void>
   shutdown(options?: { timeoutMs?: number }): Promise<unknown>
   /** Take the VM out of the harness's hands, running, for `stereos-harness ssh` (keepVm). */
@@ -44,7 +48,10 @@ export function poolVm(sandbox: Sandbox): PoolVm {
     exec: (cmd, args, options) => sandbox.exec(cmd, args, options),
     readFile: (path, options) => sandbox.readFile(path, options),
     sweep: async (uid, keepPid) => {
-      await (await sandbox.agent()).sweep(uid, keepPid)
+      const agent = await sandbox.agent()
+      await agent.sweepWorkers(keepPid)
+      // uid 0 is the agent's own: only the cgroups can tell a root worker's leftovers.
+      if (uid !== 0) await agent.sweep(uid, keepPid)
     },
     shutdown: (options) => sandbox.shutdown(options),
     keep: (reason) => keepVm(sandbox, reason),
