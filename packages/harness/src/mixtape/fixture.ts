@@ -7,7 +7,8 @@ import type { Arch } from '../config/options.js'
 /**
  * `mixtape: 'fixture'` is the repo's stereOS test double (fixtures/guest); `'fixture-stock'` is
  * the same guest without the harness's `agent` launcher (a stock stereOS mixtape, reached by SSH
- * only). It lives beside the packages, not inside them, so we find its builder by walking up
+ * only); `'fixture-nixos'` is laid out like a stereOS NixOS system (no FHS loader, programs in
+ * /run/current-system/sw/bin, sudo in /run/wrappers/bin). It lives beside the packages, not inside them, so we find its builder by walking up
  * from the working directory and from this module, or from $STEREOS_FIXTURE_BUILDER.
  */
 export function findFixtureBuilder(): string | undefined {
@@ -24,7 +25,7 @@ export function findFixtureBuilder(): string | undefined {
 }
 
 /** The fixture mixtape references and the builder variant each one names. */
-export const FIXTURE_MIXTAPES = { fixture: 'fixture', 'fixture-stock': 'stock' } as const
+export const FIXTURE_MIXTAPES = { fixture: 'fixture', 'fixture-stock': 'stock', 'fixture-nixos': 'nixos' } as const
 export type FixtureMixtape = keyof typeof FIXTURE_MIXTAPES
 
 export function isFixtureMixtape(ref: string): ref is FixtureMixtape {
@@ -32,7 +33,7 @@ export function isFixtureMixtape(ref: string): ref is FixtureMixtape {
 }
 
 interface FixtureBuilder {
-  buildFixture(options: { arch: Arch; variant?: 'fixture' | 'stock'; log?: (line: string) => void }): Promise<{ dir: string; cached: boolean }>
+  buildFixture(options: { arch: Arch; variant?: 'fixture' | 'stock' | 'nixos'; log?: (line: string) => void }): Promise<{ dir: string; cached: boolean }>
 }
 
 /** Directory of the fixture mixtape `ref` for `arch`, building it first when missing or stale. */

@@ -69,6 +69,14 @@ export function boundedText(stream: NodeJS.ReadableStream): () => string {
 }
 
 /**
+ * Programs are found on PATH only (a NixOS guest has no /usr/bin beyond env, and `sudo`/`mount`
+ * are setuid wrappers in /run/wrappers/bin). Admin's login shell sets that PATH on NixOS; this
+ * puts the wrappers first for shells that do not (as NixOS orders them) and NixOS's system
+ * profile last. /bin/sh is the one path every guest has.
+ */
+const GUEST_PATH = 'export PATH="/run/wrappers/bin:$PATH:/run/current-system/sw/bin"'
+
+/**
  * The command that starts the agent detached from the SSH session. With admin's passwordless
  * sudo (stereOS grants it) the agent runs as root and reads its token from stereosd's secrets
  * dir; without sudo it runs as admin and takes the token from stdin.
@@ -77,6 +85,7 @@ function startCommand(refreshAt: number | undefined, sharePath = SHARE_GUEST_PAT
   const launcher = `${sharePath}/bin/agent`
   return [
     'set -e',
+    GUEST_PATH,
     'IFS= read -r STEREOS_HARNESS_TOKEN || true',
     'IFS= read -r STEREOS_HARNESS_SEED || true',
     `test -r ${launcher} || { echo "the harness share is not mounted at ${sharePath}" >&2; exit 78; }`,
@@ -110,6 +119,7 @@ function templateStartCommand(serial: string, sharePath = SHARE_GUEST_PATH): str
   const launcher = `${sharePath}/bin/agent`
   return [
     'set -e',
+    GUEST_PATH,
     'sudo -n true 2>/dev/null || { echo no-sudo; exit 0; }',
     'dev=',
     `for d in /sys/block/*; do if [ "$(cat "$d/serial" 2>/dev/null)" = ${serial} ]; then dev=/dev/\${d##*/}; fi; done`,
@@ -236,7 +246,7 @@ export async function sshStartTemplateAgent(target: SshTarget, serial: string, d
 export async function sshRefreshRestored(target: SshTarget, deadline: number, signal: AbortSignal | undefined, log: (line: string) => void): Promise<void> {
   const timedOut = { code: 'AGENT_UNREACHABLE' as const, fix: SSHD_FIX }
   await retrySsh(target, deadline, signal, timedOut, async (timeoutMs) => {
-    const command = () => `sudo -n /bin/sh -c '${refreshScript(Math.round(Date.now() / 1000))}'`
+    const command = () => `${GUEST_PATH}; sudo -n /bin/sh -c '${refreshScript(Math.round(Date.now() / 1000))}'`
     const result = await sshRun(target, command, randomBytes(64).toString('hex'), timeoutMs)
     if (result.code !== 0)
       log(`could not set the restored guest's clock (sudo as ${target.user}: ${result.stderr.trim() || `exit ${result.code}`}); it runs behind`)
