@@ -73,7 +73,7 @@ describe('the packed packages, installed into a project outside the repo', () =>
     const mixtape = await fixtureDir(arch)
     const { code, output } = await vitestRun(dir, { GUEST_MIXTAPE: mixtape })
     expect(output).toMatch(/Test Files\s+3 passed \(3\)/)
-    expect(output).toMatch(/Tests\s+3 passed \(3\)/)
+    expect(output).toMatch(/Tests\s+4 passed \(4\)/)
     expect(output).toContain('3 test file(s) ran in 1 VM boot(s)')
     // The port and token globalSetup provided on the host are what the guest's test injected.
     const provided = JSON.parse(readFileSync(join(dir, 'host-service.json'), 'utf8')) as { port: number; token: string }
