@@ -6,6 +6,7 @@ import type { AgentClient } from '../src/agent-client/client.js'
 import type { GuestProcess } from '../src/agent-client/process.js'
 import { which } from '../src/host/which.js'
 import { startLocalAgent, type LocalAgent } from './support/local-agent.js'
+import { alive } from './support/proc.js'
 
 const NOBODY = { uid: 65534, gid: 65534 }
 /** A uid no passwd lists and nothing on this host runs as: the sweep kills every process of it. */
@@ -29,16 +30,6 @@ function threadNices(pid: number): number[] {
     const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
     return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])
   })
-}
-
-/** Whether `pid` still runs code (gone and zombie processes do not). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return !/^[ZX]$/.test(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] ?? '')
-  } catch {
-    return false
-  }
 }
 
 const until = async (check: () => boolean, what: string) => {

@@ -6,6 +6,7 @@ import type { GuestProcess } from '../src/agent-client/process.js'
 import { cgroup2Mount } from '../src/guest-agent/worker-cgroups.js'
 import { which } from '../src/host/which.js'
 import { startLocalAgent, type LocalAgent } from './support/local-agent.js'
+import { alive } from './support/proc.js'
 
 /** A uid nothing on this host runs as. */
 const USER = { uid: 64131, gid: 64131 }
@@ -15,16 +16,6 @@ const PARENT_NAME = `stereos-harness-test-${process.pid}`
 
 const skip =
   process.getuid?.() !== 0 ? 'making cgroups needs root' : !which('setpriv') ? 'needs setpriv (util-linux)' : !mount ? 'needs cgroup2 mounted' : undefined
-
-/** Whether `pid` still runs code (gone and zombie processes do not). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return !/^[ZX]$/.test(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] ?? '')
-  } catch {
-    return false
-  }
-}
 
 /** The cgroup2 path of `pid` (the `0::` line of /proc/<pid>/cgroup). */
 function cgroupOf(pid: number): string {
