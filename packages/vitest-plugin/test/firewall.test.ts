@@ -20,7 +20,7 @@ symlinkSync(secret, join(view, 'src', 'link.txt'))
 function setup(vitestMajor: 4 | 5 = 5) {
   const toVitest: Call[] = []
   const toGuest: Reply[] = []
-  const firewall = new RpcFirewall({ viewRoots: [view], vitestMajor, toVitest: (c) => toVitest.push(c), toGuest: (r) => toGuest.push(r) })
+  const firewall = new RpcFirewall({ viewRoots: [view], projectRoot: view, vitestMajor, toVitest: (c) => toVitest.push(c), toGuest: (r) => toGuest.push(r) })
   firewall.sent([testFile])
   let n = 0
   /** A guest call (a fresh id unless given): what Vitest got, or the refusal and the guest's answer. */
@@ -161,6 +161,10 @@ describe('the allowlist, method by method', () => {
     const ok = call('fetch', [testFile, undefined, 'ssr'], 'second')
     const own = firewall.fromVitest({ t: 's', i: ok.forwarded?.i, e: new Error(`Parse failure in ${testFile}`) }) as Reply
     expect(errorText(own)).toContain(testFile)
+    // A path that is no host file has nothing to give away: the guest gets Vite's message.
+    const missing = call('fetch', ['/does-not-exist.js', undefined, 'ssr'], 'third')
+    const gone = firewall.fromVitest({ t: 's', i: missing.forwarded?.i, e: new Error('Failed to load url /does-not-exist.js. Does the file exist?') }) as Reply
+    expect(errorText(gone)).toContain('Does the file exist?')
   })
 
   test('snapshot paths: only for the files the pool sent, and learned from Vitest’s answer', () => {
@@ -180,6 +184,9 @@ describe('the allowlist, method by method', () => {
     expect(call('onQueued', [file('/etc/passwd')]).refused).toContain('not a test file the pool sent')
     expect(call('onCollected', [[file(testFile)]], 'x2').forwarded).toBeDefined()
     expect(call('onAfterSuiteRun', [{ coverage: 'c.json', testFiles: [otherTest], environment: 'node' }], 'x3').refused).toContain('not a test file')
+    // Coverage metadata names test files relative to the project root.
+    expect(call('onAfterSuiteRun', [{ coverage: 'c.json', testFiles: ['a.test.ts'], environment: 'node' }], 'x5').forwarded).toBeDefined()
+    expect(call('onAfterSuiteRun', [{ coverage: 'c.json', testFiles: ['b.test.ts'], environment: 'node' }], 'x6').refused).toContain('not a test file')
     expect(call('onTestModuleDependencies', [testFile, [secret]], 'x4').refused).toContain('outside the project view')
   })
 

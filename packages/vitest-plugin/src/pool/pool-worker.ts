@@ -122,6 +122,7 @@ export class StereosPoolWorker implements PoolWorker {
     const config = options.project.config as { snapshotOptions?: { updateSnapshot?: UpdateMode } }
     this.firewall = new RpcFirewall({
       viewRoots: ctx.view.roots,
+      projectRoot: options.project.config.root,
       vitestMajor: vitestMajor(options.project.vitest.version),
       toVitest: (call) => this.events.emit('message', call),
       toGuest: (reply) => this.toGuest(reply),

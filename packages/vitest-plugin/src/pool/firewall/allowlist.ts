@@ -13,8 +13,8 @@ import { z } from 'zod'
 
 /** What a rule's check may consult: the worker's own state, decided by the host. */
 export interface CallScope {
-  /** The test files the pool sent this worker in `run`/`collect` requests (Vitest's filepaths). */
-  readonly files: ReadonlySet<string>
+  /** Whether a path names a test file the pool sent this worker in `run`/`collect` (absolute, or relative to the project root, as coverage metadata names them). */
+  ownFile(path: string): boolean
   /** Whether a module id or file path (query, `file://`, `/@fs/` stripped) may be read through Vitest: inside the view, or naming no host file. */
   mayRead(id: string): boolean
 }
@@ -99,7 +99,7 @@ const v5 = [5] as const
 
 /** Refused unless every path is the worker's own test file. */
 const ownFiles = (files: readonly string[], scope: CallScope) => {
-  const other = files.find((f) => !scope.files.has(f))
+  const other = files.find((f) => !scope.ownFile(f))
   return other === undefined ? undefined : `${other} is not a test file the pool sent this worker`
 }
 const readable = (ids: readonly (string | undefined)[], scope: CallScope) => {

@@ -59,6 +59,8 @@ const Frame = z.looseObject({ t: z.enum(['q', 's']), m: z.string().max(256).opti
 export interface FirewallOptions {
   /** The host dirs the guest sees (real paths). */
   viewRoots: readonly string[]
+  /** The project root: relative test file names (coverage metadata) resolve from it. */
+  projectRoot: string
   /** The running Vitest's major version (the allowlist differs). */
   vitestMajor: 4 | 5
   /** Frames for Vitest (the pool's own calls). */
@@ -97,7 +99,7 @@ export class RpcFirewall {
 
   constructor(private readonly options: FirewallOptions) {
     this.inView = (path) => insideView(path, options.viewRoots)
-    this.scope = { files: this.files, mayRead: (id) => this.mayRead(id) }
+    this.scope = { ownFile: (path) => this.files.has(resolve(options.projectRoot, path)), mayRead: (id) => this.mayRead(id) }
   }
 
   /** A module id the guest asks Vitest to load: fine when it names no existing host file outside the view. */

@@ -1,3 +1,4 @@
+import { lstatSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
 /** Whether a host path lies inside the project view (after realpath). */
@@ -86,7 +87,9 @@ export function scrubGuestValue(value: unknown, inView: InView): boolean {
 export function scrubHostError(error: unknown, inView: InView, method: string): unknown {
   const e = (typeof error === 'object' && error !== null ? error : { message: String(error) }) as Record<string, unknown>
   const loc = e.loc as { file?: unknown } | undefined
-  const named = [e.message, e.frame, e.id, loc?.file].map((v) => outsidePathIn(v, inView)).find((p) => p !== undefined)
+  // A path that is no host file has no contents to give away ("Failed to load url /x.js").
+  const harmless = (path: string) => inView(path) || lstatSync(path, { throwIfNoEntry: false }) === undefined
+  const named = [e.message, e.frame, e.id, loc?.file].map((v) => outsidePathIn(v, harmless)).find((p) => p !== undefined)
   if (named !== undefined) {
     const plain = new Error(`stereos: ${method} failed on a file outside the project view; its details stay on the host`)
     plain.stack = `Error: ${plain.message}`
