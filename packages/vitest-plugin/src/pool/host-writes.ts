@@ -120,7 +120,7 @@ export async function serveHostWrite(request: HostFsOp, policy: WritePolicy): Pr
 }
 
 /** What one guest worker may put on the host disk in all (snapshots, coverage results, attachments). */
-export const HOST_WRITE_LIMITS = { files: 10_000, bytes: 2 * 1024 ** 3 }
+const HOST_WRITE_LIMITS = { files: 10_000, bytes: 2 * 1024 ** 3 }
 
 /**
  * Each write the guest causes is charged here first: a guest that writes many small snapshots,

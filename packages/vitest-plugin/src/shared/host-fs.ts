@@ -21,10 +21,6 @@ export interface HostFsReply {
   error?: string
 }
 
-export function isHostFsRequest(message: unknown): message is HostFsRequest {
-  return typeof message === 'object' && message !== null && (message as Record<string, unknown>)[HOST_FS_TAG] === 'request'
-}
-
 export function isHostFsReply(message: unknown): message is HostFsReply {
   return typeof message === 'object' && message !== null && (message as Record<string, unknown>)[HOST_FS_TAG] === 'reply'
 }

@@ -1,5 +1,5 @@
 import { lstatSync } from 'node:fs'
-import { fileURLToPath } from 'node:url'
+import { moduleFile } from '../confine.js'
 
 /** Whether a host path lies inside the project view (after realpath). */
 export type InView = (path: string) => boolean
@@ -11,22 +11,12 @@ export type InView = (path: string) => boolean
  */
 const PATH = /(?<=^|[\s'"`(<[,=])(file:\/\/)?(\/(?!\/)[^\s'"`()<>,;:]*)/g
 
-function hostPath(prefix: string | undefined, path: string): string | undefined {
-  if (path.startsWith('/@fs/')) return path.slice('/@fs'.length)
-  if (path.startsWith('/@')) return undefined
-  if (!prefix) return path
-  try {
-    return fileURLToPath(`file://${path}`)
-  } catch {
-    return undefined
-  }
-}
-
 /** The first host path outside the view that a text names, if any. */
-export function outsidePathIn(text: unknown, inView: InView): string | undefined {
+function outsidePathIn(text: unknown, inView: InView): string | undefined {
   if (typeof text !== 'string') return undefined
   for (const match of text.matchAll(PATH)) {
-    const path = hostPath(match[1], match[2] as string)
+    // The same reading of ids as the fetch checks: `file://` and `/@fs/` unwrapped, queries dropped, `/@…` virtual.
+    const path = moduleFile(`${match[1] ?? ''}${match[2]}`)
     if (path && path !== '/' && !inView(path)) return path
   }
   return undefined
