@@ -21,7 +21,8 @@ import { templatesCommand } from './templates.js'
 const USAGE = `Usage: stereos-harness <command> [options]
 
 Commands:
-  doctor [--json]                                  check what this host can boot, with fixes
+  doctor [--mixtape REF] [--arch A] [--json]       check what this host can boot, with fixes; with --mixtape, also
+                                                   boot REF once and check what the harness needs in it
   boot --mixtape REF [--arch A] [--json] [--keep]  boot a sandbox, print its boot timeline and health, shut down
   run [--mixtape REF] [--arch A] [--bootstrap agentd|ssh] [--keep] -- CMD [ARGS...]
                                                    boot, run CMD in the guest (output streamed), shut down,
@@ -50,7 +51,7 @@ async function main(argv: string[]): Promise<number> {
     args: rest,
     allowPositionals: true,
     options: {
-      mixtape: { type: 'string', default: 'fixture' },
+      mixtape: { type: 'string' },
       arch: { type: 'string', multiple: true },
       bootstrap: { type: 'string', default: 'agentd' },
       json: { type: 'boolean', default: false },
@@ -82,11 +83,11 @@ async function main(argv: string[]): Promise<number> {
     })
   switch (command) {
     case 'doctor':
-      return doctorCommand({ json: values.json })
+      return doctorCommand({ json: values.json, mixtape: values.mixtape, arch: arch?.data })
     case 'boot':
-      return bootCommand({ mixtape: values.mixtape, arch: arch?.data, json: values.json, keep: values.keep })
+      return bootCommand({ mixtape: values.mixtape ?? 'fixture', arch: arch?.data, json: values.json, keep: values.keep })
     case 'run':
-      return runCommand({ mixtape: values.mixtape, arch: arch?.data, bootstrap: values.bootstrap, keep: values.keep, command: positionals })
+      return runCommand({ mixtape: values.mixtape ?? 'fixture', arch: arch?.data, bootstrap: values.bootstrap, keep: values.keep, command: positionals })
     case 'share':
       return shareCommand({ arches: arches.length ? arches : [hostArch() ?? 'x86_64'], json: values.json })
     case 'pull':
