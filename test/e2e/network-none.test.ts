@@ -82,10 +82,13 @@ describe("network.mode 'none' without vsock", () => {
     expect(result.dnsRelay).toBe('timeout')
   })
 
-  test("control: under mode 'nat' the same probe reaches the host side", async () => {
+  test("control: under mode 'nat' the same probe reaches the host side in QEMU's private namespace (its own listener there)", async () => {
     nat = await Sandbox.boot({ arch: 'x86_64', runtimeDir: runtime })
     const result = await probe(nat)
     expect(result.self).toBe('connected')
-    expect(result.host).toBe('connected')
+    // In the host's namespace (no private one can be made) 10.0.2.2 would be the host's own
+    // 127.0.0.1, so QEMU runs restrict=on there in mode 'nat' too (host-ports.test.ts).
+    if (nat.info.transport.kind === 'unix') expect(result.host).toBe('connected')
+    else expect(result.host).not.toBe('connected')
   })
 })

@@ -90,6 +90,22 @@ describe('QEMU argv', () => {
     expect(after(argv, '-netdev')).toEqual(['user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:4444-:1024'])
   })
 
+  test('declared host ports: a guestfwd each, its command in single quotes for libslirp, commas doubled for QEMU', () => {
+    const argv = buildQemuArgv(
+      qemuSpec({
+        network: {
+          mode: 'user',
+          restrict: true,
+          forwards: [],
+          guestForwards: [{ addr: '10.0.2.100', port: 5432, command: ['/usr/bin/node', "/it's/stdio.js", '/run/a,b/host-port-5432.sock'] }],
+        },
+      }),
+    )
+    expect(after(argv, '-netdev')).toEqual([
+      "user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:5432-cmd:'/usr/bin/node' '/it'\\''s/stdio.js' '/run/a,,b/host-port-5432.sock'",
+    ])
+  })
+
   test('network none gives the guest no NIC', () => {
     const argv = buildQemuArgv(qemuSpec({ network: { mode: 'none' } }))
     expect(after(argv, '-nic')).toEqual(['none'])

@@ -24,16 +24,40 @@ export const Forward = z.strictObject({
   proto: z.enum(['tcp', 'udp']).default('tcp'),
 })
 
-export const Network = z.strictObject({
+/** Host TCP ports the guest may reach: each at most once. */
+export const HostPorts = z.array(Port).refine((ports) => new Set(ports).size === ports.length, 'each port at most once')
+
+/** The fields of Network, for schemas that replace one (the Vitest plugin's hostPorts may be a function). */
+export const NetworkFields = {
   /**
-   * `nat`: the guest reaches the host and the outside through QEMU user networking. `none`: the
-   * guest reaches nothing; with vsock it has no NIC at all (as mb), without vsock it gets QEMU
-   * user networking with restrict=on, which drops everything the guest sends out while the
-   * host's 127.0.0.1 forwards (control plane, agent, SSH, `forwards`) keep working.
+   * `nat`: the guest reaches the outside through QEMU user networking (and the host's 127.0.0.1
+   * only at `hostPorts`). `none`: the guest reaches nothing; with vsock it has no NIC at all (as
+   * mb), without vsock it gets QEMU user networking with restrict=on, which drops everything the
+   * guest sends out while the host's 127.0.0.1 forwards (control plane, agent, SSH, `forwards`)
+   * keep working.
    */
   mode: z.enum(['nat', 'none']).default('nat'),
   forwards: z.array(Forward).default([]),
-})
+  /**
+   * TCP ports on the host's 127.0.0.1 the guest reaches as `host.stereos.internal:<port>`
+   * (address 10.0.2.100); every other host port stays closed. Mode 'nat' only.
+   */
+  hostPorts: HostPorts.default([]),
+}
+
+/** hostPorts with mode 'none' is a contradiction: refused, not silently dropped. */
+export function refuseHostPortsWithoutNetwork(network: { mode: 'nat' | 'none'; hostPorts: unknown }, ctx: z.RefinementCtx): void {
+  const declared = typeof network.hostPorts === 'function' || (Array.isArray(network.hostPorts) && network.hostPorts.length > 0)
+  if (network.mode === 'none' && declared) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['hostPorts'],
+      message: "network.mode 'none' reaches no host port: remove hostPorts, or use mode 'nat' (the default) to reach them",
+    })
+  }
+}
+
+export const Network = z.strictObject(NetworkFields).superRefine(refuseHostPortsWithoutNetwork)
 
 export const SharedDir = z.strictObject({
   host: z.string().min(1),
@@ -63,7 +87,7 @@ export const SandboxOptions = z.strictObject({
    */
   controlPlane: z.enum(['auto', 'vsock', 'tcp']).default('auto'),
   resources: Resources.default({ cpus: 1, memory: 512 * 1024 ** 2, disk: 4 * 1024 ** 3 }),
-  network: Network.default({ mode: 'nat', forwards: [] }),
+  network: Network.default({ mode: 'nat', forwards: [], hostPorts: [] }),
   shared: z.array(SharedDir).default([]),
   secrets: z.record(SecretName, z.string()).default({}),
   /** jcard.toml text sent with set_config; default: a jcard naming the mixtape and resources. */

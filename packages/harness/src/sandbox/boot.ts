@@ -23,6 +23,7 @@ import { agentJcardTable, harnessMount, newAgentToken, startAgent, tokenSecret, 
 import { defaultJcard } from './jcard.js'
 import type { SandboxParts } from './parts.js'
 import { startGuest } from './guest-start.js'
+import { nameHostInGuest } from './host-name.js'
 import { startAgentInTemplate } from './template-agent.js'
 import { kernelBoot, qemuSpecFor, type QemuLaunch } from './qemu-start.js'
 import { Rollback } from './rollback.js'
@@ -81,6 +82,7 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
       plane,
       mode: options.network.mode,
       forwards: options.network.forwards,
+      hostPorts: options.network.hostPorts,
       agent: agentShare !== undefined,
       load,
       scope,
@@ -99,6 +101,7 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
       vm,
       fds: plane.kind === 'vsock' ? [plane.fd] : [],
       netns: net.netns,
+      hostPorts: net.hostPorts,
       detachable: options.detachable,
     }
     const booted = await startGuest({
@@ -180,6 +183,10 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     if (ssh && options.bootstrap !== 'ssh' && !refreshed) {
       const target = { transport: net.ssh, user: ssh.user, keyPath: ssh.keyPath }
       await timeline.phase('ssh', () => waitForSsh(target, Date.now() + options.agentTimeoutMs, logsOf(vm), qemu.died), 'ssh-ready')
+    }
+    if (net.hostPorts.length) {
+      const route = { agent: agent?.client, ssh: ssh ? admin : undefined, timeoutMs: options.agentTimeoutMs }
+      await timeline.phase('host name', () => nameHostInGuest(route))
     }
 
     return {

@@ -12,6 +12,7 @@ import { incomingArgs, resumeRestored, saveState } from '../template/migration.j
 import { waitGuestIdle } from '../template/settle.js'
 import { lockTemplate, markUsed, readTemplate, removeTemplate, stageTemplate, templateDefect, templatesRoot, type StoredTemplate } from '../template/store.js'
 import { createLeaseDisk, createOverlay } from '../vmm/disk.js'
+import { listenHostPorts } from '../vmm/network/host-ports.js'
 import { attachNetns } from '../vmm/network/netns-attach.js'
 import { accompany, bootTimeoutError, killQemu, startQemu, type QemuLaunch, type RunningQemu } from './qemu-start.js'
 import type { Rollback } from './rollback.js'
@@ -105,10 +106,19 @@ function templateKeyFor(start: GuestStart): TemplateKey | undefined {
   return templateKey({ spec: start.launch.spec, qemuBinary: start.launch.binary, mixtape: start.mixtape, diskBytes: start.diskBytes })
 }
 
-/** One QEMU for this VM, joined to its network namespace's forwards and egress. */
+/** One QEMU for this VM, joined to its network namespace's forwards and egress and to its declared host ports. */
 async function launch(start: GuestStart, disk: string, extraArgs: string[] = []): Promise<RunningQemu> {
   const l = start.launch
-  const qemu = startQemu({ ...l, spec: { ...l.spec, disk: { ...l.spec.disk, path: disk } } }, extraArgs)
+  // Listening before QEMU starts: the guest's first connection finds the socket there.
+  const hostPorts = l.hostPorts.length ? await listenHostPorts(l.hostPorts) : undefined
+  let qemu: RunningQemu
+  try {
+    qemu = startQemu({ ...l, spec: { ...l.spec, disk: { ...l.spec.disk, path: disk } } }, extraArgs)
+  } catch (err) {
+    hostPorts?.stop()
+    throw err
+  }
+  if (hostPorts) accompany(qemu, hostPorts)
   if (l.netns) {
     try {
       accompany(qemu, await attachNetns(l.netns, qemu.process.pid, start.log))

@@ -13,6 +13,7 @@ import { connectQmp } from '../vmm/qmp-connect.js'
 import type { QmpClient } from '../vmm/qmp.js'
 import type { VmPaths } from '../vmm/vm-dir.js'
 import type { NetnsLaunch } from '../vmm/network/private-network.js'
+import type { HostPortSpec } from '../vmm/network/host-ports.js'
 
 export type KernelBoot = Extract<QemuSpec['boot'], { kind: 'kernel' }>
 
@@ -74,6 +75,8 @@ export interface QemuLaunch {
   /** Our fds QEMU inherits (the vhost-vsock CID reservation). */
   fds: number[]
   netns: NetnsLaunch | undefined
+  /** The harness's sockets for the guest's connections to declared host ports (network.hostPorts). */
+  hostPorts: HostPortSpec[]
   detachable: boolean
 }
 

@@ -13,7 +13,7 @@ export interface SshTarget {
   keyPath: string
 }
 
-interface SshRunResult {
+export interface SshRunResult {
   code: number | null
   stdout: string
   stderr: string
@@ -236,6 +236,11 @@ export async function sshStartTemplateAgent(target: SshTarget, serial: string, d
       })
     }
   })
+}
+
+/** Run `script` with `sh -s` as root through admin's passwordless sudo; its result as ssh reports it. */
+export async function sshRunAsRoot(target: SshTarget, script: string, timeoutMs: number): Promise<SshRunResult> {
+  return sshRun(target, `${GUEST_PATH}; sudo -n /bin/sh -s`, script, timeoutMs)
 }
 
 /**

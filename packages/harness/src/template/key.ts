@@ -87,7 +87,9 @@ export function machineArgv(spec: QemuSpec): string[] {
     qmpSocket: '<qmp>',
     serialLog: '<serial>',
     pidfile: '<pidfile>',
-    network: spec.network.mode === 'user' ? { ...spec.network, forwards: spec.network.forwards.map((f) => ({ ...f, host: 0 })) } : spec.network,
+    // Declared host ports (guestfwd) are not in the migration stream either: libslirp saves only chardev guestfwds.
+    network:
+      spec.network.mode === 'user' ? { ...spec.network, forwards: spec.network.forwards.map((f) => ({ ...f, host: 0 })), guestForwards: [] } : spec.network,
     ...(spec.vsock ? { vsock: { ...spec.vsock, cid: 0 } } : {}),
     shares: spec.shares.map((share) => ({ ...share, host: `<${share.tag}>` })),
     ...(spec.imageDisk ? { imageDisk: { ...spec.imageDisk, path: '<image-disk>' } } : {}),

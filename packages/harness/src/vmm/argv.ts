@@ -7,6 +7,17 @@ export interface HostForward {
   proto: 'tcp' | 'udp'
 }
 
+/**
+ * A guest address and port that QEMU's SLIRP hands to a command, one process per connection
+ * (`guestfwd=tcp:ADDR:PORT-cmd:...`): how the guest reaches a declared host port (network.hostPorts).
+ */
+export interface GuestForward {
+  addr: string
+  port: number
+  /** The program and its arguments; its stdin and stdout are the guest's connection. */
+  command: string[]
+}
+
 export interface QemuSpec {
   profile: PlatformProfile
   accel: Accel
@@ -19,7 +30,7 @@ export interface QemuSpec {
   serialLog: string
   pidfile: string
   /** `none`: no NIC at all; `user`: SLIRP, `restrict` cuts the guest off from host and outside (forwards still work). */
-  network: { mode: 'none' } | { mode: 'user'; restrict: boolean; forwards: HostForward[] }
+  network: { mode: 'none' } | { mode: 'user'; restrict: boolean; forwards: HostForward[]; guestForwards?: GuestForward[] }
   /** Kernel-reserved guest CID and the fd QEMU inherits for it. */
   vsock?: { cid: number; vhostfd?: number }
   shares: { tag: string; host: string; readonly: boolean }[]
@@ -89,6 +100,14 @@ function networkArgs(network: QemuSpec['network']): string[] {
   if (network.mode === 'none') return ['-nic', 'none']
   const options = ['user', 'id=net0', ...(network.restrict ? ['restrict=on'] : [])]
   for (const f of network.forwards) options.push(`hostfwd=${f.proto}:127.0.0.1:${f.host}-:${f.guest}`)
+  // Checked before restrict=on drops a connection, so declared host ports work in either mode.
+  for (const f of network.guestForwards ?? []) options.push(`guestfwd=tcp:${f.addr}:${f.port}-cmd:${f.command.map(shellWord).join(' ')}`)
   // romfile= skips the iPXE option ROM: direct kernel boot never network-boots.
-  return ['-netdev', options.join(','), '-device', 'virtio-net-pci,netdev=net0,romfile=']
+  // QEMU's option syntax: a comma inside a value is written twice.
+  return ['-netdev', options.map((o) => o.replaceAll(',', ',,')).join(','), '-device', 'virtio-net-pci,netdev=net0,romfile=']
+}
+
+/** libslirp splits the command with g_shell_parse_argv: single quotes keep each word whole. */
+function shellWord(word: string): string {
+  return `'${word.replaceAll("'", "'\\''")}'`
 }

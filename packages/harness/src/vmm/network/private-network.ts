@@ -47,7 +47,8 @@ export async function chooseForwardScope(request: ScopeRequest, deps: ScopeDeps 
   if (!noted.done) {
     noted.done = true
     deps.log?.(
-      `QEMU's control-plane, agent and SSH forwards are TCP ports on 127.0.0.1 that EVERY local user can connect to (stereosd has no authentication): ${reason}. Fix: ${fix}`,
+      `QEMU's control-plane, agent and SSH forwards are TCP ports on 127.0.0.1 that EVERY local user can connect to (stereosd has no authentication), ` +
+        `and the guest has no outbound network (in the host's namespace SLIRP would let it reach every service on 127.0.0.1; it reaches only network.hostPorts): ${reason}. Fix: ${fix}`,
     )
   }
   return { kind: 'host', reason }

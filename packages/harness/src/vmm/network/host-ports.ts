@@ -1,0 +1,120 @@
+import { chmodSync, existsSync, rmSync } from 'node:fs'
+import { connect, createServer, type Server, type Socket } from 'node:net'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { HarnessError } from '../../errors.js'
+import type { GuestForward } from '../argv.js'
+
+/**
+ * network.hostPorts: the guest reaches a declared TCP port on the host's 127.0.0.1 as
+ * `host.stereos.internal:<port>`, and no other. The path of one connection:
+ *
+ *   guest → 10.0.2.100:<port> → QEMU's SLIRP guestfwd → `node host-port-stdio.js <socket>`
+ *   (one per connection, spawned by QEMU) → `<vmDir>/host-port-<port>.sock` → the harness
+ *   (in the host's network namespace) → 127.0.0.1:<port>
+ *
+ * SLIRP answers ARP and connections at HOST_ADDRESS only for the declared ports; everything
+ * else the guest sends to the host's addresses is refused by restrict=on (QEMU in the host's
+ * network namespace) or lands on the private namespace's own loopback. The unix socket is what
+ * crosses out of that namespace, so the same path works in both.
+ */
+export const HOST_NAME = 'host.stereos.internal'
+/** In SLIRP's 10.0.2.0/24, outside its DHCP range (.15–.30), not the host (.2) or DNS (.3) alias. */
+export const HOST_ADDRESS = '10.0.2.100'
+
+export interface HostPortSpec {
+  /** The port on the host's 127.0.0.1 (and at HOST_ADDRESS in the guest). */
+  port: number
+  /** Where the harness listens for QEMU's per-connection command. */
+  socket: string
+}
+
+export interface HostPortsPlan {
+  qemu: GuestForward[]
+  listen: HostPortSpec[]
+}
+
+/** QEMU's guestfwd rules and the harness's sockets for the declared ports of the VM in `vmDir`. */
+export function planHostPorts(ports: readonly number[], vmDir: string, script = connectScript()): HostPortsPlan {
+  const listen = ports.map((port) => ({ port, socket: join(vmDir, `host-port-${port}.sock`) }))
+  const qemu = listen.map((spec) => ({ addr: HOST_ADDRESS, port: spec.port, command: [process.execPath, script, spec.socket] }))
+  return { qemu, listen }
+}
+
+/** host-port-stdio.js from dist/, or under Vitest the .ts beside this file (Node strips its types). */
+function connectScript(): string {
+  const here = dirname(fileURLToPath(import.meta.url))
+  const candidates = [
+    join(here, 'host-port-stdio.js'),
+    join(here, '..', '..', '..', 'dist', 'vmm', 'network', 'host-port-stdio.js'),
+    join(here, 'host-port-stdio.ts'),
+  ]
+  return candidates.find((p) => existsSync(p)) ?? (candidates[0] as string)
+}
+
+export interface HostPortListeners {
+  /** Stops listening and ends open connections (QEMU's exit calls it). */
+  stop(): void
+  /** Stop holding this process open (a detached VM): the ports work until this process exits. */
+  unref(): void
+}
+
+/** Listen on each spec's socket and splice every connection into 127.0.0.1:<port>. */
+export async function listenHostPorts(specs: readonly HostPortSpec[]): Promise<HostPortListeners> {
+  const servers: Server[] = []
+  const open = new Set<Socket>()
+  const holding = { held: true }
+  const stop = () => {
+    for (const server of servers) server.close()
+    for (const socket of open) socket.destroy()
+  }
+  try {
+    for (const spec of specs) servers.push(await listenOne(spec, open, holding))
+  } catch (err) {
+    stop()
+    throw err
+  }
+  return {
+    stop,
+    unref() {
+      holding.held = false
+      for (const server of servers) server.unref()
+      for (const socket of open) socket.unref()
+    },
+  }
+}
+
+function listenOne(spec: HostPortSpec, open: Set<Socket>, holding: { held: boolean }): Promise<Server> {
+  rmSync(spec.socket, { force: true })
+  // Ends travel through pipe() after the data before them; an error destroys the other side (as relay-main.ts).
+  const server = createServer({ allowHalfOpen: true }, (client) => {
+    const upstream = connect({ host: '127.0.0.1', port: spec.port, allowHalfOpen: true })
+    upstream.setNoDelay(true)
+    for (const [socket, other] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
+      open.add(socket)
+      if (!holding.held) socket.unref()
+      socket.on('close', () => open.delete(socket))
+      socket.on('error', () => other.destroy())
+    }
+    client.pipe(upstream)
+    upstream.pipe(client)
+  })
+  return new Promise((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      reject(
+        new HarnessError('HOST', `network.hostPorts: cannot listen on ${spec.socket} for host port ${spec.port} (${err.code ?? err.message})`, {
+          fix: 'check that the runtime directory is writable and its path short enough for a unix socket (options.runtimeDir)',
+          cause: err,
+        }),
+      )
+    })
+    server.listen(spec.socket, () => {
+      // The VM dir (0700) already keeps other users out; 0600 says so on the socket itself.
+      chmodSync(spec.socket, 0o600)
+      resolve(server)
+    })
+  })
+}
