@@ -1,4 +1,5 @@
-import { HarnessError, SandboxOptions } from '@stereos/harness'
+import { HarnessError, HostPorts, NetworkFields, refuseHostPortsWithoutNetwork, SandboxOptions } from '@stereos/harness'
+import type { ProvidedContext } from 'vitest'
 import { z } from 'zod'
 
 /** Environment variable names as POSIX shells and agentd's env tables accept them. */
@@ -14,6 +15,27 @@ const EnvVars = z.record(z.string(), EnvValue).superRefine((env, ctx) => {
   }
 })
 
+/** What a hostPorts function is given: the values globalSetup gave `project.provide()` (typed by your `declare module 'vitest'`). */
+export interface HostPortsContext {
+  provided: ProvidedContext
+}
+
+/** Called each time a VM is leased (after globalSetup), so a port picked at run time can be declared. */
+export type HostPortsFunction = (context: HostPortsContext) => readonly number[] | Promise<readonly number[]>
+
+/**
+ * The plugin's network: as Sandbox.boot's, but hostPorts may also be a function (the pool calls
+ * it when it leases a VM and checks its answer like a list).
+ */
+const PluginNetwork = z
+  .strictObject({
+    ...NetworkFields,
+    hostPorts: z
+      .union([HostPorts, z.custom<HostPortsFunction>((value) => typeof value === 'function', 'expected a list of ports or a function returning one')])
+      .default([]),
+  })
+  .superRefine(refuseHostPortsWithoutNetwork)
+
 /** 64 MiB: a log or a screenshot fits; a runaway file does not become host memory. */
 export const DEFAULT_ATTACHMENT_MAX_BYTES = 64 * 1024 ** 2
 
@@ -23,6 +45,7 @@ export const DEFAULT_ATTACHMENT_MAX_BYTES = 64 * 1024 ** 2
  * files are isolated and what reaches the guest. One zod schema is the source of the types.
  */
 export const StereosOptions = SandboxOptions.extend({
+  network: PluginNetwork.default({ mode: 'nat', forwards: [], hostPorts: [] }),
   /**
    * `process` (default): each test file gets a fresh guest Node process in a warm, reused VM.
    * `vm`: each test file gets a fresh VM (slower; nothing carries over between files).
@@ -47,11 +70,22 @@ export const StereosOptions = SandboxOptions.extend({
 export type StereosOptionsInput = z.input<typeof StereosOptions>
 export type ResolvedStereosOptions = z.output<typeof StereosOptions>
 
+/** A hostPorts function's answer, checked as a list would be; `at` names the option in the error. */
+export function parseHostPorts(answer: unknown, at: string): number[] {
+  const result = HostPorts.safeParse(answer)
+  if (result.success) return result.data
+  const lines = result.error.issues.map((issue) => `  ${[at, ...issue.path.map(String)].join('.')}: ${issue.message}`)
+  throw new HarnessError('INVALID_OPTIONS', `Invalid stereos options (what the hostPorts function returned):\n${lines.join('\n')}`, {
+    fix: "return an array of TCP ports (1–65535) on the host's 127.0.0.1, each once, from stereos({ network: { hostPorts } })",
+  })
+}
+
 /**
  * Options of `describe.sandbox(name, options)`: only the shape of the file's guest. Test files
  * are untrusted (a pull request from a fork), so nothing here may reach the host: no host paths
  * (shared, runtimeDir, mixtape directories, qemuBinary), no host ports (network.forwards), no
- * host values (process.env; secrets are only named, their values come from the config), and no
+ * host values (process.env; secrets are only named, their values come from the config), no host
+ * services (network.hostPorts), and no
  * arch (it picks the host's QEMU binary). Strict: any other key is refused, naming it. Fields
  * have no defaults: what a file leaves out is the project's.
  */

@@ -56,7 +56,14 @@ export function stereosPool(project: TestProject, options: StereosOptionsInput =
         const root = poolOptions.project.config.root
         const view: ViewPlan = { roots: viewRoots(root, poolOptions.distPath, PLUGIN_DIR) }
         pool = new VmLeasePool(maxWorkers, bootWithView(view), log)
-        context = new PoolContext(pool, options as Record<string, unknown>, view, realpathSync(root))
+        const project = poolOptions.project
+        context = new PoolContext(
+          pool,
+          options as Record<string, unknown>,
+          view,
+          realpathSync(root),
+          () => project.getProvidedContext() as Record<string, unknown>,
+        )
       }
       return new StereosPoolWorker(poolOptions, context)
     },

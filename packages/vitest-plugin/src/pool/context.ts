@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { KeptVm, SandboxOptionsInput } from '@stereos/harness'
-import { parseStereosOptions, type ResolvedStereosOptions } from '../options.js'
+import type { ProvidedContext } from 'vitest'
+import { parseHostPorts, parseStereosOptions, type HostPortsFunction, type ResolvedStereosOptions } from '../options.js'
 import { sandboxOptionsInFile } from './file-options.js'
 import type { Lease, VmLeasePool } from './lease-pool.js'
 import { overlay, suiteSandboxOptions } from './suite-options.js'
@@ -13,8 +14,10 @@ import { SpareWorkers } from './warm-workers.js'
 /** How a file's VM is booted and what its guest processes get. */
 export interface FilePlan {
   key: string
+  /** Sandbox.boot's options, less network.hostPorts (resolved when the VM is leased). */
   boot: SandboxOptionsInput
   options: ResolvedStereosOptions
+  hostPorts: readonly number[] | HostPortsFunction
 }
 
 /**
@@ -33,6 +36,8 @@ export class PoolContext {
     readonly view: ViewPlan,
     /** The project's root, a real path: file snapshots are written back only under it. */
     readonly projectRoot: string,
+    /** What globalSetup provided (project.getProvidedContext()): a hostPorts function's argument. */
+    private readonly provided: () => Record<string, unknown> = () => ({}),
   ) {}
 
   /**
@@ -47,17 +52,29 @@ export class PoolContext {
     const { secrets: named, ...shape } = file ? suiteSandboxOptions(file, inFile, Object.keys(project.secrets)) : {}
     const merged = overlay(this.projectOptions, shape)
     if (named) merged.secrets = Object.fromEntries(named.map((name) => [name, project.secrets[name]]))
+    // A file that asks for no network gets none: the project's host ports do not apply to it.
+    if (shape.network?.mode === 'none') merged.network = { ...(merged.network as object), hostPorts: [] }
     const options = parseStereosOptions(merged, file && inFile.length ? `describe.sandbox options in ${file}:${inFile[0]?.line}` : 'stereos')
     const { isolation, env, attachmentMaxBytes, keepVm, ...sandbox } = options
-    const boot: SandboxOptionsInput = { ...sandbox, shared: [...sandbox.shared], detachable: keepVm !== 'never' }
+    const { hostPorts, ...network } = sandbox.network
+    const boot: SandboxOptionsInput = { ...sandbox, network, shared: [...sandbox.shared], detachable: keepVm !== 'never' }
     // The key covers everything the VM was booted with; secrets are hashed in, never shown.
     const key = createHash('sha256').update(JSON.stringify({ isolation, boot })).digest('hex')
-    return { key, boot, options }
+    return { key, boot, options, hostPorts }
   }
 
-  /** A VM for this plan; the key includes isolation, so a 'vm' file never takes a VM another file used. */
-  lease(plan: FilePlan): Promise<Lease> {
-    return this.pool.lease(plan.key, plan.boot)
+  /**
+   * A VM for this plan; the key includes isolation, so a 'vm' file never takes a VM another file
+   * used, and the declared host ports (a hostPorts function is asked now: after globalSetup), so
+   * a VM serves only files that may reach what it reaches.
+   */
+  async lease(plan: FilePlan): Promise<Lease> {
+    const ports =
+      typeof plan.hostPorts === 'function'
+        ? parseHostPorts(await plan.hostPorts({ provided: this.provided() as ProvidedContext }), 'stereos.network.hostPorts()')
+        : [...plan.hostPorts]
+    const boot: SandboxOptionsInput = { ...plan.boot, network: { ...plan.boot.network, hostPorts: ports } }
+    return this.pool.lease(ports.length ? `${plan.key}:${ports.join(',')}` : plan.key, boot)
   }
 
   /** VMs kept after a failure (keepVm), with why: printed when Vitest closes. */

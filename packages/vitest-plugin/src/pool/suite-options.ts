@@ -27,13 +27,14 @@ const HOST_SIDE: Record<string, string> = {
   keepVm: 'keeps VMs running on the host after the run',
   attachmentMaxBytes: 'sets how much guest data the host takes in',
   'network.forwards': "opens host ports into the VM (a UDP forward puts QEMU in the host's network namespace)",
+  'network.hostPorts': "lets the guest reach services on the host's 127.0.0.1",
 }
 
 const ALLOWED = 'resources, isolation, network.mode, bootTimeoutMs, agentTimeoutMs, env (literal values), secrets (names)'
 
 /** Whether `path` names an option of the project's stereos() (so it has a place to go). */
 function isProjectOption(path: string): boolean {
-  return path === 'network.forwards' || Object.hasOwn(StereosOptions.shape, path)
+  return path === 'network.forwards' || path === 'network.hostPorts' || Object.hasOwn(StereosOptions.shape, path)
 }
 
 interface Refusal {
