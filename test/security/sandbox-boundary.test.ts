@@ -6,6 +6,7 @@ import { join, relative } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { harnessCacheDir } from '../../packages/harness/src/host/cache-dir.js'
+import { chooseTestUser, imageIds } from '../../packages/vitest-plugin/src/pool/test-user.js'
 import { createSecondUser, type SecondUser, secondUserSkipReason } from '../../packages/harness/test/support/second-user.js'
 import { type CommandResult, repoRoot, runCommand, treeHash, VITEST_CLI } from '../e2e/support.js'
 
@@ -171,16 +172,11 @@ describe('hostile test files against the sandbox boundary (issue 19; real vitest
     expect(failures, `${seconds}s run\n${JSON.stringify(outcomes, null, 2)}`).toEqual([])
     const privilege = result('i-privilege.test.ts')
     expect(privilege.assertionResults.filter((a) => a.status === 'failed').map((a) => `${a.title}: ${a.failureMessages.join('\n')}`)).toEqual([])
-    // Root stays root in the guest: the checks that need another user skip, saying why.
-    const skipped = privilege.assertionResults.filter((a) => a.status !== 'passed').map((a) => a.title)
-    expect(skipped).toEqual(
-      process.getuid?.() === 0
-        ? [
-            'has no supplementary groups (skipped when the host user is root: the worker is root then)',
-            'cannot sudo (skipped when the host user is root: the worker is root then)',
-          ]
-        : [],
-    )
+    // Never root in the guest, whoever runs Vitest: nothing of the privilege file skips.
+    expect(privilege.assertionResults.filter((a) => a.status !== 'passed').map((a) => a.title)).toEqual([])
+    const host = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
+    const guest = chooseTestUser(host, fixtureImageIds(), 'unprivileged')
+    expect(run.output).toContain(`guest worker uid=${guest.uid} gid=${guest.gid} Groups:`)
     const stack = result('c-stack.test.ts')
     expect(stack.assertionResults.map((a) => [a.title.startsWith(purposeful) ? 'failed' : 'passed', a.status])).toEqual([
       ['passed', 'passed'],
@@ -326,7 +322,9 @@ describe.skipIf(secondUserSkipReason())('the privilege items as a non-root host 
   let code = 0
 
   beforeAll(async () => {
-    user = createSecondUser()
+    // Numbered above the image's users (1000, 1001): this run keeps its host uid in the guest,
+    // the root run above gets the dedicated one, so both ways are tried.
+    user = createSecondUser({ firstId: 2000 })
     const home = mkdtempSync(join(tmpdir(), 'stereos-hostile-home-'))
     const secretDir = mkdtempSync(join(tmpdir(), 'stereos-host-secret-'))
     const dir = copyProject('user', secretDir)
@@ -386,18 +384,25 @@ describe.skipIf(secondUserSkipReason())('the privilege items as a non-root host 
     user?.remove()
   })
 
-  test('the guest worker runs as the host uid with no_new_privs, no groups, no sudo; no earlier process survives', () => {
+  test('the guest worker runs as the test user with no_new_privs, no groups, no sudo; no earlier process survives', () => {
     const results = report.testResults.flatMap((r) => [
       ...(r.status === 'failed' && r.assertionResults.length === 0 ? [`${r.name}: ${r.message}`] : []),
       ...r.assertionResults.filter((a) => a.status !== 'passed').map((a) => `${r.name} > ${a.title}: ${a.status} ${a.failureMessages.join('\n')}`),
     ])
     expect(results, output).toEqual([])
-    expect(report.numPassedTests, output).toBe(6)
+    expect(report.numPassedTests, output).toBe(8)
     expect(code, output).toBe(0)
-    expect(output).toContain(`guest worker uid=${user.uid} gid=${user.gid} Groups:`)
+    const guest = chooseTestUser(user, fixtureImageIds(), 'unprivileged')
+    expect(output).toContain(`guest worker uid=${guest.uid} gid=${guest.gid} Groups:`)
     expect(output).toMatch(/NoNewPrivs:\s+1/)
   })
 })
+
+/** The users and groups the fixture guest's image names (its rootfs source). */
+function fixtureImageIds() {
+  const etc = join(repoRoot, 'fixtures', 'guest', 'rootfs', 'etc')
+  return imageIds(readFileSync(join(etc, 'passwd'), 'utf8'), readFileSync(join(etc, 'group'), 'utf8'))
+}
 
 function dirsUnder(dir: string): string[] {
   const out: string[] = []

@@ -64,6 +64,13 @@ export const StereosOptions = SandboxOptions.extend({
    * are booted detachable, so one left by a killed run is reaped by the next boot, not at once.
    */
   keepVm: z.enum(['never', 'on-failure']).default('never'),
+  /**
+   * Who the guest's test processes run as. `unprivileged` (default): the host user's uid/gid, or
+   * a dedicated uid/gid (64000 and up) when the host user is root or its uid or gid is one the
+   * image names (stereOS's `admin`, 1000, has sudo); never root, never in a group, no_new_privs.
+   * `root`: root, for suites that must administer the guest (a test file then controls the VM).
+   */
+  testUser: z.enum(['unprivileged', 'root']).default('unprivileged'),
   /** Files tests attach inside the guest are read from the guest, up to this many bytes each. */
   attachmentMaxBytes: z.int().positive().default(DEFAULT_ATTACHMENT_MAX_BYTES),
 })

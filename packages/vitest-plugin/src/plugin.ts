@@ -9,32 +9,32 @@ import { PoolContext } from './pool/context.js'
 import { VmLeasePool, type BootVm } from './pool/lease-pool.js'
 import { StereosPoolWorker } from './pool/pool-worker.js'
 import { poolVm } from './pool/vm.js'
-import { hostIdentity, mountView, viewRoots, viewShares, type ViewPlan } from './pool/view.js'
+import type { TestUserChoice } from './pool/test-user.js'
+import { mountView, viewRoots, viewShares, type ViewPlan } from './pool/view.js'
 import { checkVitestVersion } from './version.js'
 
 export const POOL_NAME = 'stereos'
 const SNAPSHOT_ENVIRONMENT = fileURLToPath(new URL('./guest/snapshot-environment.js', import.meta.url))
 const PLUGIN_DIR = dirname(fileURLToPath(import.meta.url))
 
-/** A pool VM: booted with the project view's shares, then the view laid out inside it. */
-function bootWithView(view: ViewPlan): BootVm {
+/** A pool VM: booted with the project view's shares, then the view laid out inside it for its test user. */
+function bootWithView(view: ViewPlan, testUser: TestUserChoice): BootVm {
   return async (options: SandboxOptionsInput) => {
     const own = options.shared ?? []
     const sandbox = await Sandbox.boot({ ...options, shared: [...own, ...viewShares(view)] }, { log })
     try {
-      await mountView(sandbox, view, own.length, hostIdentity())
+      return poolVm(sandbox, await mountView(sandbox, view, own.length, testUser))
     } catch (err) {
       await sandbox.shutdown({ timeoutMs: 3_000 }).catch(() => undefined)
       throw err
     }
-    return poolVm(sandbox)
   }
 }
 
 /** The pool runner for one project: VMs sized to its maxWorkers, closed when Vitest closes. */
 export function stereosPool(project: TestProject, options: StereosOptionsInput = {}): PoolRunnerInitializer {
   // Validate now: a bad option fails before any VM boots, naming its path.
-  parseStereosOptions(options, 'stereos')
+  const { testUser } = parseStereosOptions(options, 'stereos')
   // Vitest 4 may leave a project's maxWorkers unset (resolved at scheduling); 5 always sets it.
   const maxWorkers = Math.max(1, Number(project.config.maxWorkers) || Number(project.vitest.config.maxWorkers) || 1)
   let context: PoolContext | undefined
@@ -55,7 +55,7 @@ export function stereosPool(project: TestProject, options: StereosOptionsInput =
       if (!context) {
         const root = poolOptions.project.config.root
         const view: ViewPlan = { roots: viewRoots(root, poolOptions.distPath, PLUGIN_DIR) }
-        pool = new VmLeasePool(maxWorkers, bootWithView(view), log)
+        pool = new VmLeasePool(maxWorkers, bootWithView(view, testUser), log)
         const project = poolOptions.project
         context = new PoolContext(
           pool,

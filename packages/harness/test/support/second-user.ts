@@ -23,9 +23,11 @@ export function secondUserSkipReason(): string | undefined {
   return undefined
 }
 
-export function createSecondUser(): SecondUser {
+/** `firstId`: the lowest uid/gid the user may get (useradd's UID_MIN and GID_MIN). */
+export function createSecondUser(options: { firstId?: number } = {}): SecondUser {
   const name = `stx${randomBytes(3).toString('hex')}`
-  execFileSync('useradd', ['--no-create-home', '--shell', '/usr/sbin/nologin', '--user-group', name])
+  const range = options.firstId === undefined ? [] : ['-K', `UID_MIN=${options.firstId}`, '-K', `GID_MIN=${options.firstId}`]
+  execFileSync('useradd', [...range, '--no-create-home', '--shell', '/usr/sbin/nologin', '--user-group', name])
   const uid = Number(execFileSync('id', ['-u', name], { encoding: 'utf8' }).trim())
   const gid = Number(execFileSync('id', ['-g', name], { encoding: 'utf8' }).trim())
   return {

@@ -13,7 +13,7 @@ import { guestEnv } from './guest-env.js'
 import type { UpdateMode } from './host-writes.js'
 import { type InspectorConfig, InspectorForward } from './inspector.js'
 import type { Lease } from './lease-pool.js'
-import { ensureGuestDir, forgetCachedReads, GUEST_HOME, hostIdentity } from './view.js'
+import { ensureGuestDir, forgetCachedReads, GUEST_HOME } from './view.js'
 import type { PoolProcess } from './vm.js'
 import type { WorkerSpec } from './warm-workers.js'
 
@@ -278,7 +278,6 @@ export class StereosPoolWorker implements PoolWorker {
   /** How this project's guest worker processes start on `lease` (and which spares fit). */
   private workerSpec(lease: Lease, plan: FilePlan): WorkerSpec {
     const { project, distPath, execArgv, env } = this.options
-    const who = hostIdentity()
     const options = {
       ipc: true,
       cwd: project.config.root,
@@ -290,8 +289,8 @@ export class StereosPoolWorker implements PoolWorker {
         STEREOS_WORKER: JSON.stringify({ dist: distPath }),
       },
     }
-    // As `who` (root stays root), no_new_privs, spares niced, earlier files' processes swept.
-    return this.ctx.spares.spec(lease.vm, who, [...execArgv, GUEST_ENTRY], options)
+    // As the VM's test user (root only when the config says so), no_new_privs, spares niced, earlier files' processes swept.
+    return this.ctx.spares.spec(lease.vm, lease.vm.testUser, [...execArgv, GUEST_ENTRY], options)
   }
 
   /** Lease a VM for the files, take its spare process or start one, and wire it to Vitest. */
@@ -302,7 +301,7 @@ export class StereosPoolWorker implements PoolWorker {
     launch.lease = lease
     this.count(lease, files)
     const coverageDir = this.coverageDir()
-    if (coverageDir) await ensureGuestDir(lease.vm, coverageDir, hostIdentity())
+    if (coverageDir) await ensureGuestDir(lease.vm, coverageDir, lease.vm.testUser)
     const spec = this.workerSpec(lease, plan)
     const child = (await this.ctx.spares.take(lease.vm, spec.key)) ?? (await spec.start())
     const inspector = await this.forwardInspector(lease, files)

@@ -1,7 +1,8 @@
-import { realpathSync } from 'node:fs'
+import { realpathSync, statSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { dirname, parse, sep } from 'node:path'
 import { HarnessError, type Sandbox } from '@stereos/harness'
+import { chooseTestUser, type ImageIds, imageIds, type TestUserChoice } from './test-user.js'
 import type { PoolVm } from './vm.js'
 
 /**
@@ -96,28 +97,51 @@ export function viewShares(plan: ViewPlan): { host: string; guest: string; reado
 /**
  * Runs as root in the guest: for each share, replace stereosd's uncached mount by a page-cached
  * one (9p `cache=loose`: the host side is read-only and the view lives as long as the VM) and put
- * an overlay with a disk-backed upper dir at the host path. Also makes a home for the host's uid.
- * Arguments: uid gid, then (tag staging target) per root.
+ * an overlay with a disk-backed upper dir at the host path. Also makes a home for the test user.
+ *
+ * The test user owns in the view what the host user owns on the host. 9p shows the host's ids as
+ * QEMU sees them: as they are, or, when QEMU runs in a user namespace that maps the host user to
+ * root (a non-root host user's private network), the host user's files as 0:0 and everyone else's
+ * as 65534. Which one is read off each root (its guest uid against its host uid). Where the ids the
+ * guest sees are not the test user's (test-user.ts), the view is handed over: chown copies up,
+ * with `metacopy=on` only the metadata; the walk skips `node_modules` and `.git` (dependencies and
+ * history, not files tests write) and, where the kernel lacks metacopy, hands over directories
+ * only (new files can be made, old ones not rewritten). Dirs the host user cannot read (QEMU
+ * cannot either) make find complain; what it could reach is handed over all the same.
+ * Arguments: host uid gid, test uid gid, then (tag staging target host-owner-uid) per root.
  */
 const MOUNT_SCRIPT = `set -eu
 V=/var/lib/stereos-harness/view
-uid=$1 gid=$2
-shift 2
+huid=$1 hgid=$2 uid=$3 gid=$4
+shift 4
 mkdir -p "$V/home"
 chown "$uid:$gid" "$V/home"
 i=0
-while [ $# -ge 3 ]; do
-  tag=$1 staging=$2 target=$3
-  shift 3
+while [ $# -ge 4 ]; do
+  tag=$1 staging=$2 target=$3 owner=$4
+  shift 4
   umount "$staging" 2>/dev/null || true
   mkdir -p "$V/$i/lower" "$V/$i/upper" "$V/$i/work" "$target"
   mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 "$tag" "$V/$i/lower"
-  mount -t overlay stereos-view -o "lowerdir=$V/$i/lower,upperdir=$V/$i/upper,workdir=$V/$i/work" "$target"
+  dirs="lowerdir=$V/$i/lower,upperdir=$V/$i/upper,workdir=$V/$i/work"
+  suid=$huid sgid=$hgid
+  [ "$(stat -c %u "$V/$i/lower")" = "$owner" ] || { suid=0; sgid=0; }
   i=$((i + 1))
+  if [ "$suid:$sgid" = "$uid:$gid" ]; then
+    mount -t overlay stereos-view -o "$dirs" "$target"
+    continue
+  fi
+  only=
+  mount -t overlay stereos-view -o "$dirs,metacopy=on" "$target" 2>/dev/null || {
+    mount -t overlay stereos-view -o "$dirs" "$target"
+    only="-type d"
+  }
+  case "$target" in */node_modules) continue ;; esac
+  find "$target" \\( -name node_modules -o -name .git \\) -prune -o $only \\( -user "$suid" -o -group "$sgid" \\) -exec chown -h "$uid:$gid" {} + 2>/dev/null || :
 done
 `
 
-/** The guest HOME of test processes (owned by the host's uid, on the VM's disk). */
+/** The guest HOME of test processes (owned by the test user, on the VM's disk). */
 export const GUEST_HOME = '/var/lib/stereos-harness/view/home'
 
 export interface Identity {
@@ -125,16 +149,24 @@ export interface Identity {
   gid: number
 }
 
-/** The host user the guest's test processes run as: files in the view then belong to them as on the host. */
+/** The host user running Vitest: the test user in the guest unless test-user.ts maps it. */
 export function hostIdentity(): Identity {
   return { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
 }
 
+/** The uids and gids the guest image names (its own /etc/passwd and /etc/group). */
+async function readImageIds(sandbox: Sandbox): Promise<ImageIds> {
+  const result = await sandbox.exec('sh', ['-c', 'cat /etc/passwd; echo @@; cat /etc/group'], { user: 'root' })
+  const [passwd = '', group = ''] = result.stdout.split('\n@@\n')
+  return imageIds(passwd, group)
+}
+
 /**
- * Lay out the view in a freshly booted VM. `firstTag` is the 9p tag of the first view share
- * (`share<i>`, i = its index in the sandbox's `shared`).
+ * Lay out the view in a freshly booted VM, owned by the test user `testUser` picks; returns that
+ * user. `firstShare` is the index in the sandbox's `shared` of the first view share (its 9p tag
+ * is `share<i>`).
  */
-export async function mountView(sandbox: Sandbox, plan: ViewPlan, firstShare: number, who: Identity): Promise<void> {
+export async function mountView(sandbox: Sandbox, plan: ViewPlan, firstShare: number, testUser: TestUserChoice): Promise<Identity> {
   const agent = await sandbox.agent()
   if (!agent.info.root) {
     throw new HarnessError(
@@ -145,7 +177,10 @@ export async function mountView(sandbox: Sandbox, plan: ViewPlan, firstShare: nu
       },
     )
   }
-  const args = [String(who.uid), String(who.gid), ...plan.roots.flatMap((root, i) => [`share${firstShare + i}`, `${STAGING}/${i}`, root])]
+  const host = hostIdentity()
+  const who = chooseTestUser(host, await readImageIds(sandbox), testUser)
+  const ids = [host.uid, host.gid, who.uid, who.gid].map(String)
+  const args = [...ids, ...plan.roots.flatMap((root, i) => [`share${firstShare + i}`, `${STAGING}/${i}`, root, String(statSync(root).uid)])]
   const result = await sandbox.exec('sh', ['-c', MOUNT_SCRIPT, 'stereos-view', ...args], { user: 'root' })
   if (result.exitCode !== 0) {
     throw new HarnessError(
@@ -157,6 +192,7 @@ export async function mountView(sandbox: Sandbox, plan: ViewPlan, firstShare: nu
       },
     )
   }
+  return who
 }
 
 /**

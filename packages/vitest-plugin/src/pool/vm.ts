@@ -1,3 +1,4 @@
+import type { Identity } from './view.js'
 import { type ExecOptions, type ExecResult, type GuestProcess, type KeptVm, keepVm, type Sandbox, type SandboxInfo, type SpawnOptions } from '@stereos/harness'
 
 /** What the pool does with a guest process: a GuestProcess is one. */
@@ -12,6 +13,8 @@ export interface PoolVm {
   readonly info: Pick<SandboxInfo, 'id' | 'pid' | 'arch' | 'accel' | 'timeline' | 'mixtape'>
   readonly logs: { readonly serial: string; readonly qemu: string }
   readonly running: boolean
+  /** Who the guest's test processes run as (test-user.ts); the project view is theirs. */
+  readonly testUser: Identity
   readonly exited: Promise<{ code: number | undefined; signal: string | undefined }>
   /** The guest Node the agent runs on (worker processes use it too). */
   guestNode(): Promise<string>
@@ -29,8 +32,9 @@ export interface PoolVm {
   keep(reason: string): KeptVm
 }
 
-export function poolVm(sandbox: Sandbox): PoolVm {
+export function poolVm(sandbox: Sandbox, testUser: Identity): PoolVm {
   return {
+    testUser,
     get info() {
       return sandbox.info
     },

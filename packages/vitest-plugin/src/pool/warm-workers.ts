@@ -18,16 +18,16 @@ export interface WorkerSpec {
 }
 
 /**
- * The spec of a guest worker process run as the host user `who`: that uid/gid with no
- * supplementary groups and no_new_privs (sudo and the like cannot raise it), so nothing of a test
- * file ever runs as root, in a cgroup of its own (a `worker`) that nothing it starts can leave.
+ * The spec of a guest worker process run as the VM's test user `who` (test-user.ts): that uid/gid
+ * with no supplementary groups and no_new_privs (sudo and the like cannot raise it), so nothing of
+ * a test file runs as root, in a cgroup of its own (a `worker`) that nothing it starts can leave.
  * Before its first frame, every process an earlier file left in the VM is killed (the sweep:
  * other workers' cgroups, and every other process of `who.uid`, keeping this process's), and a
  * spare is back at normal priority.
  *
- * A host user that is root stays root in the guest (mapping it to a dedicated user would break
- * writes into the view), still under no_new_privs and the same priorities; its sweep is the
- * cgroups' only (a sweep of uid 0 would kill the agent). A root worker needs cgroup2 in the guest.
+ * A test user of root (only when the config's `testUser` says so) keeps no_new_privs and the same
+ * priorities; its sweep is the cgroups' only (a sweep of uid 0 would kill the agent). A root
+ * worker needs cgroup2 in the guest.
  */
 export function guestWorkerSpec(vm: PoolVm, who: Identity, args: string[], options: Omit<SpawnOptions, 'user' | 'noNewPrivs' | 'nice' | 'worker'>): WorkerSpec {
   const spawnOptions: SpawnOptions = { ...options, user: who.uid === 0 ? 'root' : { uid: who.uid, gid: who.gid }, noNewPrivs: true, worker: true }

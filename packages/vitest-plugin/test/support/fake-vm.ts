@@ -18,6 +18,7 @@ export class FakeVm implements PoolVm {
     mixtape: { ref: 'fixture', dir: '/mixtapes/fixture', version: undefined },
   }
   running = true
+  readonly testUser = { uid: 1234, gid: 1234 }
   shutdowns = 0
   readonly calls: string[] = []
   readonly kept: string[] = []
