@@ -20,6 +20,7 @@ export type HarnessErrorCode =
   | 'AGENT'
   | 'AGENT_UNREACHABLE'
   | 'AGENT_AUTH'
+  | 'CAPTURE'
 
 export interface HarnessErrorDetails {
   /** What the user should do about it, in one sentence. */

@@ -7,6 +7,7 @@ import { HarnessError } from '../errors.js'
 import { hostArch } from '../host/arch.js'
 import { log } from '../log.js'
 import { bootCommand } from './boot.js'
+import { debugCommand } from './debug.js'
 import { doctorCommand } from './doctor.js'
 import { keptCommand, sshCommand, stopCommand } from './kept.js'
 import { lsCommand } from './ls.js'
@@ -37,6 +38,10 @@ Commands:
   kept [--json]                                    list VMs kept running after their run (Vitest pool keepVm)
   ssh ID [-- CMD [ARGS...]]                        a shell (or CMD) in a kept VM, as admin
   stop ID [--json]                                 stop a kept VM and remove its directory
+  debug CAPTURE [--exec CMD] [--keep] [--extract DIR]
+                                                   restore a captured VM (Sandbox.capture) here: a shell as admin,
+                                                   or CMD (exit status: CMD's); --keep leaves it running;
+                                                   --extract writes its manifest, logs and disk to DIR
 
 REF is 'fixture' (this repo's test guest), a directory with an unpacked mixtape, name[:tag]
 (download.stereos.ai/mixtapes/name:tag), a full registry reference, or one with @sha256:<digest>.
@@ -59,6 +64,8 @@ async function main(argv: string[]): Promise<number> {
       force: { type: 'boolean', default: false },
       templates: { type: 'boolean', default: false },
       'unused-since': { type: 'string' },
+      exec: { type: 'string' },
+      extract: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -76,8 +83,8 @@ async function main(argv: string[]): Promise<number> {
   const arch = arches[0] === undefined ? undefined : { data: arches[0] }
   if (values.bootstrap !== 'agentd' && values.bootstrap !== 'ssh')
     throw new HarnessError('INVALID_OPTIONS', `--bootstrap must be agentd or ssh, got ${values.bootstrap}`)
-  const wanted = command === 'pull' || command === 'rm' || command === 'stop' ? 1 : 0
-  if (positionals.length > wanted && ['doctor', 'boot', 'pull', 'ls', 'rm', 'prune', 'share', 'kept', 'stop'].includes(command))
+  const wanted = command === 'pull' || command === 'rm' || command === 'stop' || command === 'debug' ? 1 : 0
+  if (positionals.length > wanted && ['doctor', 'boot', 'pull', 'ls', 'rm', 'prune', 'share', 'kept', 'stop', 'debug'].includes(command))
     throw new HarnessError('INVALID_OPTIONS', `unexpected argument(s) for ${command}: ${positionals.slice(wanted).join(' ')}`, {
       fix: 'see stereos-harness --help',
     })
@@ -102,6 +109,8 @@ async function main(argv: string[]): Promise<number> {
       return keptCommand({ json: values.json })
     case 'ssh':
       return sshCommand({ id: positionals[0], command: positionals.slice(1) })
+    case 'debug':
+      return debugCommand({ capture: positionals[0], exec: values.exec, keep: values.keep, extract: values.extract })
     case 'stop':
       return stopCommand({ id: positionals[0], json: values.json })
     default:

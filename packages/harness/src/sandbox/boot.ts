@@ -1,5 +1,5 @@
 import { existsSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { basename, join, resolve } from 'node:path'
 import { ensureHarnessShare } from '../share/harness-share.js'
 import { ensureShareImage, SHARE_DISK_SERIAL } from '../share/share-image.js'
 import { parseSandboxOptions, type Arch, type ResolvedSandboxOptions } from '../config/options.js'
@@ -22,7 +22,7 @@ import { chooseAccel } from './accel.js'
 import { agentJcardTable, harnessMount, newAgentToken, startAgent, tokenSecret, type AgentBootstrap, type GuestAgent } from './agent-start.js'
 import { defaultJcard } from './jcard.js'
 import type { SandboxParts } from './parts.js'
-import { startGuest } from './guest-start.js'
+import { startGuest, type CapturedGuest } from './guest-start.js'
 import { nameHostInGuest } from './host-name.js'
 import { startAgentInTemplate } from './template-agent.js'
 import { kernelBoot, qemuSpecFor, type QemuLaunch } from './qemu-start.js'
@@ -37,6 +37,8 @@ export interface BootHooks {
   log?: LogSink
   /** The vsock addon package (default: `@stereos/vsock`, imported on first use); tests inject a fake. */
   loadVsock?: LoadVsock
+  /** Restore a captured guest instead of booting (`stereos-harness debug`). */
+  restore?: CapturedGuest
 }
 
 const trace = debug('stereos:boot')
@@ -114,6 +116,7 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
       log,
       timeline,
       rollback,
+      ...(hooks.restore ? { restore: hooks.restore } : {}),
       ...(shareImage && agentEndpoint
         ? {
             prepareTemplate: (client, qemu) =>
@@ -214,6 +217,21 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
       keepOnFailure: options.keepOnFailure,
       detachable: options.detachable,
       log,
+      capture: {
+        arch,
+        qemuBinary: binary,
+        spec: launch.spec,
+        mixtape,
+        diskBytes: options.resources.disk,
+        vmDisk: vm.disk,
+        controlPlane: net.controlInfo.kind,
+        network: options.network.mode,
+        bootstrap: options.bootstrap,
+        shares: options.shared.map((share, i) => ({ tag: `share${i}`, guest: share.guest, readonly: share.readonly })),
+        shareVersion: agentShare ? basename(agentShare) : undefined,
+        admin: ssh ? admin : undefined,
+        secretValues: [...Object.values(options.secrets), guest.token, guest.key.publicKey.split(' ')[1] ?? guest.key.publicKey],
+      },
     }
   })
 }

@@ -11,7 +11,7 @@ import { templateKey, type TemplateKey } from '../template/key.js'
 import { incomingArgs, resumeRestored, saveState } from '../template/migration.js'
 import { waitGuestIdle } from '../template/settle.js'
 import { lockTemplate, markUsed, readTemplate, removeTemplate, stageTemplate, templateDefect, templatesRoot, type StoredTemplate } from '../template/store.js'
-import { createLeaseDisk, createOverlay } from '../vmm/disk.js'
+import { createLeaseDisk, createOverlay, templateDiskDefect } from '../vmm/disk.js'
 import { listenHostPorts } from '../vmm/network/host-ports.js'
 import { attachNetns } from '../vmm/network/netns-attach.js'
 import { accompany, bootTimeoutError, killQemu, startQemu, type QemuLaunch, type RunningQemu } from './qemu-start.js'
@@ -39,6 +39,16 @@ export interface GuestStart {
    * the guest to be saved. A failure is logged, and the template holds no agent.
    */
   prepareTemplate?: (client: StereosdClient, qemu: RunningQemu) => Promise<void>
+  /** Restore this saved guest instead (`stereos-harness debug`): no template, no cold boot. */
+  restore?: CapturedGuest
+}
+
+/** A capture's guest, extracted: its migration stream and its disk, a qcow2 over the mixtape's image. */
+export interface CapturedGuest {
+  state: string
+  disk: string
+  /** Names the capture in info.template.id. */
+  label: string
 }
 
 /** The template a VM was restored from: `built` when this boot saved it; `agent` when its agent was already running. */
@@ -62,6 +72,7 @@ const SAVE_TIMEOUT_MS = 120_000
 const LOAD_TIMEOUT_MS = 60_000
 
 export async function startGuest(start: GuestStart): Promise<StartedGuest> {
+  if (start.restore) return restoreCaptured(start, start.restore)
   const key = start.template === 'auto' ? templateKeyFor(start) : undefined
   if (!key) return { ...(await coldBoot(start)), template: undefined }
   const root = templatesRoot()
@@ -267,4 +278,23 @@ async function restore(start: GuestStart, stored: StoredTemplate, root: string):
   rollback.defer('QEMU', () => killQemu(running))
   const client = await timeline.phase('stereosd', () => awaitStereosd(start, running), 'stereosd-ready')
   return { qemu: running, client }
+}
+
+/**
+ * A captured guest, restored as a template is: its disk (checked like a template's: a qcow2 over
+ * exactly the mixtape's image) becomes this VM's disk, and QEMU loads the saved state. The
+ * result counts as a restore (`agent: false`), so the clock is refreshed and an agent started.
+ */
+async function restoreCaptured(start: GuestStart, captured: CapturedGuest): Promise<StartedGuest> {
+  const { timeline, rollback } = start
+  const defect = await templateDiskDefect(captured.disk, start.mixtape.disk)
+  if (defect)
+    throw new HarnessError('CAPTURE', `the capture's disk is refused: ${defect}`, { fix: 'the capture is damaged or was altered: use the original file' })
+  const disk = start.launch.spec.disk.path
+  renameSync(captured.disk, disk)
+  const qemu = await timeline.phase('restore', () => launch(start, disk, incomingArgs(captured.state)), 'qemu-started')
+  rollback.defer('QEMU', () => killQemu(qemu))
+  await timeline.phase('resume', async () => resumeRestored(await qemu.qmp, qemu.died, LOAD_TIMEOUT_MS), 'restored')
+  const client = await timeline.phase('stereosd', () => awaitStereosd(start, qemu), 'stereosd-ready')
+  return { qemu, client, template: { id: captured.label, built: false, agent: false } }
 }

@@ -10,6 +10,7 @@ import type { GuestAgent } from './agent-start.js'
 import type { TemplateUse } from './guest-start.js'
 import type { TimelineEntry } from './timeline.js'
 import type { SshAccess } from '../vmm/network/ssh-access.js'
+import type { CaptureSource } from '../capture/source.js'
 
 /**
  * What a boot hands over (boot.ts builds it, sandbox.ts wraps it in a Sandbox): the types live
@@ -63,4 +64,6 @@ export interface SandboxParts {
   /** QEMU was started to be able to outlive this process (Sandbox.detach). */
   detachable: boolean
   log: LogSink
+  /** What Sandbox.capture needs (capture/save.ts). */
+  capture: CaptureSource
 }

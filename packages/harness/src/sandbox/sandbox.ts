@@ -11,6 +11,7 @@ import type { CopyOptions, CopyReport, ReadFileOptions, WriteFileOptions } from 
 import type { ExecBufferResult, ExecOptions, ExecResult, GuestProcess, SpawnOptions } from '../agent-client/process.js'
 import { HarnessError, isHarnessError } from '../errors.js'
 import type { GuestStat } from '../wire/messages.js'
+import { captureVm, type CaptureOptions, type CaptureReport } from '../capture/save.js'
 
 export interface ShutdownOptions {
   /** Time each graceful step gets before the next (default 30 s, as `mb down`). */
@@ -37,6 +38,8 @@ export class Sandbox implements AsyncDisposable {
   private agentRestarted = false
   private stopping: Promise<ShutdownReport> | undefined
   private detached = false
+  /** Set by capture(): the guest's agent, keys and secrets are gone. */
+  private captured: Promise<CaptureReport> | undefined
 
   constructor(private readonly parts: SandboxParts) {
     this.info = parts.info
@@ -59,6 +62,10 @@ export class Sandbox implements AsyncDisposable {
       })
     }
     if (this.stopping) throw new HarnessError('AGENT_UNREACHABLE', `sandbox ${this.info.id} is shutting down`)
+    if (this.captured)
+      throw new HarnessError('AGENT_UNREACHABLE', `sandbox ${this.info.id} was captured: its agent, SSH keys and secrets were removed`, {
+        fix: 'shut it down; open the capture with `stereos-harness debug <capture>`',
+      })
     if (this.agentClient && !this.agentClient.closed) return this.agentClient
     this.agentConnecting ??= this.withLogs(() => this.reconnect(agent)).finally(() => (this.agentConnecting = undefined))
     this.agentClient = await this.agentConnecting
@@ -188,6 +195,29 @@ export class Sandbox implements AsyncDisposable {
     )
     this.parts.qemu.unref()
     this.detached = true
+  }
+
+  /**
+   * Save this VM into one file at `path` (README "Capturing a failing VM"): RAM and device
+   * state, the disk as a delta over the mixtape's image (by digest), the logs and a manifest
+   * (with `options.context`). First the guest loses what the host gave it: stereosd's secrets,
+   * the agent (it holds the token) and the SSH keys; the saved RAM and disk are then searched for
+   * each value, and what still holds one is left out (said in the manifest and in one log line).
+   * The VM runs on afterwards without agent or keys: shut it down. Reopen the file with
+   * `stereos-harness debug <path>`. Once per sandbox.
+   */
+  capture(path: string, options?: CaptureOptions): Promise<CaptureReport> {
+    if (this.stopping || this.detached || !this.running)
+      return Promise.reject(new HarnessError('CAPTURE', `sandbox ${this.info.id} is not running, so it cannot be captured`))
+    if (this.captured) return Promise.reject(new HarnessError('CAPTURE', `sandbox ${this.info.id} was captured already`))
+    this.agentClient?.close()
+    const { parts } = this
+    this.captured = captureVm(
+      { source: parts.capture, vmDir: this.info.vmDir, logs: this.logs, qmp: parts.qmp, running: () => this.running, log: parts.log },
+      path,
+      options,
+    )
+    return this.captured
   }
 
   /** Stop the VM (control plane → QMP powerdown → SIGTERM → SIGKILL) and remove its directory. */

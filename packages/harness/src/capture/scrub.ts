@@ -1,0 +1,105 @@
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
+import { HarnessError } from '../errors.js'
+import { sleep } from '../host/sleep.js'
+import { SHARE_GUEST_PATH } from '../share/harness-share.js'
+
+/** What the scrub prints on the console when it is done: the host waits for it in serial.log. */
+export const SCRUBBED_MARKER = 'stereos-harness capture: guest scrubbed'
+const SCRIPT = '/run/stereos-harness-scrub.sh'
+/** Free memory the fill leaves the guest, so nothing in it is pushed to the OOM killer. */
+const FILL_RESERVE_KIB = 64 * 1024
+
+/**
+ * As root in the guest, before its RAM and disk are saved: everything the host gave the VM that
+ * is secret goes, and the memory that held it is overwritten where the guest can reach it.
+ * - stereosd's secrets (the agent token among them): overwritten in place on their tmpfs, removed;
+ * - authorized_keys of every user (the keys inject_ssh_key wrote);
+ * - the guest agent (it holds the token in its heap): killed; `debug` starts a new one;
+ * - 9p mounts (overlays on them first): QEMU refuses to migrate while one is mounted;
+ * - the page cache dropped, then free memory filled with zeros (a tmpfs the size of what is free,
+ *   less a reserve) and released, so freed pages of the killed agent hold zeros.
+ * It runs detached (the agent that started it, or the SSH session, goes away while it runs) and
+ * says it is done on the console.
+ */
+export function scrubScript(): string {
+  return [
+    'set -u',
+    'exec </dev/null',
+    // Let the session that started this end first: its memory is freed before the fill below.
+    'sleep 1',
+    'wipe() { [ -f "$1" ] || return 0; n=$(wc -c <"$1"); dd if=/dev/zero of="$1" bs=1 count="$n" conv=notrunc 2>/dev/null; rm -f "$1"; }',
+    'for f in /run/stereos/secrets/* /run/stereos/secrets/.[!.]*; do wipe "$f"; done',
+    'for h in /root /home/*; do wipe "$h/.ssh/authorized_keys"; done',
+    `for p in /proc/[0-9]*; do case "$(tr '\\0' ' ' <"$p/cmdline" 2>/dev/null)" in *"${SHARE_GUEST_PATH}/lib/agent/main.js"*) kill -9 "\${p#/proc/}" 2>/dev/null;; esac; done`,
+    'sleep 0.2',
+    // Innermost first: an overlay (the project view) sits on its 9p share.
+    `for m in $(awk '$3=="overlay"||$3=="9p"{l[n++]=$2} END{for(i=n-1;i>=0;i--)print l[i]}' /proc/mounts); do umount "$m" 2>/dev/null || echo "stereos-harness capture: cannot unmount $m (busy)"; done`,
+    'sync',
+    'echo 3 >/proc/sys/vm/drop_caches',
+    `free=$(awk '/^MemFree:/{print $2}' /proc/meminfo); fill=$((free - ${FILL_RESERVE_KIB}))`,
+    'if [ "$fill" -gt 0 ]; then',
+    '  d=/run/stereos-harness-fill; mkdir -p $d',
+    '  if mount -t tmpfs -o size=${fill}k stereos-harness-fill $d; then dd if=/dev/zero of=$d/zero bs=1M count=$((fill / 1024)) 2>/dev/null; umount $d; fi',
+    '  rmdir $d',
+    'fi',
+    'echo 3 >/proc/sys/vm/drop_caches',
+    `rm -f ${SCRIPT}`,
+    `echo "${SCRUBBED_MARKER}"`,
+  ].join('\n')
+}
+
+/** The root shell's input that installs the scrub and starts it detached, output on the console. */
+export function scrubLauncher(): string {
+  return [
+    'set -e',
+    `cat >${SCRIPT} <<'STEREOS_SCRUB'`,
+    scrubScript(),
+    'STEREOS_SCRUB',
+    `chmod 700 ${SCRIPT}`,
+    `setsid /bin/sh ${SCRIPT} </dev/null >/dev/console 2>&1 &`,
+    'echo started',
+  ].join('\n')
+}
+
+/** serial.log's current length: the scrub's marker is looked for after it. */
+export function logLength(path: string): number {
+  try {
+    const fd = openSync(path, 'r')
+    try {
+      return fstatSync(fd).size
+    } finally {
+      closeSync(fd)
+    }
+  } catch {
+    return 0
+  }
+}
+
+/** Wait for the scrub's marker in serial.log after `from`; its other lines (a busy mount) are returned. */
+export async function awaitScrubbed(serialLog: string, from: number, timeoutMs: number, died: () => boolean): Promise<string[]> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const text = readFrom(serialLog, from)
+    if (text.includes(SCRUBBED_MARKER)) return text.split('\n').filter((line) => line.startsWith('stereos-harness capture: cannot'))
+    if (died()) throw new HarnessError('CAPTURE', 'QEMU exited while the guest was being scrubbed for the capture', { logs: { serial: serialLog } })
+    if (Date.now() > deadline)
+      throw new HarnessError('CAPTURE', `the guest did not finish removing its secrets within ${timeoutMs} ms; nothing was captured`, {
+        fix: `read ${serialLog}: the scrub runs as root (admin's sudo) and needs sh, awk, dd and mount in the guest`,
+        logs: { serial: serialLog },
+      })
+    await sleep(100)
+  }
+}
+
+function readFrom(path: string, from: number): string {
+  const fd = openSync(path, 'r')
+  try {
+    const size = fstatSync(fd).size
+    const length = Math.max(0, Math.min(size - from, 1024 * 1024))
+    const buf = Buffer.alloc(length)
+    readSync(fd, buf, 0, length, from)
+    return buf.toString('utf8')
+  } finally {
+    closeSync(fd)
+  }
+}

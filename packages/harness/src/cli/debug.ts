@@ -1,0 +1,116 @@
+import { spawn } from 'node:child_process'
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { extractCapture, openCapture, rebaseDisk, restoreRefusal } from '../capture/open.js'
+import { findMixtapeByDigest } from '../capture/mixtape-digest.js'
+import { HarnessError } from '../errors.js'
+import { log } from '../log.js'
+import { Sandbox } from '../sandbox/sandbox.js'
+import { defaultRuntimeDir, ensureRuntimeDir } from '../vmm/vm-dir.js'
+import { remoteCommand } from './kept.js'
+
+export interface DebugArgs {
+  capture: string | undefined
+  exec: string | undefined
+  keep: boolean
+  extract: string | undefined
+}
+
+/**
+ * `debug <capture>`: restore a captured VM in a fresh VM dir of this host (the mixtape found by
+ * digest in the local store), start a new agent and SSH key in it, then a shell as admin, or
+ * `--exec CMD` (exit status: CMD's); `--keep` leaves it running for `stereos-harness ssh`.
+ * `--extract DIR` writes the manifest, logs and disk (and the saved state) to DIR instead.
+ */
+export async function debugCommand(args: DebugArgs): Promise<number> {
+  if (!args.capture)
+    throw new HarnessError('INVALID_OPTIONS', 'debug needs the path of a capture', { fix: 'stereos-harness debug <capture> [--exec CMD] [--keep]' })
+  const path = resolve(args.capture)
+  const capture = openCapture(path)
+  const { manifest } = capture
+  if (args.extract) {
+    const dir = resolve(args.extract)
+    const out = await extractCapture(capture, dir)
+    process.stdout.write(`extracted ${out.files.length} files of ${path} to ${dir}\n`)
+    if (out.disk)
+      process.stdout.write(
+        `  disk: ${out.disk} (a qcow2 over ${manifest.mixtape.ref}'s ${manifest.mixtape.disk.file}, sha256:${manifest.mixtape.disk.sha256})\n`,
+      )
+    return 0
+  }
+  const refusal = restoreRefusal(capture)
+  if (refusal) throw new HarnessError('CAPTURE', refusal, { fix: `its logs and disk: stereos-harness debug ${args.capture} --extract DIR` })
+
+  const runtimeDir = defaultRuntimeDir()
+  const captures = join(runtimeDir, 'captures')
+  ensureRuntimeDir(runtimeDir)
+  mkdirSync(captures, { recursive: true, mode: 0o700 })
+  const work = mkdtempSync(join(captures, 'debug-'))
+  let sandbox: Sandbox
+  try {
+    const mixtape = await findMixtapeByDigest({ ref: manifest.mixtape.ref, disk: manifest.mixtape.disk }, manifest.arch, log)
+    const extracted = await extractCapture(capture, work, (name) => name !== 'serial.log' && name !== 'qemu.log')
+    if (!extracted.state || !extracted.disk) throw new HarnessError('CAPTURE', `${path} lacks its state or disk`)
+    await rebaseDisk(extracted.disk, mixtape.disk)
+    // The view's shares come back as empty directories at the same guest paths (their devices are part of the machine).
+    const shared = manifest.shares.map((share) => {
+      const host = join(work, share.tag)
+      mkdirSync(host, { mode: 0o700 })
+      return { host, guest: share.guest, readonly: share.readonly }
+    })
+    sandbox = await Sandbox.boot(
+      {
+        mixtape: mixtape.dir,
+        arch: manifest.arch,
+        accel: manifest.accel,
+        resources: { cpus: manifest.machine.cpus, memory: manifest.machine.memoryMiB * 1024 * 1024, disk: manifest.machine.diskBytes },
+        network: { mode: manifest.vm.network },
+        controlPlane: manifest.vm.controlPlane === 'vsock' ? 'vsock' : 'tcp',
+        // The captured agent was killed; a new one is started over SSH (as template clones get one).
+        bootstrap: 'ssh',
+        // The share image disk is attached exactly when the captured VM had it.
+        template: manifest.vm.shareImage ? 'auto' : 'off',
+        shared,
+        runtimeDir,
+        detachable: args.keep,
+      },
+      { restore: { state: extracted.state, disk: extracted.disk, label: `capture:${manifest.created}` } },
+    ).catch((err: unknown) => {
+      throw new HarnessError('CAPTURE', `${path} could not be restored (taken with ${manifest.machine.qemu}): ${(err as Error).message.split('\n')[0]}`, {
+        fix: 'a capture restores with the QEMU it was taken with; take its logs and disk with --extract DIR',
+        cause: err,
+      })
+    })
+  } finally {
+    // The disk now lives in the VM dir; the state was read at load.
+    rmSync(work, { recursive: true, force: true })
+  }
+  const ssh = sandbox.ssh
+  if (!ssh) {
+    await sandbox.shutdown()
+    throw new HarnessError('CAPTURE', 'the restored VM has no SSH path', { fix: 'captures of VMs without a network cannot be entered yet' })
+  }
+  try {
+    const context = Object.keys(manifest.context).length ? ` (${JSON.stringify(manifest.context)})` : ''
+    process.stderr.write(`restored ${path}${context} as ${sandbox.info.id}\n`)
+    const interactive = args.exec === undefined
+    const tty = interactive && process.stdin.isTTY ? ['-t'] : []
+    const child = spawn('ssh', [...tty, ...ssh.args, ...(interactive ? [] : [remoteCommand(['sh', '-c', args.exec ?? ''])])], { stdio: 'inherit' })
+    const code = await new Promise<number>((done, fail) => {
+      child.on('error', (err) => fail(new HarnessError('HOST', `cannot run ssh: ${err.message}`, { fix: 'install an OpenSSH client' })))
+      child.on('exit', (status, signal) => done(status ?? (signal ? 128 : 1)))
+    })
+    if (args.keep) {
+      sandbox.detach(`stereos-harness debug ${path}`)
+      process.stderr.write(
+        `kept ${sandbox.info.id}: enter it with \`stereos-harness ssh ${sandbox.info.id}\`, stop it with \`stereos-harness stop ${sandbox.info.id}\`\n`,
+      )
+      return code
+    }
+    await sandbox.shutdown()
+    return code
+  } catch (err) {
+    if (!args.keep) await sandbox.shutdown().catch(() => undefined)
+    throw err
+  }
+}
