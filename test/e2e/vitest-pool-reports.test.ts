@@ -82,39 +82,76 @@ describe('reports under --pool=stereos (real vitest CLI, fixture VMs)', () => {
     expect(xml).toMatch(/<testsuite name="b-boot-timeout\.test\.ts"[^>]*failures="1"/)
   }, 600_000)
 
-  test('--shard + --reporter=blob + --merge-reports: the merged report carries the VM logs as bodies, and file-level failures carry the VM console (#13.7)', async () => {
+  test('--shard + --reporter=blob + --merge-reports: a failure carries what the guest printed while its file ran, bounded, in the terminal, JSON, junit and the merged report (#13.7, #20.5)', async () => {
     const dir = join(repoRoot, 'fixtures', 'projects', 'sharded')
     const blobs = join(out, 'blobs')
+    const attachments = join(dir, '.vitest', 'attachments', 'stereos')
+    rmSync(attachments, { recursive: true, force: true })
+    let terminal = ''
     for (const shard of ['1/2', '2/2']) {
       const { output } = await vitest(VITEST5, dir, [
         'run',
         '--pool=stereos',
         `--shard=${shard}`,
+        '--reporter=default',
         '--reporter=blob',
-        `--outputFile=${join(blobs, `blob-${shard.replace('/', '-')}.json`)}`,
+        `--outputFile.blob=${join(blobs, `blob-${shard.replace('/', '-')}.json`)}`,
       ])
       expect(output).not.toMatch(/Unhandled Error/)
+      terminal += output
     }
+    // The terminal names the excerpt's host copy and shows its last lines.
+    const path = /what the guest printed while this file ran, \d+ bytes in (\S+\.log); last lines:/.exec(terminal)?.[1]
+    expect(path).toBeDefined()
+    expect(path?.startsWith(attachments)).toBe(true)
+    expect(terminal).toMatch(/ {4}guest worker stderr \(last \d+ of \d+ bytes\):\n(.*\n)* {6}GUEST-STDERR-MARKER-a-fails/)
     const annotations = join(out, 'merged.json')
-    const merged = await vitest(VITEST5, dir, ['--merge-reports', blobs, '--reporter=default', '--reporter=./annotations-reporter.ts'], {
-      ANNOTATIONS_OUT: annotations,
-    })
+    const json = join(out, 'merged-report.json')
+    const junit = join(out, 'merged-report.xml')
+    const merged = await vitest(
+      VITEST5,
+      dir,
+      [
+        '--merge-reports',
+        blobs,
+        '--reporter=default',
+        '--reporter=./annotations-reporter.ts',
+        '--reporter=json',
+        '--reporter=junit',
+        `--outputFile.json=${json}`,
+        `--outputFile.junit=${junit}`,
+      ],
+      { ANNOTATIONS_OUT: annotations },
+    )
     expect(merged.code).toBe(1)
     const files = Object.fromEntries((JSON.parse(readFileSync(annotations, 'utf8')) as Annotated[]).map((f) => [f.file, f]))
     const failed = files['a-fails.test.ts']?.tests.find((t) => t.name === 'fails on purpose')
     expect(failed?.state).toBe('failed')
-    const serial = failed?.annotations.find((a) => /serial console/.test(a.message))
-    expect(serial?.path).toBeUndefined()
-    // The guest's console, from the shard's VM, inside the merged report.
-    expect(serial?.body).toMatch(/stereosd/)
+    const excerpt = failed?.annotations.find((a) => /what the guest printed while this file ran/.test(a.message))
+    expect(excerpt?.path).toBeUndefined()
+    // The guest's output, from the shard's VM, inside the merged report: this file's stderr, bounded (its start fell off).
+    expect(excerpt?.body).toMatch(/^VM vm-\S+ \(x86_64, \w+, fixture\): what the guest printed while \S*a-fails\.test\.ts ran/)
+    expect(excerpt?.body).toContain('GUEST-STDERR-MARKER-a-fails')
+    expect(excerpt?.body).not.toContain('EARLY-STDERR-LINE')
+    expect(Buffer.byteLength(excerpt?.body ?? '')).toBeLessThanOrEqual(65 * 1024)
+    expect(readFileSync(path as string, 'utf8')).toBe(excerpt?.body)
     expect(failed?.annotations.some((a) => /boot timeline: .*agent-ready/.test(a.message))).toBe(true)
-    // qemu.log is QEMU's stderr: empty on a clean run, and then not attached.
-    expect(failed?.annotations.some((a) => /qemu\.log/.test(a.message) && !a.body)).toBe(false)
+    // JSON: the failed test's meta names the excerpt and carries its last lines.
+    const report = JSON.parse(readFileSync(json, 'utf8')) as {
+      testResults: { name: string; assertionResults: { title: string; meta: { stereosVmLog?: { path: string; lastLines: string } } }[] }[]
+    }
+    const jsonTest = report.testResults.find((r) => r.name.endsWith('a-fails.test.ts'))?.assertionResults.find((t) => t.title === 'fails on purpose')
+    expect(jsonTest?.meta.stereosVmLog?.path).toBe(path)
+    expect(jsonTest?.meta.stereosVmLog?.lastLines).toContain('GUEST-STDERR-MARKER-a-fails')
+    // junit: the annotation's message (path and last lines) is a property of the test case.
+    expect(readFileSync(junit, 'utf8')).toMatch(/<property name="stereos" value="VM vm-\S+ [^"]*GUEST-STDERR-MARKER-a-fails/)
     for (const file of ['b-before-all.test.ts', 'c-import-error.test.ts']) {
       expect(files[file]?.state).toBe('failed')
-      expect(files[file]?.errors.join('\n')).toMatch(/this file ran in VM vm-\S+ \(x86_64, \w+, fixture\); last lines of its serial console:/)
+      expect(files[file]?.errors.join('\n')).toMatch(/VM vm-\S+ \(x86_64, \w+, fixture\): what the guest printed while this file ran, \d+ bytes in \S+\.log/)
+      expect(files[file]?.errors.join('\n')).not.toContain('GUEST-STDERR-MARKER-a-fails')
     }
     expect(files['b-before-all.test.ts']?.errors.join('\n')).toMatch(/beforeAll failed on purpose/)
     expect(files['c-import-error.test.ts']?.errors.join('\n')).toMatch(/does-not-exist/)
+    rmSync(attachments, { recursive: true, force: true })
   }, 900_000)
 })

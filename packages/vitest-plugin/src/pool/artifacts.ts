@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { extname, join } from 'node:path'
-import { readLogTail } from '@stereos/harness'
+import { type GatheredLog, lastLines } from './guest-log.js'
 import type { PoolVm } from './vm.js'
 
 /** A birpc call frame as Vitest's worker sends it: `{ t: 'q', m, a, i? }`. */
@@ -65,40 +65,54 @@ export function failedTestsIn(frame: unknown): string[] {
   return events.filter(([id, event]) => event === 'test-finished' && failed.has(id)).map(([id]) => id)
 }
 
-/** How much of a VM log travels with a report: the end of a boot and a failure fit; a blob stays small. */
-export const LOG_TAIL_BYTES = 256 * 1024
-
-/** The last `max` bytes of a host file (empty when it is missing): a bounded read of its end. */
-export function logTail(path: string, max = LOG_TAIL_BYTES): Buffer {
-  return readLogTail(path, max)
+/** How a failure's guest output is named in the terminal: where the whole excerpt is, then the last lines of each part. */
+export function fileLogSummary(vm: Pick<PoolVm, 'info'>, log: GatheredLog): string {
+  const { info } = vm
+  const where = log.path ? `in ${log.path}` : '(attached to the report)'
+  // Indented under the reporter's `↳` line.
+  const body = log.parts.length ? `; last lines:\n${lastLines(log.parts).replace(/^/gm, '    ')}` : '; it printed nothing'
+  return `VM ${info.id} (${info.arch}, ${info.accel}, ${info.mixtape.ref}): what the guest printed while this file ran, ${Buffer.byteLength(log.text)} bytes ${where}${body}`
 }
 
 /**
- * The annotations a failed test gets: the end of the VM's serial console, and QEMU's own log
- * when QEMU wrote anything (it is QEMU's stderr: empty unless QEMU warned or failed), as
- * inline bodies, not host paths: a blob report from a shard on another runner carries them
- * into --merge-reports, and the VM dir they came from is gone after the run. Plus the boot
- * timeline. They show in the default reporter's failure block, junit properties and the HTML
- * report.
+ * The annotations a failed test gets: what the guest printed while its file ran (serial
+ * console, journal or kernel messages, the worker's stderr, qemu.log; bounded), with the path
+ * of its host copy and its last lines in the message (the default reporter prints it, junit
+ * writes it as a property), and the whole as an inline body, not a host path: a blob report
+ * from a shard on another runner carries it into --merge-reports, and the HTML report shows it.
+ * Plus the boot timeline.
  */
-export function vmLogAnnotations(vm: Pick<PoolVm, 'info' | 'logs'>): unknown[] {
-  const { info, logs } = vm
+export function vmLogAnnotations(vm: Pick<PoolVm, 'info'>, log: GatheredLog): unknown[] {
+  const { info } = vm
   const timeline = info.timeline.map((e) => `${e.phase} ${e.atMs} ms`).join(', ')
   const annotation = (message: string, attachment?: { body: string; bodyEncoding: 'base64'; contentType: string }) => ({
     type: 'internal:annotation',
     annotation: { type: 'stereos', message, ...(attachment ? { attachment } : {}) },
   })
-  const body = (bytes: Buffer) => ({ body: bytes.toString('base64'), bodyEncoding: 'base64' as const, contentType: 'text/plain' })
-  const serial = logTail(logs.serial)
-  const qemu = logTail(logs.qemu)
   return [
-    annotation(
-      `VM ${info.id} serial console (${info.arch}, ${info.accel})${serial.length === LOG_TAIL_BYTES ? `, last ${LOG_TAIL_BYTES / 1024} KiB` : ''}`,
-      body(serial),
-    ),
-    ...(qemu.length ? [annotation(`VM ${info.id} qemu.log`, body(qemu))] : []),
+    annotation(fileLogSummary(vm, log), { body: Buffer.from(log.text).toString('base64'), bodyEncoding: 'base64', contentType: 'text/plain' }),
     annotation(`VM ${info.id} boot timeline: ${timeline}`),
   ]
+}
+
+/**
+ * What the JSON reporter gets: it writes each test's `meta` but no annotations, so a failed
+ * test's meta carries the excerpt's path and its last lines under `stereosVmLog`.
+ */
+export function vmLogMeta(
+  vm: Pick<PoolVm, 'info'>,
+  log: GatheredLog,
+): { stereosVmLog: { vm: string; path: string | undefined; bytes: number; lastLines: string } } {
+  return { stereosVmLog: { vm: vm.info.id, path: log.path, bytes: Buffer.byteLength(log.text), lastLines: lastLines(log.parts) } }
+}
+
+/** Give the failed tests of an `onTaskUpdate` frame the excerpt in their meta (see vmLogMeta). */
+export function addVmLogMeta(frame: unknown, ids: string[], meta: Record<string, unknown>): void {
+  if (!isCall(frame, 'onTaskUpdate')) return
+  const packs = frame.a[0] as [string, unknown, Record<string, unknown> | undefined][]
+  if (!Array.isArray(packs)) return
+  for (const pack of packs)
+    if (Array.isArray(pack) && ids.includes(pack[0])) pack[2] = { ...(typeof pack[2] === 'object' && pack[2] !== null ? pack[2] : {}), ...meta }
 }
 
 /**
@@ -116,15 +130,8 @@ export function failedSuitesIn(frame: unknown): { errors: unknown[] }[] {
     .map(([, result]) => result as { errors: unknown[] })
 }
 
-/** The VM's account as one more error of a failed file or suite: its id, where it ran, the end of its console. */
-export function vmLogError(vm: Pick<PoolVm, 'info' | 'logs'>): { name: string; message: string; stack: string } {
-  const { info, logs } = vm
-  const lines = logTail(logs.serial, 16 * 1024)
-    .toString('utf8')
-    .trimEnd()
-    .split('\n')
-    .slice(-20)
-    .join('\n')
-  const message = `this file ran in VM ${info.id} (${info.arch}, ${info.accel}, ${info.mixtape.ref}); last lines of its serial console:\n${lines.replace(/^/gm, '  ')}`
+/** The VM's account as one more error of a failed file or suite: its id, where it ran, what the guest printed meanwhile. */
+export function vmLogError(vm: Pick<PoolVm, 'info'>, log: GatheredLog): { name: string; message: string; stack: string } {
+  const message = fileLogSummary(vm, log).replace(/\n/g, '\n  ')
   return { name: 'StereosVmLogs', message, stack: `StereosVmLogs: ${message}` }
 }

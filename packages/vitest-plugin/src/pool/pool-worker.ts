@@ -4,12 +4,13 @@ import { HarnessError, tail } from '@stereos/harness'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
 import type { PoolOptions, PoolTask, PoolWorker, WorkerRequest } from 'vitest/node'
 import { vitestMajor } from '../version.js'
-import { failedSuitesIn, failedTestsIn, vmLogAnnotations, vmLogError } from './artifacts.js'
+import { addVmLogMeta, failedSuitesIn, failedTestsIn, vmLogAnnotations, vmLogError, vmLogMeta } from './artifacts.js'
 import { Boundary } from './boundary.js'
 import type { FilePlan, PoolContext } from './context.js'
 import { failedFileCalls, failedFileTask, fileHashOf, serializeError } from './failed-file.js'
 import { type Call, RpcFirewall, type WorkerResponse } from './firewall/firewall.js'
 import { guestEnv } from './guest-env.js'
+import { FileLog } from './guest-log.js'
 import type { UpdateMode } from './host-writes.js'
 import { type InspectorConfig, InspectorForward } from './inspector.js'
 import type { Lease } from './lease-pool.js'
@@ -50,6 +51,8 @@ interface Run {
   stopAnswerDue: boolean
   /** A test or the file failed (keepVm keeps such a VM). */
   failed: boolean
+  /** What the guest prints while the current file runs, for its failure report. */
+  readonly log: FileLog
 }
 
 /** A launch in flight; what it leased so far is given back if it fails. */
@@ -193,7 +196,10 @@ export class StereosPoolWorker implements PoolWorker {
       const files = (request.context?.files ?? []).map((f) => f.filepath)
       this.firewall.sent(files)
       // isolate: false: Vitest hands a running worker more files (canReuse said yes).
-      if (s.kind === 'running') this.count(s.run.lease, files)
+      if (s.kind === 'running') {
+        this.count(s.run.lease, files)
+        s.run.log.restart(files)
+      }
       if (s.kind === 'idle') this.beginLaunch(files, request.type === 'collect' ? 'collect' : 'run', s.start)
     }
     const launching = this.state.kind === 'launching' ? this.state.launch.done : undefined
@@ -305,10 +311,12 @@ export class StereosPoolWorker implements PoolWorker {
     const spec = this.workerSpec(lease, plan)
     const child = (await this.ctx.spares.take(lease.vm, spec.key)) ?? (await spec.start())
     const inspector = await this.forwardInspector(lease, files)
-    const run: Run = { files, plan, lease, child, inspector, stopSent: false, stopAnswerDue: false, failed: false }
+    const log = new FileLog(lease.vm, files)
+    const run: Run = { files, plan, lease, child, inspector, stopSent: false, stopAnswerDue: false, failed: false, log }
     const { project } = this.options
     child.stdout?.pipe(project.vitest.logger.outputStream, { end: false })
     child.stderr?.pipe(project.vitest.logger.errorStream, { end: false })
+    child.stderr?.on('data', (chunk: Buffer) => log.stderr.push(chunk))
     this.readFrames(child)
     const gone = (why: string) => {
       // The process went before answering `stop`: answer it, or Vitest waits 60 s for nothing.
@@ -434,16 +442,24 @@ export class StereosPoolWorker implements PoolWorker {
       }
       await this.boundary.shipCoverage(call, vm)
       const failedSuites = failedSuitesIn(call)
-      for (const result of failedSuites) result.errors.push(vmLogError(vm))
       const failed = failedTestsIn(call)
-      if (failed.length || failedSuites.length) run.failed = true
-      if (failed.length) {
-        const annotations = vmLogAnnotations(vm)
+      if (failed.length || failedSuites.length) {
+        run.failed = true
+        const log = await run.log.gather(this.attachmentsDir())
+        for (const result of failedSuites) result.errors.push(vmLogError(vm, log))
+        addVmLogMeta(call, failed, vmLogMeta(vm, log))
+        const annotations = vmLogAnnotations(vm, log)
         // One at a time: reporters list annotations in the order they were recorded.
         for (const id of failed) for (const annotation of annotations) await this.firewall.call('onTaskArtifactRecord', [id, annotation])
       }
     }
     this.events.emit('message', call)
+  }
+
+  /** Vitest's attachments dir (the failure excerpts' host copies go under it, in `stereos/`). */
+  private attachmentsDir(): string {
+    const config = this.options.project.config as { attachmentsDir?: string; root: string }
+    return config.attachmentsDir ?? `${config.root}/.vitest-attachments`
   }
 
   /** Where the coverage provider wants each worker's results, when coverage is on. */
