@@ -2,7 +2,7 @@ import { existsSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { HarnessError, Sandbox } from '@stereos/harness'
 import { describe, expect, test } from 'vitest'
-import { derivedMixtape, fixtureCmdline, fixtureDir, runtimeDir, vmDirs } from './support.js'
+import { derivedMixtape, fixtureCmdline, fixtureDir, repoRoot, runCommand, runtimeDir, VITEST_CLI, vmDirs } from './support.js'
 
 async function bootError(options: Parameters<typeof Sandbox.boot>[0]): Promise<HarnessError> {
   const err = await Sandbox.boot(options).then(
@@ -77,5 +77,19 @@ describe('bad input and broken guests fail with errors that name the cause', () 
     const err = await bootError({ runtimeDir: runtimeDir(), arch: 'x86_64', mixtape })
     expect(err.code).toBe('MIXTAPE_INVALID')
     expect(err.message).toContain('built for aarch64')
+  })
+
+  test('the real vitest CLI with no QEMU on PATH: one startup error naming the fix, before any VM (#20)', async () => {
+    const runtime = runtimeDir()
+    const dir = join(repoRoot, 'fixtures', 'projects', 'sharded')
+    const { code, output } = await runCommand(process.execPath, [VITEST_CLI, 'run', '--pool=stereos', 'a-fails.test.ts'], {
+      cwd: dir,
+      env: { ...process.env, PATH: join(repoRoot, 'node_modules', '.bin'), STEREOS_RUNTIME_DIR: runtime, NO_COLOR: '1' },
+    })
+    expect(code).toBe(1)
+    expect(output).toMatch(/Startup Error[\s\S]*QEMU binary qemu-system-x86_64 was not found on PATH\nFix: apt-get install qemu-system-x86/)
+    expect(output.match(/was not found on PATH/g)?.length).toBe(1)
+    expect(output).not.toMatch(/a-fails\.test\.ts > /)
+    expect(vmDirs(runtime)).toEqual([])
   })
 })

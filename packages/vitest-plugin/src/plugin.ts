@@ -1,7 +1,7 @@
 import { realpathSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { log, Sandbox, type SandboxOptionsInput } from '@stereos/harness'
+import { hostPreflight, log, Sandbox, type SandboxOptionsInput } from '@stereos/harness'
 import type { Plugin } from 'vite'
 import type { PoolOptions, PoolRunnerInitializer, TestProject, VitestPluginContext } from 'vitest/node'
 import { parseStereosOptions, type StereosOptionsInput } from './options.js'
@@ -29,6 +29,13 @@ function bootWithView(view: ViewPlan, testUser: TestUserChoice): BootVm {
       throw err
     }
   }
+}
+
+/** The VM options of a project's stereos() options (the pool's own keys and host ports left out). */
+function bootOptions(options: StereosOptionsInput): SandboxOptionsInput {
+  const { isolation, env, attachmentMaxBytes, keepVm, testUser, ...sandbox } = parseStereosOptions(options, 'stereos')
+  const { hostPorts, ...network } = sandbox.network
+  return { ...sandbox, network, shared: [...sandbox.shared] }
 }
 
 /** The pool runner for one project: VMs sized to its maxWorkers, closed when Vitest closes. */
@@ -78,12 +85,21 @@ export function stereosPool(project: TestProject, options: StereosOptionsInput =
 export function stereos(options: StereosOptionsInput = {}): Plugin {
   parseStereosOptions(options, 'stereos')
   const installed = new WeakSet<object>()
+  const checked = new WeakSet<object>()
   return {
     name: 'vitest:stereos',
-    configureVitest({ project, vitest }: VitestPluginContext) {
+    async configureVitest({ project, vitest }: VitestPluginContext) {
       // The running Vitest's version (not the one this package resolves): that is what matters.
       checkVitestVersion(vitest.version)
-      for (const p of new Set([project, ...vitest.projects])) {
+      const projects = [...new Set([project, ...vitest.projects])]
+      // The host, once per run and before any VM boots: QEMU, KVM (a warning where TCG may run
+      // the guests), the mixtape. A failure is one error naming its fix, not one per test file.
+      if (!checked.has(vitest) && projects.some((p) => p.config.pool === POOL_NAME)) {
+        checked.add(vitest)
+        const { warnings } = await hostPreflight(bootOptions(options), log)
+        for (const warning of warnings) log(warning)
+      }
+      for (const p of projects) {
         if (p.config.pool !== POOL_NAME || installed.has(p.config)) continue
         installed.add(p.config)
         p.config.poolRunner = stereosPool(p, options)

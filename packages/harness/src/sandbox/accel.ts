@@ -13,6 +13,11 @@ export interface AccelChoice {
 // Once-per-process cache: the "KVM unusable, using TCG" line is said once per guest arch, not per VM.
 const notedArches = new Set<Arch>()
 
+/** The host preflight already said it (with the fix): the boot does not say it again. */
+export function kvmNoteSaid(arch: Arch): void {
+  notedArches.add(arch)
+}
+
 /** KVM where a probe shows it can run this guest, else TCG with one log line saying why. */
 export async function chooseAccel(options: ResolvedSandboxOptions, arch: Arch, log: LogSink): Promise<AccelChoice> {
   if (options.accel === 'tcg') return { accel: 'tcg', note: 'TCG requested' }
