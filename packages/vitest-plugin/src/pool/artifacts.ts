@@ -66,7 +66,7 @@ export function failedTestsIn(frame: unknown): string[] {
 }
 
 /** How a failure's guest output is named in the terminal: where the whole excerpt is, then the last lines of each part. */
-export function fileLogSummary(vm: Pick<PoolVm, 'info'>, log: GatheredLog): string {
+function fileLogSummary(vm: Pick<PoolVm, 'info'>, log: GatheredLog): string {
   const { info } = vm
   const where = log.path ? `in ${log.path}` : '(attached to the report)'
   // Indented under the reporter's `↳` line.

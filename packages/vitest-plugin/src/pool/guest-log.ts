@@ -32,7 +32,7 @@ function sizeOf(path: string): number {
   }
 }
 
-export function markLogs(logs: { serial: string; qemu: string }, atMs = Date.now()): LogMark {
+function markLogs(logs: { serial: string; qemu: string }, atMs = Date.now()): LogMark {
   return { serial: sizeOf(logs.serial), qemu: sizeOf(logs.qemu), atMs }
 }
 
@@ -109,7 +109,7 @@ fi
 up=$(cut -d' ' -f1 /proc/uptime)
 dmesg 2>/dev/null | awk -v up="$up" -v s="$s" 'BEGIN { since = up - s } { t = $0; sub(/^\\[ */, "", t); sub(/\\].*/, "", t); if (t + 0 >= since) print }' | tail -c "$n"`
 
-export async function readGuestJournal(vm: Pick<PoolVm, 'exec'>, seconds: number, max: number = PART_BYTES.journal): Promise<string> {
+async function readGuestJournal(vm: Pick<PoolVm, 'exec'>, seconds: number, max: number = PART_BYTES.journal): Promise<string> {
   const secs = String(Math.max(1, Math.ceil(seconds)))
   const result = await vm.exec('sh', ['-c', JOURNAL_SCRIPT, 'stereos-journal', secs, String(max)], {
     user: 'root',
@@ -120,12 +120,12 @@ export async function readGuestJournal(vm: Pick<PoolVm, 'exec'>, seconds: number
 }
 
 /** Guest text for a report and a terminal: no control characters but newline and tab (a guest could drive the terminal). */
-export function printable(text: string): string {
+function printable(text: string): string {
   // biome-ignore lint/suspicious/noControlCharactersInRegex: these are what is replaced
   return text.replace(/\r\n/g, '\n').replace(/[\x00-\x08\x0b-\x1f\x7f\x9b]/g, '?')
 }
 
-export interface FileLogInput {
+interface FileLogInput {
   vm: Pick<PoolVm, 'info' | 'logs'>
   files: string[]
   mark: LogMark
@@ -140,7 +140,7 @@ export interface FileLogPart {
 }
 
 /** The excerpt's parts, each bounded and printable; empty parts are left out. */
-export function fileLogParts(input: FileLogInput): FileLogPart[] {
+function fileLogParts(input: FileLogInput): FileLogPart[] {
   const { vm, mark, stderr } = input
   const parts: FileLogPart[] = []
   const slice = (name: 'serial' | 'qemu', path: string, from: number) => {
@@ -160,7 +160,7 @@ export function fileLogParts(input: FileLogInput): FileLogPart[] {
 }
 
 /** The excerpt as one text: a header, then each part under its title. At most FILE_LOG_BYTES plus headers. */
-export function fileLogText(input: FileLogInput, parts = fileLogParts(input)): string {
+function fileLogText(input: FileLogInput, parts = fileLogParts(input)): string {
   const { info } = input.vm
   const seconds = Math.round(((input.nowMs ?? Date.now()) - input.mark.atMs) / 100) / 10
   const head = `VM ${info.id} (${info.arch}, ${info.accel}, ${info.mixtape.ref}): what the guest printed while ${input.files.join(', ')} ran (${seconds} s)\n`
@@ -187,7 +187,7 @@ export function fileLogPath(dir: string, vmId: string, file: string): string {
   return join(dir, 'stereos', `${vmId}-${name}-${createHash('sha1').update(file).digest('hex').slice(0, 8)}.log`)
 }
 
-export function writeFileLog(path: string, text: string): void {
+function writeFileLog(path: string, text: string): void {
   mkdirSync(join(path, '..'), { recursive: true })
   writeFileSync(path, text)
 }
