@@ -160,9 +160,9 @@ function installVitest4Example() {
 function buildFixtures() {
   say('fixture guests: building or checking (x86_64, aarch64; the fixture and its stock variant without `agent`)')
   run(node24(), [join(root, 'fixtures', 'guest', 'build.mjs'), '--variant', 'fixture', '--variant', 'stock'])
-  // The NixOS-shaped variant (test/e2e/nixos.test.ts): x86_64 only, ~1-2 min when its inputs change.
-  say('fixture guest: the nixos variant (x86_64), building or checking')
-  run(node24(), [join(root, 'fixtures', 'guest', 'build.mjs'), '--arch', 'x86_64', '--variant', 'nixos'])
+  // The NixOS-shaped variant (test/e2e/nixos.test.ts), both arches: ~1-2 min each when its inputs change.
+  say('fixture guests: the nixos variant (x86_64, aarch64), building or checking')
+  run(node24(), [join(root, 'fixtures', 'guest', 'build.mjs'), '--arch', 'x86_64', '--arch', 'aarch64', '--variant', 'nixos'])
 }
 
 /**

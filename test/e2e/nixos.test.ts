@@ -1,16 +1,17 @@
 import { execFileSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
-import { homedir } from 'node:os'
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { homedir, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { GUEST_NODE_VERSION, Sandbox } from '@stereos/harness'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { runWith } from './pool-run.js'
 import { repoRoot, runtimeDir } from './support.js'
 
 /**
  * The harness on a guest laid out like a stereOS NixOS system (`mixtape: 'fixture-nixos'`,
  * fixtures/guest/lib/nixos.mjs): no FHS loader, programs under /run/current-system/sw/bin,
- * sudo only as the /run/wrappers/bin wrapper. x86_64 only here (aarch64 is not built by setup).
+ * sudo only as the /run/wrappers/bin wrapper. Everything on x86_64; on aarch64 (TCG), one boot.
  */
 const MIXTAPE = 'fixture-nixos'
 const STUB_MESSAGE = /Could not start dynamically linked executable: .*\nNixOS cannot run dynamically linked executables/
@@ -85,6 +86,10 @@ for (const bootstrap of ['agentd', 'ssh'] as const) {
       expect(r.stdout).toBe('-rwsr-xr-x\nno-usr-bin-sudo\nno-sw-sudo\n2\ntmpfs\n')
     })
 
+    test.runIf(bootstrap === 'ssh')('the agent runs in the VM template, from the share image (no 9p copy of Node)', () => {
+      expect(sandbox.info.template).toMatchObject({ agent: true })
+    })
+
     test('users: admin in wheel and admin, agent with home /workspace', async () => {
       const r = await sandbox.exec('sh', ['-c', 'id admin; grep ^agent: /etc/passwd | cut -d: -f6'])
       expect(r.stdout).toMatch(/uid=1000\(admin\).*groups=.*\bwheel\b/)
@@ -93,3 +98,42 @@ for (const bootstrap of ['agentd', 'ssh'] as const) {
     })
   })
 }
+
+// aarch64 under TCG on an x86_64 host costs minutes per boot: one boot, the pool's way (ssh, template).
+test(`${MIXTAPE} aarch64: the agent starts over SSH through the share's aarch64 loader and runs in the template`, async () => {
+  await using sandbox = await Sandbox.boot({
+    arch: 'aarch64',
+    mixtape: MIXTAPE,
+    bootstrap: 'ssh',
+    runtimeDir: runtimeDir(),
+    bootTimeoutMs: 240_000,
+    agentTimeoutMs: 240_000,
+  })
+  expect(sandbox.info.template).toMatchObject({ agent: true })
+  const agent = await sandbox.agent()
+  expect(agent.info).toMatchObject({ node: `v${GUEST_NODE_VERSION}`, arch: 'arm64', root: true })
+  const r = await sandbox.exec('sh', ['-c', `grep -o '/[^ ]*ld-linux-aarch64.so.1' /proc/${agent.info.pid}/maps | sort -u`], { user: 'root' })
+  expect(r.stdout).toBe('/opt/stereos-harness/node/lib/ld-linux-aarch64.so.1\n')
+}, 900_000)
+
+describe(`the Vitest pool on ${MIXTAPE} (x86_64)`, () => {
+  const dirs: string[] = []
+  afterAll(() => {
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true })
+  })
+
+  test('the parity suite (argv CLI, scratch files in the view, DOM environment, coverage) ends test by test as under forks', async () => {
+    const project = join(repoRoot, 'fixtures', 'projects', `.run-parity-nixos-${process.pid}-${Date.now()}`)
+    cpSync(join(repoRoot, 'fixtures', 'projects', 'parity'), project, { recursive: true })
+    const config = join(project, 'vitest.config.ts')
+    writeFileSync(config, readFileSync(config, 'utf8').replace("mixtape: 'fixture'", `mixtape: '${MIXTAPE}'`))
+    expect(readFileSync(config, 'utf8')).toContain(`mixtape: '${MIXTAPE}'`)
+    const out = mkdtempSync(join(tmpdir(), 'stereos-parity-nixos-'))
+    dirs.push(project, out)
+    const forks = await runWith(project, 'forks', out)
+    const stereos = await runWith(project, 'stereos', out)
+    expect(Object.keys(forks.statuses).length, forks.output).toBe(9)
+    expect(stereos.statuses, stereos.output).toEqual(forks.statuses)
+    expect(stereos.coverage).toEqual(forks.coverage)
+  }, 900_000)
+})
