@@ -111,14 +111,17 @@ describe('capture manifest and refusals', () => {
 describe('secret scan', () => {
   test('finds a value split across chunks, in UTF-8 and UTF-16LE; ignores short values', async () => {
     const token = 'f'.repeat(10) + '0123456789abcdef'
-    const needles = needleBytes([token, 'short'])
+    const needles = needleBytes([
+      { what: 'the token', value: token },
+      { what: 'a short one', value: 'short' },
+    ])
     expect(needles).toHaveLength(2)
     const text = Buffer.from(`xx${token}yy`)
     const chunks = [text.subarray(0, 9), text.subarray(9)]
-    expect(await streamHolds(Readable.from(chunks), needles)).toBe(true)
-    expect(await streamHolds(Readable.from([Buffer.from(`..${token}..`, 'utf16le')]), needles)).toBe(true)
-    expect(await streamHolds(Readable.from([Buffer.from('nothing here')]), needles)).toBe(false)
-    expect(redact(Buffer.from(`a ${token} b`), [token]).toString()).toBe('a [redacted] b')
+    expect(await streamHolds(Readable.from(chunks), needles)).toBe('the token')
+    expect(await streamHolds(Readable.from([Buffer.from(`..${token}..`, 'utf16le')]), needles)).toBe('the token (UTF-16)')
+    expect(await streamHolds(Readable.from([Buffer.from('nothing here')]), needles)).toBeUndefined()
+    expect(redact(Buffer.from(`a ${token} b`), [{ what: 't', value: token }]).toString()).toBe('a [redacted] b')
   })
 
   test('the scrub script kills the agent by its main.js path, and its own text does not match that pattern', () => {

@@ -100,14 +100,14 @@ export async function captureVm(target: CaptureTarget, path: string, options: Ca
 
     const needles = needleBytes(source.secretValues)
     const diskHolds = await fileHolds(disk, needles)
-    const ramHolds = diskHolds || (await zstdFileHolds(state, needles))
+    const ramHolds = diskHolds ?? (await zstdFileHolds(state, needles))
     const ram: CaptureManifest['ram'] = ramHolds
       ? {
           included: false,
-          reason: diskHolds ? 'the disk holds a secret value, and RAM goes with it' : 'the saved RAM still holds a secret value after the scrub',
+          reason: diskHolds ? `the disk holds ${diskHolds}, and RAM goes with it` : `the saved RAM still holds ${ramHolds} after the scrub`,
         }
       : { included: true }
-    const diskPart: CaptureManifest['disk'] = diskHolds ? { included: false, reason: 'the disk holds a secret value' } : { included: true }
+    const diskPart: CaptureManifest['disk'] = diskHolds ? { included: false, reason: `the disk holds ${diskHolds}` } : { included: true }
     if (!ram.included) target.log(`capture ${path}: ${ram.reason}; it keeps ${diskHolds ? 'the logs only' : 'the disk and the logs'}, and cannot be restored`)
 
     const members: MemberSource[] = []

@@ -9,41 +9,53 @@ export const MIN_NEEDLE_CHARS = 8
  * Each value as the bytes it may be stored as: UTF-8 (Latin-1 for what is ASCII: Go, V8's
  * one-byte strings, files) and UTF-16LE (V8's two-byte strings).
  */
-export function needleBytes(values: readonly string[]): Buffer[] {
-  const out: Buffer[] = []
-  for (const value of new Set(values)) {
+export function needleBytes(values: readonly Secret[]): Needle[] {
+  const out: Needle[] = []
+  for (const { what, value } of values) {
     if (value.length < MIN_NEEDLE_CHARS) continue
-    out.push(Buffer.from(value, 'utf8'), Buffer.from(value, 'utf16le'))
+    out.push({ what, bytes: Buffer.from(value, 'utf8') }, { what: `${what} (UTF-16)`, bytes: Buffer.from(value, 'utf16le') })
   }
   return out
 }
 
-/** Whether any needle occurs in the stream (across chunk boundaries too). */
-export async function streamHolds(stream: Readable, needles: readonly Buffer[]): Promise<boolean> {
+/** A value that must not be in a capture, and what it is (named in the manifest, never the value). */
+export interface Secret {
+  what: string
+  value: string
+}
+
+export interface Needle {
+  what: string
+  bytes: Buffer
+}
+
+/** The first needle found in the stream (across chunk boundaries too), by what it is; undefined when none is. */
+export async function streamHolds(stream: Readable, needles: readonly Needle[]): Promise<string | undefined> {
   if (needles.length === 0) {
     stream.destroy()
-    return false
+    return undefined
   }
-  const keep = Math.max(...needles.map((n) => n.length)) - 1
+  const keep = Math.max(...needles.map((n) => n.bytes.length)) - 1
   let tail = Buffer.alloc(0)
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       const window = tail.length ? Buffer.concat([tail, chunk]) : chunk
-      if (needles.some((needle) => window.includes(needle))) return true
+      const found = needles.find((needle) => window.includes(needle.bytes))
+      if (found) return found.what
       tail = Buffer.from(window.subarray(Math.max(0, window.length - keep)))
     }
   } finally {
     stream.destroy()
   }
-  return false
+  return undefined
 }
 
-export function fileHolds(path: string, needles: readonly Buffer[]): Promise<boolean> {
+export function fileHolds(path: string, needles: readonly Needle[]): Promise<string | undefined> {
   return streamHolds(createReadStream(path, { highWaterMark: 4 * 1024 * 1024 }), needles)
 }
 
 /** A zstd file, decompressed as it is read. */
-export function zstdFileHolds(path: string, needles: readonly Buffer[]): Promise<boolean> {
+export function zstdFileHolds(path: string, needles: readonly Needle[]): Promise<string | undefined> {
   const source = createReadStream(path, { highWaterMark: 4 * 1024 * 1024 })
   const decompressed = source.pipe(zlib.createZstdDecompress({ chunkSize: 4 * 1024 * 1024 }))
   source.on('error', (err) => decompressed.destroy(err))
@@ -51,8 +63,8 @@ export function zstdFileHolds(path: string, needles: readonly Buffer[]): Promise
 }
 
 /** `text` with every needle value replaced (logs keep their lines, not the values). */
-export function redact(text: Buffer, values: readonly string[]): Buffer {
+export function redact(text: Buffer, values: readonly Secret[]): Buffer {
   let out = text.toString('utf8')
-  for (const value of values) if (value.length >= MIN_NEEDLE_CHARS) out = out.split(value).join('[redacted]')
+  for (const { value } of values) if (value.length >= MIN_NEEDLE_CHARS) out = out.split(value).join('[redacted]')
   return Buffer.from(out, 'utf8')
 }

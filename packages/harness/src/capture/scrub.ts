@@ -27,7 +27,7 @@ export function scrubScript(): string {
     'exec </dev/null',
     // Let the session that started this end first: its memory is freed before the fill below.
     'sleep 1',
-    'wipe() { [ -f "$1" ] || return 0; n=$(wc -c <"$1"); dd if=/dev/zero of="$1" bs=1 count="$n" conv=notrunc 2>/dev/null; rm -f "$1"; }',
+    'wipe() { [ -f "$1" ] || return 0; n=$(wc -c <"$1"); dd if=/dev/zero of="$1" bs=1 count="$n" conv=notrunc,fsync 2>/dev/null; rm -f "$1"; }',
     'for f in /run/stereos/secrets/* /run/stereos/secrets/.[!.]*; do wipe "$f"; done',
     'for h in /root /home/*; do wipe "$h/.ssh/authorized_keys"; done',
     `for p in /proc/[0-9]*; do case "$(tr '\\0' ' ' <"$p/cmdline" 2>/dev/null)" in *"${SHARE_GUEST_PATH}/lib/agent/main.js"*) kill -9 "\${p#/proc/}" 2>/dev/null;; esac; done`,

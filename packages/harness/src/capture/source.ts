@@ -2,6 +2,7 @@ import type { Arch } from '../config/options.js'
 import type { Mixtape } from '../mixtape/mixtape.js'
 import type { QemuSpec } from '../vmm/argv.js'
 import type { SshTarget } from '../sandbox/ssh-bootstrap.js'
+import type { Secret } from './scan.js'
 
 /**
  * What a booted VM hands its Sandbox for a later capture (boot.ts fills it): the machine as QEMU
@@ -26,5 +27,5 @@ export interface CaptureSource {
   /** admin over SSH (passwordless sudo): how the guest is scrubbed. */
   admin: SshTarget | undefined
   /** Secret values, the agent token and the SSH public key given to the VM. */
-  secretValues: string[]
+  secretValues: Secret[]
 }

@@ -230,7 +230,11 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
         shares: options.shared.map((share, i) => ({ tag: `share${i}`, guest: share.guest, readonly: share.readonly })),
         shareVersion: agentShare ? basename(agentShare) : undefined,
         admin: ssh ? admin : undefined,
-        secretValues: [...Object.values(options.secrets), guest.token, guest.key.publicKey.split(' ')[1] ?? guest.key.publicKey],
+        secretValues: [
+          ...Object.entries(options.secrets).map(([name, value]) => ({ what: `secret ${name}`, value })),
+          { what: 'the agent token', value: guest.token },
+          { what: 'the SSH public key', value: guest.key.publicKey.split(' ')[1] ?? guest.key.publicKey },
+        ],
       },
     }
   })

@@ -1,0 +1,102 @@
+import { execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs'
+import { homedir, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Sandbox } from '@stereos/harness'
+import { afterAll, expect, test } from 'vitest'
+import { repoRoot, runCommand, runtimeDir } from './support.js'
+
+/**
+ * A running VM captured (Sandbox.capture) with a secret, then read on a "second machine" (another
+ * runtime dir and harness cache): the secret, the agent token and the SSH keys given to the VM
+ * are in no byte of the capture (every member decompressed), the disk holds what the guest wrote,
+ * and `debug` refuses a capture without RAM in one line.
+ */
+const realCache = process.env.STEREOS_HARNESS_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'stereos-harness')
+const work = mkdtempSync(join(tmpdir(), 'sh-capture-'))
+const secret = `cap-secret-${randomBytes(8).toString('hex')}`
+afterAll(() => rmSync(work, { recursive: true, force: true }))
+
+/** A second machine's cache: the harness share and guest Node linked (building them is not what is tested), no templates. */
+function secondCache(): string {
+  const cache = join(work, 'cache-b')
+  mkdirSync(cache)
+  for (const name of ['share', 'guest-node']) symlinkSync(join(realCache, name), join(cache, name))
+  return cache
+}
+
+const SERVICE = `require('net').createServer((s) => s.end('pong from the captured guest\\n')).listen(7777, '127.0.0.1')`
+const CLIENT = `require('net').connect(7777, '127.0.0.1').on('data', (d) => process.stdout.write(d)).on('error', (e) => { console.log('no service: ' + e.code); process.exitCode = 1 })`
+
+test('a capture holds no secret, token or key; RAM that still holds one is left out, and debug says so in one line', { timeout: 600_000 }, async () => {
+  const capture = join(work, 'failed.stcap')
+  const sandbox = await Sandbox.boot({ arch: 'x86_64', runtimeDir: runtimeDir(), bootstrap: 'ssh', secrets: { CAP_SECRET: secret } })
+  let token: string
+  let publicKey: string
+  let privateLine: string
+  try {
+    // The agent started over SSH runs as root: it can show what the VM was given.
+    token = (await sandbox.exec('cat', ['/run/stereos/secrets/STEREOS_HARNESS_TOKEN'], { user: 'root' })).stdout.trim()
+    expect(token).toMatch(/^[0-9a-f]{64}$/)
+    expect((await sandbox.exec('cat', ['/run/stereos/secrets/CAP_SECRET'], { user: 'root' })).stdout).toBe(secret)
+    publicKey = readFileSync(`${sandbox.ssh!.keyPath}.pub`, 'utf8').split(' ')[1]!
+    privateLine = readFileSync(sandbox.ssh!.keyPath, 'utf8').split('\n')[1]!
+    await sandbox.exec('sh', ['-c', 'echo written before the failure > /root/capture-proof && sync'], { user: 'root' })
+    await sandbox.exec('sh', ['-c', `setsid node -e "${SERVICE}" </dev/null >/dev/null 2>&1 &`], { user: 'root' })
+    await expect.poll(async () => (await sandbox.exec('node', ['-e', CLIENT])).stdout, { timeout: 20_000 }).toContain('pong')
+
+    const report = await sandbox.capture(capture, { context: { file: 'capture.test.ts', failedTests: ['the service answers'] } })
+    process.stderr.write(`capture: ${(report.bytes / 1e6).toFixed(1)} MB, ${JSON.stringify(report.timings)}, ram ${report.ram.included}\n`)
+    // Measured here: the fixture's stereosd keeps what it was sent in its heap, so the scrubbed
+    // RAM still holds a value and is left out (the reason names which, never the value).
+    expect(report.ram.included).toBe(false)
+    expect(report.ram.reason).toMatch(/^the saved RAM still holds (secret CAP_SECRET|the agent token|the SSH public key)/)
+    expect(report.disk).toEqual({ included: true })
+    // The captured VM has no agent any more.
+    await expect(sandbox.exec('true')).rejects.toThrow(/was captured/)
+  } finally {
+    await sandbox.shutdown()
+  }
+
+  // Every member, decompressed: no secret value, token or key material.
+  const cli = join(repoRoot, 'packages', 'harness', 'dist', 'cli', 'main.js')
+  const extracted = join(work, 'extracted')
+  const extract = await runCommand(process.execPath, [cli, 'debug', capture, '--extract', extracted], { cwd: repoRoot, env: process.env })
+  expect(extract.code, extract.output).toBe(0)
+  expect(readdirSync(extracted).sort()).toEqual(['disk.qcow2', 'manifest.json', 'qemu.log', 'serial.log'])
+  const count = (needle: string, file: string) =>
+    Number(
+      execFileSync('sh', ['-c', `${file.endsWith('.zst') ? 'zstd -dc "$2"' : 'cat "$2"'} | grep -a -F -c -e "$1" || true`, 'sh', needle, file], {
+        maxBuffer: 1024 ** 2,
+      })
+        .toString()
+        .trim(),
+    )
+  for (const file of readdirSync(extracted)) {
+    for (const needle of [secret, token, publicKey, privateLine]) expect(count(needle, join(extracted, file)), `${needle.slice(0, 16)}… in ${file}`).toBe(0)
+  }
+  // The check can fail: the disk does hold what the guest wrote.
+  expect(count('written before the failure', join(extracted, 'disk.qcow2'))).toBeGreaterThan(0)
+  const manifest = JSON.parse(readFileSync(join(extracted, 'manifest.json'), 'utf8'))
+  expect(manifest.context).toEqual({ file: 'capture.test.ts', failedTests: ['the service answers'] })
+  expect(manifest.mixtape.disk.sha256).toMatch(/^[0-9a-f]{64}$/)
+
+  // Without its RAM the capture cannot be restored: one line says why, and where its disk is.
+  const runtimeB = join(work, 'runtime-b')
+  const env = { ...process.env, STEREOS_RUNTIME_DIR: runtimeB, STEREOS_HARNESS_CACHE: secondCache() }
+  const debug = await runCommand(process.execPath, [cli, 'debug', capture, '--exec', 'true'], { cwd: repoRoot, env })
+  expect(debug.code).toBe(1)
+  expect(debug.output).toMatch(
+    /holds no RAM \(the saved RAM still holds .*\), so it cannot be restored\nFix: its logs and disk: stereos-harness debug .* --extract DIR/,
+  )
+})
+
+/*
+ * TODO(#22): the restore half (debug --exec on a second machine sees the guest's file and a
+ * service outside any share) needs a capture whose RAM passes the secret scan; on the fixture the
+ * scan finds stereosd's copy (see the test above). When the scrub clears that, this test runs:
+ *   STEREOS_RUNTIME_DIR/STEREOS_HARNESS_CACHE of a second machine,
+ *   debug <capture> --exec 'cat /root/capture-proof; node -e "<CLIENT>"; exit 3'
+ *   → stdout has the file and 'pong from the captured guest', exit status 3, runtime-b/vms empty.
+ */
