@@ -1,15 +1,13 @@
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join, relative } from 'node:path'
+import { basename, join, relative } from 'node:path'
 import type { Arch } from '@stereos/harness'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { npmTarballOverrides, packedEnv as env, packWorkspaces, repoVitestVersion as vitestVersion } from './packed.js'
 import { fixtureDir, repoRoot, runCommand, runtimeDir } from './support.js'
 import type { CommandResult } from './support.js'
 
 const arch: Arch = process.arch === 'arm64' ? 'aarch64' : 'x86_64'
-/** This repo's Node 24 and its npm: what a user's CI would have. */
-const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}`, NO_COLOR: '1' }
-delete env.STEREOS_FIXTURE_BUILDER
 /** pnpm, from this repo's devDependencies (`npm ci` puts it there). */
 const PNPM = join(repoRoot, 'node_modules', '.bin', 'pnpm')
 /** The suite both installs run: three files, a globalSetup that provides a host port, one describe.sandbox. */
@@ -39,18 +37,12 @@ function vitestRun(project: string, extra: Record<string, string> = {}): Promise
  */
 describe('the packed packages, installed into a project outside the repo', () => {
   const root = realpathSync(mkdtempSync(join(tmpdir(), 'sh-packed-')))
-  const vitestVersion = (JSON.parse(readFileSync(join(repoRoot, 'node_modules', 'vitest', 'package.json'), 'utf8')) as { version: string }).version
-  /** `file:` specs of the packed tarballs, relative to a project in `root`. */
-  const tgz = (prefix: string) => `file:../${readdirSync(root).find((f) => f.startsWith(prefix) && f.endsWith('.tgz'))}`
+  /** `file:` specs of the packed tarballs by package name, relative to a project in `root`. */
+  let tgz: Record<string, string> = {}
   afterAll(() => rmSync(root, { recursive: true, force: true }))
 
   beforeAll(async () => {
-    const npm = await sh(
-      'npm',
-      ['pack', '-w', 'native', '-w', 'packages/harness', '-w', 'packages/vitest-plugin', '--pack-destination', root, '--silent'],
-      repoRoot,
-    )
-    expect(npm.code, npm.output).toBe(0)
+    tgz = Object.fromEntries(Object.entries(await packWorkspaces(root)).map(([name, path]) => [name, `file:../${basename(path)}`]))
   }, 120_000)
 
   /** A fresh project in `root` with the suite copied in and `manifest` as its package.json. */
@@ -60,9 +52,9 @@ describe('the packed packages, installed into a project outside the repo', () =>
     mkdirSync(dir)
     cpSync(SUITE, dir, { recursive: true, filter: (src) => !src.includes('node_modules') })
     const tarballs = {
-      '@stereos/harness': tgz('stereos-harness-'),
-      '@stereos/vitest-plugin': tgz('stereos-vitest-plugin-'),
-      '@stereos/vsock': tgz('stereos-vsock-'),
+      '@stereos/harness': tgz['@stereos/harness']!,
+      '@stereos/vitest-plugin': tgz['@stereos/vitest-plugin']!,
+      '@stereos/vsock': tgz['@stereos/vsock']!,
     }
     writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: `outside-${name}`, private: true, type: 'module', ...manifest(tarballs) }))
     return dir
@@ -87,7 +79,7 @@ describe('the packed packages, installed into a project outside the repo', () =>
       dir = project('npm', (tarballs) => ({
         devDependencies: { ...tarballs, vitest: vitestVersion },
         // The plugin's and the harness's `^0.1.0` resolve to the tarballs, not the registry.
-        overrides: { '@stereos/harness': '$@stereos/harness', '@stereos/vsock': '$@stereos/vsock' },
+        overrides: npmTarballOverrides,
       }))
       const install = await sh('npm', ['install', '--no-package-lock', '--no-audit', '--no-fund', '--prefer-offline'], dir)
       expect(install.code, install.output).toBe(0)
