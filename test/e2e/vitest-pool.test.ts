@@ -75,17 +75,17 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
     // Console output reaches the reporter attributed to its test.
     expect(output).toMatch(/stdout \| tests\/basics\.test\.ts(:\d+)? > logs to the console\s+console line from the guest/)
     expect(output).toMatch(/stderr \| tests\/basics\.test\.ts(:\d+)? > logs to the console\s+stderr line from the guest/)
-    // The failed test carries the VM's logs: in the default reporter and as junit properties.
-    // qemu.log (QEMU's stderr) is attached only when QEMU wrote something: not on a clean run.
-    expect(output).toMatch(/❯ stereos\s+↳ VM vm-\S+ serial console \(x86_64, \w+\)\s+↳ VM vm-\S+ boot timeline: .*agent-ready/)
-    expect(output).not.toMatch(/↳ VM vm-\S+ qemu\.log/)
+    // The failed test carries what the guest printed while its file ran: in the default reporter and as junit properties.
+    expect(output).toMatch(
+      /❯ stereos\s+↳ VM vm-\S+ \(x86_64, \w+, fixture\): what the guest printed while this file ran[\s\S]*↳ VM vm-\S+ boot timeline: .*agent-ready/,
+    )
     const xml = readFileSync(junit, 'utf8')
-    expect(xml).toMatch(/<property name="stereos" value="VM vm-\S+ serial console/)
-    // The HTML report (@vitest/ui) carries the annotations, the serial console inline (a body, not a host path).
+    expect(xml).toMatch(/<property name="stereos" value="VM vm-\S+ \([^)]*\): what the guest printed while this file ran/)
+    // The HTML report (@vitest/ui) carries the annotations, the excerpt inline (a body, not a host path).
     const html = gunzipSync(readFileSync(join(dir, '.vitest', 'ui', 'html.meta.json.gz'))).toString()
-    expect(html).toMatch(/VM vm-\S+ serial console/)
+    expect(html).toMatch(/what the guest printed while this file ran/)
     const bodies = [...html.matchAll(/"([A-Za-z0-9+/]{200,}={0,2})"/g)].map((m) => Buffer.from(m[1] as string, 'base64').toString('utf8'))
-    expect(bodies.some((text) => text.includes('stereosd:'))).toBe(true)
+    expect(bodies.some((text) => /^VM vm-\S+ .*: what the guest printed while .*basics\.test\.ts/.test(text))).toBe(true)
     // Snapshots were created on the host through the pool's snapshot channel (guest writes stay in the VM).
     const snap = readFileSync(join(dir, 'tests', '__snapshots__', 'snapshot.test.ts.snap'), 'utf8')
     expect(snap).toContain('"value": "first"')
@@ -164,13 +164,17 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
     const attachments = join(dir, '.vitest', 'attachments')
     rmSync(join(dir, '.vitest'), { recursive: true, force: true })
     const { code, output } = await vitest(dir, ['--pool=stereos'])
-    const copied = existsSync(attachments) ? readdirSync(attachments).map((f) => readFileSync(join(attachments, f), 'utf8')) : []
+    const copied = existsSync(attachments)
+      ? readdirSync(attachments, { withFileTypes: true })
+          .filter((f) => f.isFile())
+          .map((f) => readFileSync(join(attachments, f.name), 'utf8'))
+      : []
     rmSync(join(dir, '.vitest'), { recursive: true, force: true })
     // The file existed only in the guest: the pool read it through the agent and sent its bytes.
     expect(copied).toContain('made in the guest\n')
     expect(code).toBe(1)
     expect(output).toMatch(/FAIL\s+a-hangs\.test\.ts(:\d+)? > never settles\s+TestTimeoutError: Test timed out in 3000ms/)
-    expect(output).toMatch(/❯ stereos\s+↳ VM vm-\S+ serial console/)
+    expect(output).toMatch(/❯ stereos\s+↳ VM vm-\S+ \([^)]*\): what the guest printed while this file ran/)
     expect(output).toMatch(/✓ b-after\.test\.ts/)
     expect(output).toMatch(/Tests\s+1 failed \| 1 passed/)
   }, 600_000)
@@ -187,7 +191,7 @@ describe('vitest --pool=stereos (real vitest CLI, fixture VMs)', () => {
     expect({ passed: report.numPassedTests, failed: report.numFailedTests }).toEqual({ passed: 2, failed: 1 })
     expect(output).toMatch(/stdout \| guest\.test\.ts(:\d+)? > Vitest 4\.1 in a stereOS VM > runs in the guest\s+hello from Vitest 4 in the guest/)
     expect(output).toMatch(/Snapshots\s+1 written/)
-    expect(output).toMatch(/❯ stereos\s+↳ VM vm-\S+ serial console/)
+    expect(output).toMatch(/❯ stereos\s+↳ VM vm-\S+ \([^)]*\): what the guest printed while this file ran/)
     expect(output).not.toMatch(/Timeout terminating stereos worker/)
   }, 600_000)
 
