@@ -150,7 +150,7 @@ export interface Identity {
 }
 
 /** The host user running Vitest: the test user in the guest unless test-user.ts maps it. */
-export function hostIdentity(): Identity {
+function hostIdentity(): Identity {
   return { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
 }
 
