@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -131,5 +131,36 @@ describe('secret scan', () => {
     expect(script).toMatch(/authorized_keys/)
     // sh -n: the script parses.
     execFileSync('sh', ['-n'], { input: script })
+  })
+
+  test('the scrub stops stereosd and agentd before zeroing free memory and starts them after', () => {
+    const script = scrubScript()
+    const fill = script.indexOf('mount -t tmpfs')
+    expect(script.indexOf('systemctl stop stereosd.service agentd.service')).toBeLessThan(fill)
+    expect(script.indexOf('kill -9 $pid')).toBeLessThan(fill)
+    expect(script.indexOf('systemctl start --no-block stereosd.service agentd.service')).toBeGreaterThan(fill)
+    expect(script.indexOf('exec ${restart_stereosd}')).toBeGreaterThan(fill)
+  })
+
+  test("the scrub finds a daemon by its program's name, not by an argument that names it", async () => {
+    const fake = join(dir, 'stereosd.mjs')
+    writeFileSync(fake, 'setTimeout(() => {}, 60_000)\n')
+    const daemon = spawn(process.execPath, [fake, 'run'], { stdio: 'ignore' })
+    const bystander = spawn('sh', ['-c', 'sleep 60', 'stereosd'], { stdio: 'ignore' })
+    try {
+      await new Promise((done) => daemon.once('spawn', done))
+      // The function as the script defines it, with node as the program's name (not a path to it).
+      const define = scrubScript()
+        .split('\n')
+        .find((line) => line.startsWith('daemon_pids()'))
+      const found = execFileSync('sh', ['-c', `${define}\ndaemon_pids stereosd`])
+        .toString()
+        .trim()
+        .split('\n')
+      expect(found).toEqual([String(daemon.pid)])
+    } finally {
+      daemon.kill('SIGKILL')
+      bystander.kill('SIGKILL')
+    }
   })
 })

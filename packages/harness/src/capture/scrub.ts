@@ -14,10 +14,17 @@ const FILL_RESERVE_KIB = 64 * 1024
  * is secret goes, and the memory that held it is overwritten where the guest can reach it.
  * - stereosd's secrets (the agent token among them): overwritten in place on their tmpfs, removed;
  * - authorized_keys of every user (the keys inject_ssh_key wrote);
- * - the guest agent (it holds the token in its heap): killed; `debug` starts a new one;
+ * - the processes that hold those values in their heaps (measured on the fixture guest by
+ *   searching /proc/<pid>/mem after the old scrub): the guest agent (the token), stereosd (every
+ *   inject_secret and inject_ssh_key message it was sent) and agentd (it reads the secrets dir
+ *   every tick). The agent is killed (`debug` starts a new one); stereosd and agentd are stopped,
+ *   and started again fresh once the memory is zeroed, so the restored VM answers the host
+ *   (which injects a new SSH key through stereosd) yet holds nothing it was given. Under systemd
+ *   through their units; under another init (the fixture's busybox, which respawns nothing) by
+ *   running their own command lines again (their arguments hold no spaces);
  * - 9p mounts (overlays on them first): QEMU refuses to migrate while one is mounted;
  * - the page cache dropped, then free memory filled with zeros (a tmpfs the size of what is free,
- *   less a reserve) and released, so freed pages of the killed agent hold zeros.
+ *   less a reserve) and released, so the freed pages of every stopped holder hold zeros.
  * It runs detached (the agent that started it, or the SSH session, goes away while it runs) and
  * says it is done on the console.
  */
@@ -31,7 +38,7 @@ export function scrubScript(): string {
     'for f in /run/stereos/secrets/* /run/stereos/secrets/.[!.]*; do wipe "$f"; done',
     'for h in /root /home/*; do wipe "$h/.ssh/authorized_keys"; done',
     `for p in /proc/[0-9]*; do case "$(tr '\\0' ' ' <"$p/cmdline" 2>/dev/null)" in *"${SHARE_GUEST_PATH}/lib/agent/main.js"*) kill -9 "\${p#/proc/}" 2>/dev/null;; esac; done`,
-    'sleep 0.2',
+    ...stopDaemons(),
     // Innermost first: an overlay (the project view) sits on its 9p share.
     `for m in $(awk '$3=="overlay"||$3=="9p"{l[n++]=$2} END{for(i=n-1;i>=0;i--)print l[i]}' /proc/mounts); do umount "$m" 2>/dev/null || echo "stereos-harness capture: cannot unmount $m (busy)"; done`,
     'sync',
@@ -43,9 +50,48 @@ export function scrubScript(): string {
     '  rmdir $d',
     'fi',
     'echo 3 >/proc/sys/vm/drop_caches',
+    ...startDaemons(),
     `rm -f ${SCRIPT}`,
     `echo "${SCRUBBED_MARKER}"`,
   ].join('\n')
+}
+
+/** The control-plane daemons, in start order (agentd needs stereosd). */
+const DAEMONS = ['stereosd', 'agentd'] as const
+const UNITS = DAEMONS.map((name) => `${name}.service`).join(' ')
+
+/**
+ * Stop stereosd and agentd, and wait until they are gone (their memory freed). Under systemd by
+ * unit; otherwise each is killed and its command line kept (in $restart_<name>) to start it again.
+ * A daemon is found by its program's name: `stereosd …`, or `node …/stereosd.mjs …` (the fixture).
+ */
+function stopDaemons(): string[] {
+  return [
+    'systemd=0; [ -d /run/systemd/system ] && command -v systemctl >/dev/null && systemd=1',
+    'daemon_pids() { n=$1; for p in /proc/[0-9]*; do set -- $(tr \'\\0\' \' \' <"$p/cmdline" 2>/dev/null) "" ""; a=${1##*/}; b=${2##*/}; if [ "$a" = "$n" ] || { [ "$a" = node ] && [ "$b" = "$n.mjs" ]; }; then echo "${p#/proc/}"; fi; done; }',
+    `if [ $systemd = 1 ]; then systemctl stop ${UNITS}; else`,
+    ...DAEMONS.map((name) =>
+      [
+        `  for pid in $(daemon_pids ${name}); do`,
+        `    restart_${name}=$(tr '\\0' ' ' </proc/$pid/cmdline); kill -9 $pid`,
+        '    while [ -d /proc/$pid ]; do sleep 0.05; done',
+        '  done',
+      ].join('\n'),
+    ),
+    'fi',
+  ]
+}
+
+/** Start them again, fresh: after the fill, so the pages they freed are zeroed first. */
+function startDaemons(): string[] {
+  return [
+    `if [ $systemd = 1 ]; then systemctl start --no-block ${UNITS}; else`,
+    ...DAEMONS.map(
+      (name) =>
+        `  [ -n "\${restart_${name}:-}" ] && (cd / && setsid sh -c "exec \${restart_${name}} 2>&1 | awk -v p='${name}: ' '{ print p \\$0; fflush() }'" </dev/null >/dev/console 2>&1 &)`,
+    ),
+    'fi',
+  ]
 }
 
 /** The root shell's input that installs the scrub and starts it detached, output on the console. */
