@@ -51,8 +51,10 @@ test('a capture holds no secret, token or key, and debug --exec restores it on a
     process.stderr.write(`capture: ${(report.bytes / 1e6).toFixed(1)} MB, ${JSON.stringify(report.timings)}, ram ${report.ram.included}\n`)
     expect(report.ram).toEqual({ included: true })
     expect(report.disk).toEqual({ included: true })
-    // The captured VM has no agent any more.
+    // The captured VM has no agent any more, and QEMU ended with the capture.
     await expect(sandbox.exec('true')).rejects.toThrow(/was captured/)
+    expect((await sandbox.exited).code).toBe(0)
+    expect((await sandbox.shutdown()).stoppedBy).toBe('already-exited')
   } finally {
     await sandbox.shutdown()
   }

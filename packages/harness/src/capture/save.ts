@@ -54,7 +54,7 @@ export interface CaptureTarget {
  * Save a running VM into one file at `path` (see README "Capturing a failing VM"): the guest is
  * scrubbed of what the host gave it (scrub.ts), paused and saved (RAM and devices by QMP
  * migration, as templates are), its disk copied while paused and rebased onto the mixtape's image
- * alone, and then resumed (without agent, keys or secrets: shut it down). The saved RAM and disk
+ * alone, and then QEMU quits (shutdown() only removes the VM dir). The saved RAM and disk
  * are searched for every secret value; what holds one is left out, with the reason in the manifest.
  */
 export async function captureVm(target: CaptureTarget, path: string, options: CaptureOptions = {}): Promise<CaptureReport> {
@@ -86,13 +86,17 @@ export async function captureVm(target: CaptureTarget, path: string, options: Ca
     const state = join(staging, STATE_MEMBER)
     const disk = join(staging, 'disk.qcow2')
     const qmp = await target.qmp()
+    let copied = false
     try {
       await saveState(qmp, state, 120_000)
       copyFileSync(target.source.vmDisk, disk)
+      copied = true
     } catch (err) {
       throw new HarnessError('CAPTURE', `saving the VM failed: ${firstLine(err)}`, { fix: `read ${logs.qemu}`, cause: err })
     } finally {
-      await qmp.execute('cont').catch(() => undefined)
+      // Saved, the VM is spent (no agent, keys or shares) and ends here: its stereosd, started
+      // afresh by the scrub, may not answer a graceful shutdown yet. A failed save leaves it running.
+      await qmp.execute(copied ? 'quit' : 'cont').catch(() => undefined)
     }
     const saved = performance.now()
     // Self-contained: the delta over the mixtape's image alone (a template's disk may be between).

@@ -32,8 +32,9 @@ export function scrubScript(): string {
   return [
     'set -u',
     'exec </dev/null',
-    // Let the session that started this end first: its memory is freed before the fill below.
-    'sleep 1',
+    // Let the session that started this (its pids are the arguments) end first, 1 s at most:
+    // its memory is freed before the fill below.
+    'n=0; for p in "$@"; do while [ -d "/proc/$p" ] && [ $n -lt 20 ]; do sleep 0.05; n=$((n + 1)); done; done',
     'wipe() { [ -f "$1" ] || return 0; n=$(wc -c <"$1"); dd if=/dev/zero of="$1" bs=1 count="$n" conv=notrunc,fsync 2>/dev/null; rm -f "$1"; }',
     'for f in /run/stereos/secrets/* /run/stereos/secrets/.[!.]*; do wipe "$f"; done',
     'for h in /root /home/*; do wipe "$h/.ssh/authorized_keys"; done',
@@ -102,7 +103,9 @@ export function scrubLauncher(): string {
     scrubScript(),
     'STEREOS_SCRUB',
     `chmod 700 ${SCRIPT}`,
-    `setsid /bin/sh ${SCRIPT} </dev/null >/dev/console 2>&1 &`,
+    // This shell and its ancestors up to (not with) the daemon below init: the SSH session.
+    'session=; p=$$; while :; do pp=$(awk \'/^PPid:/{print $2}\' "/proc/$p/status"); [ "${pp:-1}" -le 1 ] && break; session="$session $p"; p=$pp; done',
+    `setsid /bin/sh ${SCRIPT} $session </dev/null >/dev/console 2>&1 &`,
     'echo started',
   ].join('\n')
 }

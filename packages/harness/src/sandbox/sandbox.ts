@@ -203,7 +203,7 @@ export class Sandbox implements AsyncDisposable {
    * (with `options.context`). First the guest loses what the host gave it: stereosd's secrets,
    * the agent (it holds the token) and the SSH keys; the saved RAM and disk are then searched for
    * each value, and what still holds one is left out (said in the manifest and in one log line).
-   * The VM runs on afterwards without agent or keys: shut it down. Reopen the file with
+   * QEMU quits once the VM is saved (a failed save leaves it running); shutdown() removes its dir. Reopen the file with
    * `stereos-harness debug <path>`. Once per sandbox.
    */
   capture(path: string, options?: CaptureOptions): Promise<CaptureReport> {
