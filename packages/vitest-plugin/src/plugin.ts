@@ -61,7 +61,7 @@ export function stereosPool(project: TestProject, options: StereosOptionsInput =
     createPoolWorker(poolOptions: PoolOptions) {
       if (!context) {
         const root = poolOptions.project.config.root
-        const view: ViewPlan = { roots: viewRoots(root, poolOptions.distPath, PLUGIN_DIR) }
+        const view: ViewPlan = { roots: viewRoots(root, poolOptions.distPath, PLUGIN_DIR), project: realpathSync(root) }
         pool = new VmLeasePool(maxWorkers, bootWithView(view, testUser), log)
         const project = poolOptions.project
         context = new PoolContext(

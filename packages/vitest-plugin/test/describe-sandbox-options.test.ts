@@ -35,7 +35,7 @@ function context(projectOptions: Record<string, unknown>): PoolContext {
   const pool = new VmLeasePool(1, async () => {
     throw new Error('plan() must not boot')
   })
-  return new PoolContext(pool, projectOptions, { roots: [dir] }, dir)
+  return new PoolContext(pool, projectOptions, { roots: [dir], project: dir }, dir)
 }
 
 describe('describe.sandbox refuses options that reach the host', () => {

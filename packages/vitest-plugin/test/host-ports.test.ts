@@ -29,7 +29,7 @@ function context(projectOptions: Record<string, unknown>, provided: Record<strin
     boots.push(options)
     return new FakeVm()
   })
-  const ctx = new PoolContext(pool, projectOptions, { roots: [dir] }, dir, () => provided)
+  const ctx = new PoolContext(pool, projectOptions, { roots: [dir], project: dir }, dir, () => provided)
   return { ctx, pool, boots }
 }
 

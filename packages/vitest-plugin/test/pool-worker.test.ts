@@ -97,7 +97,7 @@ function setup(script: Script) {
     vms.push(vm)
     return vm
   })
-  const ctx = new PoolContext(pool, { mixtape: 'fixture' }, { roots: [root] }, root)
+  const ctx = new PoolContext(pool, { mixtape: 'fixture' }, { roots: [root], project: root }, root)
   const logger = { outputStream: new PassThrough(), errorStream: new PassThrough(), log: () => undefined, error: () => undefined }
   const options = {
     project: { name: 'p', config: { root, env: {}, snapshotOptions: { updateSnapshot: 'none' } }, vitest: { logger, config: {}, version: '5.1.1' } },

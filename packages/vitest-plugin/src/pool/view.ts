@@ -15,6 +15,8 @@ import type { PoolVm } from './vm.js'
 export interface ViewPlan {
   /** Host directories (real paths, none inside another), shown at the same paths in the guest. */
   roots: string[]
+  /** The project's root (a real path inside one of the roots): what the test user owns in the guest. */
+  project: string
 }
 
 /** Guest paths a view root must not shadow: the guest's own system (and stereosd refuses them). */
@@ -103,17 +105,18 @@ export function viewShares(plan: ViewPlan): { host: string; guest: string; reado
  * QEMU sees them: as they are, or, when QEMU runs in a user namespace that maps the host user to
  * root (a non-root host user's private network), the host user's files as 0:0 and everyone else's
  * as 65534. Which one is read off each root (its guest uid against its host uid). Where the ids the
- * guest sees are not the test user's (test-user.ts), the view is handed over: chown copies up,
- * with `metacopy=on` only the metadata; the walk skips `node_modules` and `.git` (dependencies and
- * history, not files tests write) and, where the kernel lacks metacopy, hands over directories
- * only (new files can be made, old ones not rewritten). Dirs the host user cannot read (QEMU
- * cannot either) make find complain; what it could reach is handed over all the same.
- * Arguments: host uid gid, test uid gid, then (tag staging target host-owner-uid) per root.
+ * guest sees are not the test user's (test-user.ts), the project (Vitest's root, not the whole
+ * view: a workspace's other packages stay readable) is handed over: chown copies up, with
+ * `metacopy=on` only the metadata (~2 ms an entry under TCG); the walk skips `node_modules` and
+ * `.git` (dependencies and history, not files tests write) and, where the kernel lacks metacopy,
+ * hands over directories only (new files can be made, old ones not rewritten). Dirs the host user
+ * cannot read (QEMU cannot either) make find complain; what it could reach is handed over.
+ * Arguments: host uid gid, test uid gid, project, then (tag staging target host-owner-uid) per root.
  */
 const MOUNT_SCRIPT = `set -eu
 V=/var/lib/stereos-harness/view
-huid=$1 hgid=$2 uid=$3 gid=$4
-shift 4
+huid=$1 hgid=$2 uid=$3 gid=$4 project=$5
+shift 5
 mkdir -p "$V/home"
 chown "$uid:$gid" "$V/home"
 i=0
@@ -127,7 +130,8 @@ while [ $# -ge 4 ]; do
   suid=$huid sgid=$hgid
   [ "$(stat -c %u "$V/$i/lower")" = "$owner" ] || { suid=0; sgid=0; }
   i=$((i + 1))
-  if [ "$suid:$sgid" = "$uid:$gid" ]; then
+  case "$project" in "$target" | "$target"/*) mine=1 ;; *) mine= ;; esac
+  if [ -z "$mine" ] || [ "$suid:$sgid" = "$uid:$gid" ]; then
     mount -t overlay stereos-view -o "$dirs" "$target"
     continue
   fi
@@ -136,8 +140,7 @@ while [ $# -ge 4 ]; do
     mount -t overlay stereos-view -o "$dirs" "$target"
     only="-type d"
   }
-  case "$target" in */node_modules) continue ;; esac
-  find "$target" \\( -name node_modules -o -name .git \\) -prune -o $only \\( -user "$suid" -o -group "$sgid" \\) -exec chown -h "$uid:$gid" {} + 2>/dev/null || :
+  find "$project" \\( -name node_modules -o -name .git \\) -prune -o $only \\( -user "$suid" -o -group "$sgid" \\) -exec chown -h "$uid:$gid" {} + 2>/dev/null || :
 done
 `
 
@@ -180,7 +183,7 @@ export async function mountView(sandbox: Sandbox, plan: ViewPlan, firstShare: nu
   const host = hostIdentity()
   const who = chooseTestUser(host, await readImageIds(sandbox), testUser)
   const ids = [host.uid, host.gid, who.uid, who.gid].map(String)
-  const args = [...ids, ...plan.roots.flatMap((root, i) => [`share${firstShare + i}`, `${STAGING}/${i}`, root, String(statSync(root).uid)])]
+  const args = [...ids, plan.project, ...plan.roots.flatMap((root, i) => [`share${firstShare + i}`, `${STAGING}/${i}`, root, String(statSync(root).uid)])]
   const result = await sandbox.exec('sh', ['-c', MOUNT_SCRIPT, 'stereos-view', ...args], { user: 'root' })
   if (result.exitCode !== 0) {
     throw new HarnessError(
