@@ -3,7 +3,8 @@ import { mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from 
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, test } from 'vitest'
-import { capLog } from '../src/vmm/log-cap.js'
+import { isAlive } from '../src/host/process.js'
+import { capLog, capLogsDetached, LOG_CAP_BYTES, LOG_CAP_KEEP_BYTES } from '../src/vmm/log-cap.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'log-cap-'))
 
@@ -50,4 +51,27 @@ describe('the host caps the logs a guest writes (#19 bounds)', () => {
     expect(capLog(join(dir, 'link.log'), 10, 5)).toBe(false)
     expect(readFileSync(target, 'utf8')).toBe('x'.repeat(100))
   })
+
+  test('a kept VM: a detached keeper goes on capping its logs after the booting process, and ends with its QEMU', async () => {
+    const vmDir = mkdtempSync(join(dir, 'vm-'))
+    const serial = join(vmDir, 'serial.log')
+    writeFileSync(serial, Buffer.alloc(LOG_CAP_BYTES + 4096, 'x'))
+    // A stand-in for a kept QEMU: a process whose argv names the VM dir, as QEMU's does.
+    const qemu = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)', vmDir], { stdio: 'ignore' })
+    const keeper = capLogsDetached(qemu.pid as number, vmDir, [serial, join(vmDir, 'qemu.log')])
+    expect(keeper).toBeGreaterThan(0)
+    // Cut to its last bytes after the line that says so (read whole: the cut truncates, then writes back).
+    await waitFor(() => readFileSync(serial, 'utf8').startsWith('[stereos-harness: this log passed'), 10_000)
+    await waitFor(() => statSync(serial).size === LOG_CAP_KEEP_BYTES + readFileSync(serial, 'utf8').indexOf('\n') + 1, 5_000)
+    qemu.kill('SIGKILL')
+    await waitFor(() => !isAlive(keeper as number), 10_000)
+  })
 })
+
+async function waitFor(check: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`not so after ${timeoutMs} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}

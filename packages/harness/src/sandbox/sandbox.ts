@@ -1,6 +1,7 @@
 import type { SandboxOptionsInput } from '../config/options.js'
 import { bootSandbox, type BootHooks } from './boot.js'
 import type { QemuExit } from '../vmm/qemu-process.js'
+import { capLogsDetached } from '../vmm/log-cap.js'
 import { markKept, removeVmDir } from '../vmm/vm-dir.js'
 import { StereosdClient } from '../control/client.js'
 import { stopVm, type StoppedBy } from './shutdown.js'
@@ -187,6 +188,8 @@ export class Sandbox implements AsyncDisposable {
       })
     }
     markKept(this.info.vmDir, reason)
+    // The in-process caps end with this process; the guest goes on writing to its console.
+    capLogsDetached(this.info.pid, this.info.vmDir, [this.logs.serial, this.logs.qemu])
     this.agentClient?.close()
     this.current.close()
     void this.parts.qmp().then(
