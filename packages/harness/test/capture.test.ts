@@ -8,7 +8,7 @@ import { readMember, readMembers, writeContainer } from '../src/capture/containe
 import { CAPTURE_FORMAT, CaptureManifest, MANIFEST_MEMBER } from '../src/capture/manifest.js'
 import { extractCapture, openCapture, restoreRefusal } from '../src/capture/open.js'
 import { needleBytes, redact, streamHolds } from '../src/capture/scan.js'
-import { scrubScript } from '../src/capture/scrub.js'
+import { scrubLauncher, scrubScript } from '../src/capture/scrub.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'capture-unit-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -129,8 +129,9 @@ describe('secret scan', () => {
     expect(script).toContain('/opt/stereos-harness/lib/agent/main.js')
     expect(script).toContain('/run/stereos/secrets/*')
     expect(script).toMatch(/authorized_keys/)
-    // sh -n: the script parses.
+    // sh -n: the script, and the launcher that installs it, parse.
     execFileSync('sh', ['-n'], { input: script })
+    execFileSync('sh', ['-n'], { input: scrubLauncher() })
   })
 
   test('the scrub stops stereosd and agentd before zeroing free memory and starts them after', () => {
@@ -140,6 +141,22 @@ describe('secret scan', () => {
     expect(script.indexOf('kill -9 $pid')).toBeLessThan(fill)
     expect(script.indexOf('systemctl start --no-block stereosd.service agentd.service')).toBeGreaterThan(fill)
     expect(script.indexOf('exec ${restart_stereosd}')).toBeGreaterThan(fill)
+  })
+
+  test('the launcher hands the scrub its SSH session: its own shell and ancestors below a daemon of init', () => {
+    const walk = scrubLauncher()
+      .split('\n')
+      .find((line) => line.startsWith('session='))
+    // Run here: this test's shell, then its ancestors (vitest's worker, …), never pid 1's children.
+    const session = execFileSync('sh', ['-c', `${walk}\necho $session $$`])
+      .toString()
+      .trim()
+      .split(/\s+/)
+      .map(Number)
+    const shell = session.pop()
+    expect(session[0]).toBe(shell)
+    expect(session).toContain(process.pid)
+    expect(session).not.toContain(1)
   })
 
   test("the scrub finds a daemon by its program's name, not by an argument that names it", async () => {
