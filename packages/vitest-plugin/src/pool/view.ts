@@ -159,8 +159,9 @@ function hostIdentity(): Identity {
 
 /** The uids and gids the guest image names (its own /etc/passwd and /etc/group). */
 async function readImageIds(sandbox: Sandbox): Promise<ImageIds> {
-  const result = await sandbox.exec('sh', ['-c', 'cat /etc/passwd; echo @@; cat /etc/group'], { user: 'root' })
-  const [passwd = '', group = ''] = result.stdout.split('\n@@\n')
+  // Read by the agent itself: no guest process to start (~0.1-0.2 s each under TCG).
+  const read = (path: string) => sandbox.readFile(path, { maxBytes: 4 * 1024 * 1024 }).then((b) => b.toString('utf8'))
+  const [passwd, group] = await Promise.all([read('/etc/passwd'), read('/etc/group')])
   return imageIds(passwd, group)
 }
 
