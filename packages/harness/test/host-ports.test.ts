@@ -1,6 +1,6 @@
 import { mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync, lstatSync, statSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { execa } from 'execa'
@@ -65,6 +65,29 @@ describe('declared host ports: guestfwd command → unix socket → the harness 
     cleanups.splice(0, 1)[0]?.() // close the service before the guest connects
     const reply = await guestConnection(plan.qemu[0]?.command ?? [], GET)
     expect(reply.stdout).toBe('')
+  })
+
+  test('past the cap of open connections per port, a new one ends at once; the open ones go on', async () => {
+    // A service that holds every connection open, saying nothing until told.
+    const held: Socket[] = []
+    const server = createNetServer({ allowHalfOpen: true }, (socket) => held.push(socket))
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    cleanups.push(() => server.close())
+    const port = (server.address() as AddressInfo).port
+    const plan = planHostPorts([port], tempDir())
+    const listeners = await listenHostPorts(plan.listen, 2)
+    cleanups.push(() => listeners.stop())
+    const command = plan.qemu[0]?.command ?? []
+    const first = guestConnection(command, '')
+    const second = guestConnection(command, '')
+    await expect.poll(() => held.length, { timeout: 15_000 }).toBe(2)
+    // Two are open: a third is over the cap and never reaches the service.
+    const third = await guestConnection(command, '')
+    expect(third.stdout).toBe('')
+    expect(held).toHaveLength(2)
+    for (const socket of held) socket.end('held service')
+    expect((await first).stdout).toBe('held service')
+    expect((await second).stdout).toBe('held service')
   })
 
   test('the harness gone (a stopped VM): the command exits at once, silently', async () => {

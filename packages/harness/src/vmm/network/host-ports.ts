@@ -59,8 +59,15 @@ export interface HostPortListeners {
   unref(): void
 }
 
-/** Listen on each spec's socket and splice every connection into 127.0.0.1:<port>. */
-export async function listenHostPorts(specs: readonly HostPortSpec[]): Promise<HostPortListeners> {
+/**
+ * Open connections per declared port. QEMU starts one command process per guest connection
+ * before it reaches the socket; past the cap the socket closes at once and the process exits, so
+ * what a guest can hold open on the host is bounded (its rate of new connections is not).
+ */
+export const HOST_PORT_MAX_CONNECTIONS = 64
+
+/** Listen on each spec's socket and splice every connection into 127.0.0.1:<port>, at most `maxConnections` at once per port. */
+export async function listenHostPorts(specs: readonly HostPortSpec[], maxConnections = HOST_PORT_MAX_CONNECTIONS): Promise<HostPortListeners> {
   const servers: Server[] = []
   const open = new Set<Socket>()
   const holding = { held: true }
@@ -69,7 +76,7 @@ export async function listenHostPorts(specs: readonly HostPortSpec[]): Promise<H
     for (const socket of open) socket.destroy()
   }
   try {
-    for (const spec of specs) servers.push(await listenOne(spec, open, holding))
+    for (const spec of specs) servers.push(await listenOne(spec, open, holding, maxConnections))
   } catch (err) {
     stop()
     throw err
@@ -84,7 +91,7 @@ export async function listenHostPorts(specs: readonly HostPortSpec[]): Promise<H
   }
 }
 
-function listenOne(spec: HostPortSpec, open: Set<Socket>, holding: { held: boolean }): Promise<Server> {
+function listenOne(spec: HostPortSpec, open: Set<Socket>, holding: { held: boolean }, maxConnections: number): Promise<Server> {
   rmSync(spec.socket, { force: true })
   // Ends travel through pipe() after the data before them; an error destroys the other side (as relay-main.ts).
   const server = createServer({ allowHalfOpen: true }, (client) => {
@@ -102,6 +109,7 @@ function listenOne(spec: HostPortSpec, open: Set<Socket>, holding: { held: boole
     client.pipe(upstream)
     upstream.pipe(client)
   })
+  server.maxConnections = maxConnections
   return new Promise((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
       reject(
