@@ -87,11 +87,13 @@ describe('the packed packages, installed into a project outside the repo', () =>
 
     test('vitest run --pool=stereos, with the guest named by a mixtape directory: the suite passes in one VM', () => runsInOneVm(dir), 600_000)
 
-    test("mixtape 'fixture' outside this repo fails the file with what to do, not the run", async () => {
+    test("mixtape 'fixture' outside this repo: one startup error with what to do, before any VM (#20)", async () => {
       const { code, output } = await vitestRun(dir)
       expect(code).toBe(1)
-      expect(output).toMatch(/FAIL\s+tests\/guest\.test\.ts[\s\S]*mixtape "fixture" needs the stereos-harness repository[\s\S]*Fix: .*name a real mixtape/)
-      expect(output).not.toMatch(/Unhandled Error/)
+      expect(output).toMatch(/Startup Error[\s\S]*mixtape "fixture" needs the stereos-harness repository[\s\S]*Fix: .*name a real mixtape/)
+      expect(output.match(/needs the stereos-harness repository/g)?.length).toBe(1)
+      expect(output).not.toMatch(/guest\.test\.ts > /)
+      expect(output).not.toMatch(/VM boot/)
     }, 120_000)
   })
 
