@@ -1,8 +1,7 @@
 import { spawn } from 'node:child_process'
-import { closeSync, constants, existsSync, fstatSync, ftruncateSync, openSync, writeSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { closeSync, constants, fstatSync, ftruncateSync, openSync, writeSync } from 'node:fs'
 import { readFdTail } from '../host/log-tail.js'
+import { entryScript } from '../host/entry-script.js'
 
 /**
  * The guest decides how much it writes to its console (serial.log) and, through whatever QEMU
@@ -63,20 +62,13 @@ export function watchLogCaps(paths: string[], options: LogCapOptions = {}): { st
   return { stop: () => clearInterval(timer) }
 }
 
-/** log-cap-main.js from dist/, or under Vitest the .ts beside this file (Node strips its types). */
-function keeperScript(): string {
-  const here = dirname(fileURLToPath(import.meta.url))
-  const candidates = [join(here, 'log-cap-main.js'), join(here, '..', '..', 'dist', 'vmm', 'log-cap-main.js'), join(here, 'log-cap-main.ts')]
-  return candidates.find((p) => existsSync(p)) ?? (candidates[0] as string)
-}
-
 /**
  * Go on capping `paths` in a process of their own until the QEMU `pid` (whose argv names `vmDir`)
  * is gone: for a VM that outlives this process (Sandbox.detach), whose guest still writes.
  * Returns the keeper's pid.
  */
 export function capLogsDetached(pid: number, vmDir: string, paths: string[]): number | undefined {
-  const child = spawn(process.execPath, [keeperScript(), String(pid), vmDir, ...paths], { detached: true, stdio: 'ignore' })
+  const child = spawn(process.execPath, [entryScript('vmm/log-cap-main'), String(pid), vmDir, ...paths], { detached: true, stdio: 'ignore' })
   child.on('error', () => undefined)
   child.unref()
   return child.pid

@@ -1,9 +1,9 @@
-import { chmodSync, existsSync, rmSync } from 'node:fs'
+import { chmodSync, rmSync } from 'node:fs'
 import { connect, createServer, type Server, type Socket } from 'node:net'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { HarnessError } from '../../errors.js'
 import type { GuestForward } from '../argv.js'
+import { entryScript } from '../../host/entry-script.js'
 
 /**
  * network.hostPorts: the guest reaches a declared TCP port on the host's 127.0.0.1 as
@@ -35,21 +35,10 @@ export interface HostPortsPlan {
 }
 
 /** QEMU's guestfwd rules and the harness's sockets for the declared ports of the VM in `vmDir`. */
-export function planHostPorts(ports: readonly number[], vmDir: string, script = connectScript()): HostPortsPlan {
+export function planHostPorts(ports: readonly number[], vmDir: string, script = entryScript('vmm/network/host-port-stdio')): HostPortsPlan {
   const listen = ports.map((port) => ({ port, socket: join(vmDir, `host-port-${port}.sock`) }))
   const qemu = listen.map((spec) => ({ addr: HOST_ADDRESS, port: spec.port, command: [process.execPath, script, spec.socket] }))
   return { qemu, listen }
-}
-
-/** host-port-stdio.js from dist/, or under Vitest the .ts beside this file (Node strips its types). */
-function connectScript(): string {
-  const here = dirname(fileURLToPath(import.meta.url))
-  const candidates = [
-    join(here, 'host-port-stdio.js'),
-    join(here, '..', '..', '..', 'dist', 'vmm', 'network', 'host-port-stdio.js'),
-    join(here, 'host-port-stdio.ts'),
-  ]
-  return candidates.find((p) => existsSync(p)) ?? (candidates[0] as string)
 }
 
 export interface HostPortListeners {

@@ -1,10 +1,9 @@
-import { existsSync, readlinkSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { readlinkSync } from 'node:fs'
 import { execa } from 'execa'
 import { HarnessError } from '../../errors.js'
 import { which } from '../../host/which.js'
 import { sleep } from '../../host/sleep.js'
+import { entryScript } from '../../host/entry-script.js'
 
 /**
  * QEMU in a network namespace of its own. SLIRP's forwards then listen on that namespace's
@@ -59,16 +58,6 @@ function unshareArgs(userns: boolean): string[] {
   return userns ? ['--user', '--map-root-user', '--net'] : ['--net']
 }
 
-/** The relay's entry: dist/vmm/network/relay-main.js, or under Vitest the src/ .ts beside this file. */
-function relayScript(): string {
-  const here = dirname(fileURLToPath(import.meta.url))
-  const candidates = [join(here, 'relay-main.js'), join(here, '..', '..', '..', 'dist', 'vmm', 'network', 'relay-main.js'), join(here, 'relay-main.ts')]
-  const found = candidates.find((path) => existsSync(path))
-  if (!found)
-    throw new HarnessError('HOST', `the relay script is missing (looked for ${candidates.join(', ')})`, { fix: 'build the harness (npm run build, or tsc -b)' })
-  return found
-}
-
 /**
  * The command that starts QEMU in its own network namespace with the relay beside it. QEMU keeps
  * the PID of the spawned process (unshare, sh and setpriv each exec the next) and still gets
@@ -95,7 +84,7 @@ export function netnsCommand(options: NetnsCommandOptions): { file: string; args
       'stereos-netns',
       caps,
       process.execPath,
-      relayScript(),
+      entryScript('vmm/network/relay-main'),
       JSON.stringify(options.forwards),
       options.pdeathsig === false ? '' : '--pdeathsig KILL',
       options.binary,

@@ -1,11 +1,10 @@
-import { existsSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { UnixTransport } from '../../control/unix-transport.js'
 import type { Transport } from '../../control/transport.js'
 import { probeNetns, type NetnsSupport, type RelayForward } from './netns.js'
 import type { HostForward } from '../argv.js'
 import type { HostForwardSpec } from './host-forwards.js'
+import { entryScript } from '../../host/entry-script.js'
 
 /**
  * Who can reach QEMU's SLIRP forwards. `private`: QEMU runs in its own network namespace and
@@ -121,12 +120,7 @@ export interface NetnsLaunch {
 
 /** ssh(1) through the relay's socket: the ProxyCommand that connects stdio to it (quoted for the shell ssh runs it with). */
 export function sshProxyCommand(socket: string): string {
-  const here = dirname(fileURLToPath(import.meta.url))
-  const script =
-    [join(here, 'unix-stdio.js'), join(here, '..', '..', '..', 'dist', 'vmm', 'network', 'unix-stdio.js'), join(here, 'unix-stdio.ts')].find((p) =>
-      existsSync(p),
-    ) ?? join(here, 'unix-stdio.js')
-  return [process.execPath, script, socket].map(shellQuote).join(' ')
+  return [process.execPath, entryScript('vmm/network/unix-stdio'), socket].map(shellQuote).join(' ')
 }
 
 function shellQuote(word: string): string {
