@@ -1,5 +1,6 @@
-import { connect, createServer, type Server, type Socket } from 'node:net'
+import { connect } from 'node:net'
 import { HarnessError } from '../../errors.js'
+import { Splicers } from './splicers.js'
 
 /**
  * The user's own `network.forwards` for a QEMU in a private network namespace: what they ask
@@ -24,44 +25,18 @@ export interface HostForwardSpec {
 }
 
 export async function listenHostForwards(specs: HostForwardSpec[]): Promise<HostForwarder> {
-  const servers: Server[] = []
-  const open = new Set<Socket>()
-  const holding = { held: true }
-  const close = () => {
-    for (const server of servers) server.close()
-    for (const socket of open) socket.destroy()
-  }
+  const splicers = new Splicers()
   try {
-    for (const spec of specs) servers.push(await listenOne(spec, open, holding))
+    for (const spec of specs) await listenOne(spec, splicers)
   } catch (err) {
-    close()
+    splicers.close()
     throw err
   }
-  const unref = () => {
-    holding.held = false
-    for (const server of servers) server.unref()
-    for (const socket of open) socket.unref()
-  }
-  return { close, unref }
+  return { close: () => splicers.close(), unref: () => splicers.unref() }
 }
 
-function listenOne(spec: HostForwardSpec, open: Set<Socket>, holding: { held: boolean }): Promise<Server> {
-  // Ends travel through pipe() after the data before them; an error destroys the other side (as relay-main.ts).
-  const server = createServer({ allowHalfOpen: true }, (client) => {
-    const upstream = connect({ path: spec.socket, allowHalfOpen: true })
-    for (const [socket, other] of [
-      [client, upstream],
-      [upstream, client],
-    ] as const) {
-      open.add(socket)
-      // Connections made after unref() do not hold this process open either.
-      if (!holding.held) socket.unref()
-      socket.on('close', () => open.delete(socket))
-      socket.on('error', () => other.destroy())
-    }
-    client.pipe(upstream)
-    upstream.pipe(client)
-  })
+function listenOne(spec: HostForwardSpec, splicers: Splicers): Promise<void> {
+  const server = splicers.server(() => connect({ path: spec.socket, allowHalfOpen: true }))
   return new Promise((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
       reject(
@@ -71,6 +46,6 @@ function listenOne(spec: HostForwardSpec, open: Set<Socket>, holding: { held: bo
         }),
       )
     })
-    server.listen({ host: '127.0.0.1', port: spec.port }, () => resolve(server))
+    server.listen({ host: '127.0.0.1', port: spec.port }, () => resolve())
   })
 }

@@ -1,9 +1,10 @@
 import { chmodSync, rmSync } from 'node:fs'
-import { connect, createServer, type Server, type Socket } from 'node:net'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import { HarnessError } from '../../errors.js'
 import type { GuestForward } from '../argv.js'
 import { entryScript } from '../../host/entry-script.js'
+import { Splicers } from './splicers.js'
 
 /**
  * network.hostPorts: the guest reaches a declared TCP port on the host's 127.0.0.1 as
@@ -57,47 +58,19 @@ export const HOST_PORT_MAX_CONNECTIONS = 64
 
 /** Listen on each spec's socket and splice every connection into 127.0.0.1:<port>, at most `maxConnections` at once per port. */
 export async function listenHostPorts(specs: readonly HostPortSpec[], maxConnections = HOST_PORT_MAX_CONNECTIONS): Promise<HostPortListeners> {
-  const servers: Server[] = []
-  const open = new Set<Socket>()
-  const holding = { held: true }
-  const stop = () => {
-    for (const server of servers) server.close()
-    for (const socket of open) socket.destroy()
-  }
+  const splicers = new Splicers()
   try {
-    for (const spec of specs) servers.push(await listenOne(spec, open, holding, maxConnections))
+    for (const spec of specs) await listenOne(spec, splicers, maxConnections)
   } catch (err) {
-    stop()
+    splicers.close()
     throw err
   }
-  return {
-    stop,
-    unref() {
-      holding.held = false
-      for (const server of servers) server.unref()
-      for (const socket of open) socket.unref()
-    },
-  }
+  return { stop: () => splicers.close(), unref: () => splicers.unref() }
 }
 
-function listenOne(spec: HostPortSpec, open: Set<Socket>, holding: { held: boolean }, maxConnections: number): Promise<Server> {
+function listenOne(spec: HostPortSpec, splicers: Splicers, maxConnections: number): Promise<void> {
   rmSync(spec.socket, { force: true })
-  // Ends travel through pipe() after the data before them; an error destroys the other side (as relay-main.ts).
-  const server = createServer({ allowHalfOpen: true }, (client) => {
-    const upstream = connect({ host: '127.0.0.1', port: spec.port, allowHalfOpen: true })
-    upstream.setNoDelay(true)
-    for (const [socket, other] of [
-      [client, upstream],
-      [upstream, client],
-    ] as const) {
-      open.add(socket)
-      if (!holding.held) socket.unref()
-      socket.on('close', () => open.delete(socket))
-      socket.on('error', () => other.destroy())
-    }
-    client.pipe(upstream)
-    upstream.pipe(client)
-  })
+  const server = splicers.server(() => connect({ host: '127.0.0.1', port: spec.port, allowHalfOpen: true }).setNoDelay(true))
   server.maxConnections = maxConnections
   return new Promise((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
@@ -111,7 +84,7 @@ function listenOne(spec: HostPortSpec, open: Set<Socket>, holding: { held: boole
     server.listen(spec.socket, () => {
       // The VM dir (0700) already keeps other users out; 0600 says so on the socket itself.
       chmodSync(spec.socket, 0o600)
-      resolve(server)
+      resolve()
     })
   })
 }
