@@ -78,7 +78,7 @@ describe('network plan', () => {
     const declared = (port: number) => ({
       addr: HOST_ADDRESS,
       port,
-      command: [process.execPath, expect.stringMatching(/host-port-stdio\.(js|ts)$/), `${vmDir}/host-port-${port}.sock`],
+      command: [process.execPath, expect.stringMatching(/unix-stdio\.(js|ts)$/), '--guest', `${vmDir}/host-port-${port}.sock`],
     })
 
     test('TCP plane, host namespace: restrict=on keeps every other host port closed; guestfwd passes the declared ones', async () => {

@@ -10,7 +10,7 @@ import { Splicers } from './splicers.js'
  * network.hostPorts: the guest reaches a declared TCP port on the host's 127.0.0.1 as
  * `host.stereos.internal:<port>`, and no other. The path of one connection:
  *
- *   guest → 10.0.2.100:<port> → QEMU's SLIRP guestfwd → `node host-port-stdio.js <socket>`
+ *   guest → 10.0.2.100:<port> → QEMU's SLIRP guestfwd → `node unix-stdio.js --guest <socket>`
  *   (one per connection, spawned by QEMU) → `<vmDir>/host-port-<port>.sock` → the harness
  *   (in the host's network namespace) → 127.0.0.1:<port>
  *
@@ -36,9 +36,9 @@ export interface HostPortsPlan {
 }
 
 /** QEMU's guestfwd rules and the harness's sockets for the declared ports of the VM in `vmDir`. */
-export function planHostPorts(ports: readonly number[], vmDir: string, script = entryScript('vmm/network/host-port-stdio')): HostPortsPlan {
+export function planHostPorts(ports: readonly number[], vmDir: string, script = entryScript('vmm/network/unix-stdio')): HostPortsPlan {
   const listen = ports.map((port) => ({ port, socket: join(vmDir, `host-port-${port}.sock`) }))
-  const qemu = listen.map((spec) => ({ addr: HOST_ADDRESS, port: spec.port, command: [process.execPath, script, spec.socket] }))
+  const qemu = listen.map((spec) => ({ addr: HOST_ADDRESS, port: spec.port, command: [process.execPath, script, '--guest', spec.socket] }))
   return { qemu, listen }
 }
 
