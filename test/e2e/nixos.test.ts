@@ -1,11 +1,11 @@
 import { execFileSync } from 'node:child_process'
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { homedir, tmpdir } from 'node:os'
+import { readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { GUEST_NODE_VERSION, Sandbox } from '@stereos/harness'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { runWith } from './pool-run.js'
+import { forksAndStereosOnParity } from './pool-run.js'
 import { repoRoot, runtimeDir } from './support.js'
 
 /**
@@ -123,15 +123,11 @@ describe(`the Vitest pool on ${MIXTAPE} (x86_64)`, () => {
   })
 
   test('the parity suite (argv CLI, scratch files in the view, DOM environment, coverage) ends test by test as under forks', async () => {
-    const project = join(repoRoot, 'fixtures', 'projects', `.run-parity-nixos-${process.pid}-${Date.now()}`)
-    cpSync(join(repoRoot, 'fixtures', 'projects', 'parity'), project, { recursive: true })
-    const config = join(project, 'vitest.config.ts')
-    writeFileSync(config, readFileSync(config, 'utf8').replace("mixtape: 'fixture'", `mixtape: '${MIXTAPE}'`))
-    expect(readFileSync(config, 'utf8')).toContain(`mixtape: '${MIXTAPE}'`)
-    const out = mkdtempSync(join(tmpdir(), 'stereos-parity-nixos-'))
-    dirs.push(project, out)
-    const forks = await runWith(project, 'forks', out)
-    const stereos = await runWith(project, 'stereos', out)
+    const { forks, stereos } = await forksAndStereosOnParity('parity-nixos', dirs, (project) => {
+      const config = join(project, 'vitest.config.ts')
+      writeFileSync(config, readFileSync(config, 'utf8').replace("mixtape: 'fixture'", `mixtape: '${MIXTAPE}'`))
+      expect(readFileSync(config, 'utf8')).toContain(`mixtape: '${MIXTAPE}'`)
+    })
     expect(Object.keys(forks.statuses).length, forks.output).toBe(9)
     expect(stereos.statuses, stereos.output).toEqual(forks.statuses)
     expect(stereos.coverage).toEqual(forks.coverage)

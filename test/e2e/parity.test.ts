@@ -1,8 +1,7 @@
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, expect, test } from 'vitest'
-import { runWith } from './pool-run.js'
+import { forksAndStereosOnParity } from './pool-run.js'
 import { repoRoot, vitestCli } from './support.js'
 
 const dirs: string[] = []
@@ -11,12 +10,7 @@ afterAll(() => {
 })
 
 test('a library-style suite (argv-reading CLI, scratch files, DOM environment, coverage) ends the same way, test by test, under forks and stereos', async () => {
-  const project = join(repoRoot, 'fixtures', 'projects', `.run-parity-${process.pid}-${Date.now()}`)
-  cpSync(join(repoRoot, 'fixtures', 'projects', 'parity'), project, { recursive: true })
-  const out = mkdtempSync(join(tmpdir(), 'stereos-parity-'))
-  dirs.push(project, out)
-  const forks = await runWith(project, 'forks', out)
-  const stereos = await runWith(project, 'stereos', out)
+  const { forks, stereos } = await forksAndStereosOnParity('parity', dirs)
   expect(Object.keys(forks.statuses).length, forks.output).toBe(9)
   expect(stereos.statuses, stereos.output).toEqual(forks.statuses)
   // The suite fails on purpose once, and skips and todos stay what they are.

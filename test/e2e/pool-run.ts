@@ -1,6 +1,7 @@
-import { readFileSync } from 'node:fs'
+import { cpSync, mkdtempSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
-import { vitestCli } from './support.js'
+import { repoRoot, vitestCli } from './support.js'
 
 interface JsonReport {
   testResults: { name: string; assertionResults: { fullName: string; status: string }[] }[]
@@ -32,4 +33,20 @@ export async function runWith(
     Object.entries(summary).map(([file, s]) => [file === 'total' ? file : relative(cwd, file), `${s.lines.covered}/${s.lines.total}`]),
   )
   return { statuses, coverage, output }
+}
+
+/**
+ * A fresh copy of fixtures/projects/parity inside the repo (`.run-*`, as a user's project is),
+ * changed by `edit` (given its dir), run under forks and then stereos; both dirs go on `dirs`
+ * for the caller to remove.
+ */
+export async function forksAndStereosOnParity(tag: string, dirs: string[], edit: (project: string) => void = () => undefined) {
+  const project = join(repoRoot, 'fixtures', 'projects', `.run-${tag}-${process.pid}-${Date.now()}`)
+  cpSync(join(repoRoot, 'fixtures', 'projects', 'parity'), project, { recursive: true })
+  const out = mkdtempSync(join(tmpdir(), `stereos-${tag}-`))
+  dirs.push(project, out)
+  edit(project)
+  const forks = await runWith(project, 'forks', out)
+  const stereos = await runWith(project, 'stereos', out)
+  return { forks, stereos }
 }
