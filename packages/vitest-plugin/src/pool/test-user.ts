@@ -1,5 +1,10 @@
 import { HarnessError } from '@stereos/harness'
-import type { Identity } from './view.js'
+
+/** A guest uid/gid pair. */
+export interface Identity {
+  uid: number
+  gid: number
+}
 
 /** `testUser` in the project's options: who the guest's test processes run as. */
 export type TestUserChoice = 'unprivileged' | 'root'

@@ -2,7 +2,7 @@ import { realpathSync, statSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { dirname, parse, sep } from 'node:path'
 import { HarnessError, type Sandbox } from '@stereos/harness'
-import { chooseTestUser, type ImageIds, imageIds, type TestUserChoice } from './test-user.js'
+import { chooseTestUser, type Identity, type ImageIds, imageIds, type TestUserChoice } from './test-user.js'
 import type { PoolVm } from './vm.js'
 
 /**
@@ -146,11 +146,6 @@ done
 
 /** The guest HOME of test processes (owned by the test user, on the VM's disk). */
 export const GUEST_HOME = '/var/lib/stereos-harness/view/home'
-
-export interface Identity {
-  uid: number
-  gid: number
-}
 
 /** The host user running Vitest: the test user in the guest unless test-user.ts maps it. */
 function hostIdentity(): Identity {

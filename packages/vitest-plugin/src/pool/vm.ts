@@ -1,4 +1,4 @@
-import type { Identity } from './view.js'
+import type { Identity } from './test-user.js'
 import { type ExecOptions, type ExecResult, type GuestProcess, type KeptVm, keepVm, type Sandbox, type SandboxInfo, type SpawnOptions } from '@stereos/harness'
 
 /** What the pool does with a guest process: a GuestProcess is one. */

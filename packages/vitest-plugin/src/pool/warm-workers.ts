@@ -1,6 +1,6 @@
 import type { SpawnOptions } from '@stereos/harness'
 import type { PoolProcess, PoolVm } from './vm.js'
-import type { Identity } from './view.js'
+import type { Identity } from './test-user.js'
 
 /** How to start a guest worker process; processes with the same key are interchangeable. */
 export interface WorkerSpec {
