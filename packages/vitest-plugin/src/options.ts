@@ -36,6 +36,17 @@ const PluginNetwork = z
   })
   .superRefine(refuseHostPortsWithoutNetwork)
 
+/** Captures per run: each is tens of MB and seconds; the first failures are the ones to read. */
+export const DEFAULT_CAPTURE_LIMIT = 3
+
+const CaptureWhen = z.enum(['never', 'on-failure'])
+/** `'on-failure'`, or `{ when, dir, limit }`; resolved to the object. */
+const Capture = z.union([
+  CaptureWhen.transform((when): { when: typeof when; dir?: string; limit: number } => ({ when, limit: DEFAULT_CAPTURE_LIMIT })),
+  z.strictObject({ when: CaptureWhen.default('on-failure'), dir: z.string().min(1).optional(), limit: z.int().positive().default(DEFAULT_CAPTURE_LIMIT) }),
+])
+export type CaptureOption = z.output<typeof Capture>
+
 /** 64 MiB: a log or a screenshot fits; a runaway file does not become host memory. */
 export const DEFAULT_ATTACHMENT_MAX_BYTES = 64 * 1024 ** 2
 
@@ -64,6 +75,13 @@ export const StereosOptions = SandboxOptions.extend({
    * are booted detachable, so one left by a killed run is reaped by the next boot, not at once.
    */
   keepVm: z.enum(['never', 'on-failure']).default('never'),
+  /**
+   * `on-failure`: the VM a test file failed in is saved, once the file is done, into one file
+   * (`<file>-<vm>.stcap`) that `stereos-harness debug` reopens on any machine (README "Capturing
+   * a failing VM"). `dir`: where (default: beside Vitest's `outputFile`, else
+   * `<root>/.vitest/stereos-captures`); `limit`: captures per run (later failures are not captured).
+   */
+  capture: Capture.default({ when: 'never', limit: DEFAULT_CAPTURE_LIMIT }),
   /**
    * Who the guest's test processes run as. `unprivileged` (default): the host user's uid/gid, or
    * a dedicated uid/gid (64000 and up) when the host user is root or its uid or gid is one the

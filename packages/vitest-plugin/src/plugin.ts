@@ -5,6 +5,7 @@ import { hostPreflight, log, Sandbox, type SandboxOptionsInput } from '@stereos/
 import type { Plugin } from 'vite'
 import type { PoolOptions, PoolRunnerInitializer, TestProject, VitestPluginContext } from 'vitest/node'
 import { parseStereosOptions, type StereosOptionsInput } from './options.js'
+import { CaptureBudget, captureDir } from './pool/capture.js'
 import { PoolContext } from './pool/context.js'
 import { VmLeasePool, type BootVm } from './pool/lease-pool.js'
 import { StereosPoolWorker } from './pool/pool-worker.js'
@@ -33,7 +34,7 @@ function bootWithView(view: ViewPlan, testUser: TestUserChoice): BootVm {
 
 /** The VM options of a project's stereos() options (the pool's own keys and host ports left out). */
 function bootOptions(options: StereosOptionsInput): SandboxOptionsInput {
-  const { isolation, env, attachmentMaxBytes, keepVm, testUser, ...sandbox } = parseStereosOptions(options, 'stereos')
+  const { isolation, env, attachmentMaxBytes, keepVm, testUser, capture, ...sandbox } = parseStereosOptions(options, 'stereos')
   const { hostPorts, ...network } = sandbox.network
   return { ...sandbox, network, shared: [...sandbox.shared] }
 }
@@ -41,7 +42,8 @@ function bootOptions(options: StereosOptionsInput): SandboxOptionsInput {
 /** The pool runner for one project: VMs sized to its maxWorkers, closed when Vitest closes. */
 export function stereosPool(project: TestProject, options: StereosOptionsInput = {}): PoolRunnerInitializer {
   // Validate now: a bad option fails before any VM boots, naming its path.
-  const { testUser } = parseStereosOptions(options, 'stereos')
+  const { testUser, capture } = parseStereosOptions(options, 'stereos')
+  const captures = new CaptureBudget(capture, () => captureDir(capture, project.vitest.config), log)
   // Vitest 4 may leave a project's maxWorkers unset (resolved at scheduling); 5 always sets it.
   const maxWorkers = Math.max(1, Number(project.config.maxWorkers) || Number(project.vitest.config.maxWorkers) || 1)
   let context: PoolContext | undefined
@@ -72,7 +74,7 @@ export function stereosPool(project: TestProject, options: StereosOptionsInput =
           () => project.getProvidedContext() as Record<string, unknown>,
         )
       }
-      return new StereosPoolWorker(poolOptions, context)
+      return new StereosPoolWorker(poolOptions, context, captures)
     },
   }
 }

@@ -135,3 +135,8 @@ export function vmLogError(vm: Pick<PoolVm, 'info'>, log: GatheredLog): { name: 
   const message = fileLogSummary(vm, log).replace(/\n/g, '\n  ')
   return { name: 'StereosVmLogs', message, stack: `StereosVmLogs: ${message}` }
 }
+
+/** A failed test's meta names where its VM is captured (capture 'on-failure'): the JSON reporter writes meta, not annotations. */
+export function addCaptureMeta(frame: unknown, ids: string[], path: string): void {
+  addVmLogMeta(frame, ids, { stereosCapture: { path } })
+}

@@ -55,7 +55,7 @@ export class PoolContext {
     // A file that asks for no network gets none: the project's host ports do not apply to it.
     if (shape.network?.mode === 'none') merged.network = { ...(merged.network as object), hostPorts: [] }
     const options = parseStereosOptions(merged, file && inFile.length ? `describe.sandbox options in ${file}:${inFile[0]?.line}` : 'stereos')
-    const { isolation, env, attachmentMaxBytes, keepVm, testUser, ...sandbox } = options
+    const { isolation, env, attachmentMaxBytes, keepVm, testUser, capture, ...sandbox } = options
     const { hostPorts, ...network } = sandbox.network
     const boot: SandboxOptionsInput = { ...sandbox, network, shared: [...sandbox.shared], detachable: keepVm !== 'never' }
     // The key covers everything the VM was booted with; secrets are hashed in, never shown.

@@ -1,18 +1,20 @@
 import { EventEmitter } from 'node:events'
+import { dirname, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { HarnessError, tail } from '@stereos/harness'
+import { HarnessError, type PoolCaptureContext, tail } from '@stereos/harness'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
 import type { PoolOptions, PoolTask, PoolWorker, WorkerRequest } from 'vitest/node'
 import { vitestMajor } from '../version.js'
-import { addVmLogMeta, failedSuitesIn, failedTestsIn, vmLogAnnotations, vmLogError, vmLogMeta } from './artifacts.js'
+import { addCaptureMeta, addVmLogMeta, failedSuitesIn, failedTestsIn, vmLogAnnotations, vmLogError, vmLogMeta } from './artifacts.js'
 import { Boundary } from './boundary.js'
+import type { CaptureBudget } from './capture.js'
 import type { FilePlan, PoolContext } from './context.js'
 import { failedFileCalls, failedFileTask, fileHashOf, serializeError } from './failed-file.js'
 import { type Call, RpcFirewall, type WorkerResponse } from './firewall/firewall.js'
 import { guestEnv } from './guest-env.js'
 import { FileLog } from './guest-log.js'
 import type { UpdateMode } from './host-writes.js'
-import { type InspectorConfig, InspectorForward } from './inspector.js'
+import { forwardInspector, type InspectorConfig, type InspectorForward } from './inspector.js'
 import type { Lease } from './lease-pool.js'
 import { ensureGuestDir, forgetCachedReads, GUEST_HOME } from './view.js'
 import type { PoolProcess } from './vm.js'
@@ -53,6 +55,10 @@ interface Run {
   failed: boolean
   /** What the guest prints while the current file runs, for its failure report. */
   readonly log: FileLog
+  /** Tests that failed (ids): the capture's annotation goes to each. */
+  readonly failedIds: string[]
+  /** Where this run's VM is captured when its file is done (capture 'on-failure'; reserved at the first failure). */
+  capture: string | undefined
 }
 
 /** A launch in flight; what it leased so far is given back if it fails. */
@@ -121,6 +127,8 @@ export class StereosPoolWorker implements PoolWorker {
   constructor(
     private readonly options: PoolOptions,
     private readonly ctx: PoolContext,
+    /** The run's captures (capture 'on-failure'), shared by the project's workers. */
+    private readonly captures: CaptureBudget,
   ) {
     const config = options.project.config as { snapshotOptions?: { updateSnapshot?: UpdateMode } }
     this.firewall = new RpcFirewall({
@@ -281,6 +289,58 @@ export class StereosPoolWorker implements PoolWorker {
     }
   }
 
+  /**
+   * capture 'on-failure': the file is done and failed. Its process (and the VM's spare) ends, the
+   * VM is saved into `path` (Sandbox.capture: secrets gone, QEMU ends with it), and each failed
+   * test gets an annotation naming the file and how to reopen it, before Vitest hears the file is
+   * done (so every reporter has it). The VM is spent: stop() retires its lease.
+   */
+  private async captureRun(run: Run, path: string): Promise<void> {
+    const { lease } = run
+    const { vm } = lease
+    const { project } = this.options
+    this.state = { kind: 'dead', files: run.files, lease, run }
+    run.capture = undefined
+    run.inspector?.close()
+    await this.ctx.spares.discard(vm)
+    await run.child.kill('SIGKILL').catch(() => undefined)
+    await Promise.race([run.child.exited.catch(() => undefined), delay(5_000, undefined)])
+    const root = project.vitest.config.root
+    const shown = relative(process.cwd(), path) || path
+    let message: string
+    try {
+      const report = await vm.capture(path, { context: await this.captureContext(run, root) })
+      const held = report.ram.included ? '' : ` without its RAM (${report.ram.reason ?? 'left out'}): logs and disk only`
+      message = `VM ${vm.info.id} captured${held} in ${shown} (${(report.bytes / 1e6).toFixed(1)} MB, ${(report.timings.totalMs / 1000).toFixed(1)} s): reopen it on any machine with \`npx stereos-harness debug ${shown}\``
+      project.vitest.logger.log(`stereos: ${relative(root, run.files[0] ?? '')}: ${message}`)
+    } catch (err) {
+      message = `VM ${vm.info.id} could not be captured: ${(err as Error).message.split('\n')[0]}`
+      project.vitest.logger.error(`stereos: ${relative(root, run.files[0] ?? '')}: ${message}`)
+    }
+    const annotation = { type: 'internal:annotation', annotation: { type: 'stereos capture', message } }
+    for (const id of run.failedIds) await this.firewall.call('onTaskArtifactRecord', [id, annotation])
+  }
+
+  /** What `stereos-harness debug` needs to lay the local checkout in the view and rerun the file (PoolCaptureContext). */
+  private async captureContext(run: Run, root: string): Promise<PoolCaptureContext> {
+    const { vm } = run.lease
+    const { view } = this.ctx
+    const firstShare = run.plan.boot.shared?.length ?? 0
+    const checkout = view.roots.find((r) => view.project === r || view.project.startsWith(`${r}/`)) ?? view.project
+    const state = this.options.project.vitest.state as { getReportedEntityById?: (id: string) => { fullName?: string } | undefined }
+    return {
+      file: relative(root, run.files[0] ?? ''),
+      failedTests: run.failedIds.map((id) => state.getReportedEntityById?.(id)?.fullName ?? id),
+      checkout,
+      root,
+      view: view.roots.map((r, i) => ({ tag: `share${firstShare + i}`, root: r })),
+      testUser: vm.testUser,
+      home: GUEST_HOME,
+      node: await vm.guestNode(),
+      vitest: { dir: dirname(this.options.distPath), version: this.options.project.vitest.version },
+    }
+  }
+
   /** How this project's guest worker processes start on `lease` (and which spares fit). */
   private workerSpec(lease: Lease, plan: FilePlan): WorkerSpec {
     const { project, distPath, execArgv, env } = this.options
@@ -312,7 +372,7 @@ export class StereosPoolWorker implements PoolWorker {
     const child = (await this.ctx.spares.take(lease.vm, spec.key)) ?? (await spec.start())
     const inspector = await this.forwardInspector(lease, files)
     const log = new FileLog(lease.vm, files)
-    const run: Run = { files, plan, lease, child, inspector, stopSent: false, stopAnswerDue: false, failed: false, log }
+    const run: Run = { files, plan, lease, child, inspector, stopSent: false, stopAnswerDue: false, failed: false, log, failedIds: [], capture: undefined }
     const { project } = this.options
     child.stdout?.pipe(project.vitest.logger.outputStream, { end: false })
     child.stderr?.pipe(project.vitest.logger.errorStream, { end: false })
@@ -408,16 +468,18 @@ export class StereosPoolWorker implements PoolWorker {
         this.toGuest(await this.boundary.hostWrite(checked.request))
         return
       case 'worker':
-        this.workerResponse(checked.response)
+        await this.workerResponse(checked.response)
         return
       case 'call':
         await this.forwardCall(checked.call)
     }
   }
 
-  private workerResponse(message: WorkerResponse): void {
+  private async workerResponse(message: WorkerResponse): Promise<void> {
     const run = this.state.kind === 'running' ? this.state.run : undefined
     if (message.type === 'stopped' && run) run.stopAnswerDue = false
+    // Vitest hears the file is done once its VM is captured: the reports name the capture.
+    if (message.type === 'testfileFinished' && run?.capture) await this.captureRun(run, run.capture)
     // The guest answers the replayed `start`; Vitest already has its answer.
     if (message.type !== 'started') {
       this.events.emit('message', message)
@@ -445,6 +507,9 @@ export class StereosPoolWorker implements PoolWorker {
       const failed = failedTestsIn(call)
       if (failed.length || failedSuites.length) {
         run.failed = true
+        run.failedIds.push(...failed)
+        run.capture ??= this.captures.reserve(this.options.project.vitest.config.root, run.files[0] ?? 'file', vm.info.id)
+        if (run.capture) addCaptureMeta(call, failed, run.capture)
         const log = await run.log.gather(this.attachmentsDir())
         for (const result of failedSuites) result.errors.push(vmLogError(vm, log))
         addVmLogMeta(call, failed, vmLogMeta(vm, log))
@@ -473,7 +538,7 @@ export class StereosPoolWorker implements PoolWorker {
     const { project } = this.options
     const config = (project.config as { inspector?: InspectorConfig }).inspector ?? (project.vitest.config as { inspector?: InspectorConfig }).inspector
     if (!config?.enabled) return undefined
-    const inspector = await InspectorForward.open(lease.vm, await lease.vm.guestNode(), config)
+    const inspector = await forwardInspector(lease.vm, await lease.vm.guestNode(), config)
     project.vitest.logger.log(`stereos: debugger: attach to 127.0.0.1:${inspector.port} (the guest worker of ${files.join(', ')} in VM ${lease.vm.info.id})`)
     return inspector
   }

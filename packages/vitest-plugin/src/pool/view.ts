@@ -1,7 +1,7 @@
 import { realpathSync, statSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { dirname, parse, sep } from 'node:path'
-import { HarnessError, type Sandbox } from '@stereos/harness'
+import { HarnessError, type Sandbox, VIEW_STATE_DIR } from '@stereos/harness'
 import { chooseTestUser, type Identity, type ImageIds, imageIds, type TestUserChoice } from './test-user.js'
 import type { PoolVm } from './vm.js'
 
@@ -114,7 +114,7 @@ export function viewShares(plan: ViewPlan): { host: string; guest: string; reado
  * Arguments: host uid gid, test uid gid, project, then (tag staging target host-owner-uid) per root.
  */
 const MOUNT_SCRIPT = `set -eu
-V=/var/lib/stereos-harness/view
+V=${VIEW_STATE_DIR}
 huid=$1 hgid=$2 uid=$3 gid=$4 project=$5
 shift 5
 mkdir -p "$V/home"
@@ -145,7 +145,7 @@ done
 `
 
 /** The guest HOME of test processes (owned by the test user, on the VM's disk). */
-export const GUEST_HOME = '/var/lib/stereos-harness/view/home'
+export const GUEST_HOME = `${VIEW_STATE_DIR}/home`
 
 /** The host user running Vitest: the test user in the guest unless test-user.ts maps it. */
 function hostIdentity(): Identity {

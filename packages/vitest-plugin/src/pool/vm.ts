@@ -1,5 +1,16 @@
 import type { Identity } from './test-user.js'
-import { type ExecOptions, type ExecResult, type GuestProcess, type KeptVm, keepVm, type Sandbox, type SandboxInfo, type SpawnOptions } from '@stereos/harness'
+import {
+  type CaptureOptions,
+  type CaptureReport,
+  type ExecOptions,
+  type ExecResult,
+  type GuestProcess,
+  type KeptVm,
+  keepVm,
+  type Sandbox,
+  type SandboxInfo,
+  type SpawnOptions,
+} from '@stereos/harness'
 
 /** What the pool does with a guest process: a GuestProcess is one. */
 export type PoolProcess = Pick<GuestProcess, 'pid' | 'stdin' | 'stdout' | 'stderr' | 'ipc' | 'exited' | 'kill' | 'renice'>
@@ -30,6 +41,8 @@ export interface PoolVm {
   shutdown(options?: { timeoutMs?: number }): Promise<unknown>
   /** Take the VM out of the harness's hands, running, for `stereos-harness ssh` (keepVm). */
   keep(reason: string): KeptVm
+  /** Save the VM into one file (capture 'on-failure'); its QEMU ends with it. */
+  capture(path: string, options: CaptureOptions): Promise<Pick<CaptureReport, 'path' | 'bytes' | 'ram' | 'timings'>>
 }
 
 export function poolVm(sandbox: Sandbox, testUser: Identity): PoolVm {
@@ -59,5 +72,6 @@ export function poolVm(sandbox: Sandbox, testUser: Identity): PoolVm {
     },
     shutdown: (options) => sandbox.shutdown(options),
     keep: (reason) => keepVm(sandbox, reason),
+    capture: (path, options) => sandbox.capture(path, options),
   }
 }

@@ -116,6 +116,15 @@ export class SpareWorkers {
     return child
   }
 
+  /** Kill the VM's spare, if it has one (its VM is about to be captured or retired). */
+  async discard(vm: PoolVm): Promise<void> {
+    const spare = this.spares.get(vm)
+    if (!spare) return
+    this.spares.delete(vm)
+    const child = await spare.child.catch(() => undefined)
+    await child?.kill('SIGKILL').catch(() => undefined)
+  }
+
   private drop(vm: PoolVm, spare: Spare): void {
     spare.alive = false
     if (this.spares.get(vm) === spare) this.spares.delete(vm)

@@ -1,4 +1,5 @@
-import type { ExecOptions, KeptVm, SpawnOptions } from '@stereos/harness'
+import { writeFileSync } from 'node:fs'
+import type { CaptureOptions, ExecOptions, KeptVm, SpawnOptions } from '@stereos/harness'
 import type { PoolProcess, PoolVm } from '../../src/pool/vm.js'
 
 let booted = 0
@@ -67,6 +68,20 @@ export class FakeVm implements PoolVm {
   keep(reason: string): KeptVm {
     this.kept.push(reason)
     return { id: this.info.id, pid: this.info.pid, vmDir: '/nowhere', arch: this.info.arch, mixtape: 'fixture', reason, keptAt: new Date(0).toISOString() }
+  }
+
+  readonly captures: { path: string; context: CaptureOptions['context'] }[] = []
+  captureFails: Error | undefined
+
+  /** As Sandbox.capture: the file is written and QEMU ends. */
+  async capture(path: string, options: CaptureOptions) {
+    this.calls.push(`capture ${path}`)
+    if (this.captureFails) throw this.captureFails
+    writeFileSync(path, 'a capture')
+    this.captures.push({ path, context: options.context })
+    this.running = false
+    this.quit({ code: 0, signal: undefined })
+    return { path, bytes: 9, ram: { included: true }, timings: { scrubMs: 1, saveMs: 1, totalMs: 2 } }
   }
 
   /** QEMU dies under the pool. */
