@@ -94,6 +94,11 @@ export function stereos(options: StereosOptionsInput = {}): Plugin {
       // The running Vitest's version (not the one this package resolves): that is what matters.
       checkVitestVersion(vitest.version)
       const projects = [...new Set([project, ...vitest.projects])]
+      // `stereos-harness debug --rerun` runs Vitest inside a captured VM: the files run there, in forks.
+      if (process.env.STEREOS_RERUN === '1' && process.env.STEREOS_SANDBOX === '1') {
+        for (const p of projects) if (p.config.pool === POOL_NAME) p.config.pool = 'forks'
+        return
+      }
       // The host, once per run and before any VM boots: QEMU, KVM (a warning where TCG may run
       // the guests), the mixtape. A failure is one error naming its fix, not one per test file.
       if (!checked.has(vitest) && projects.some((p) => p.config.pool === POOL_NAME)) {

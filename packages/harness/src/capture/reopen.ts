@@ -81,6 +81,8 @@ while [ $# -ge 3 ]; do
   tag=$1 i=$2 root=$3
   shift 3
   umount "$root" 2>/dev/null || true
+  # stereosd mounts every share it is given (at the capture's staging path): a tag mounts once.
+  for m in $(awk -v t="$tag" '$1==t && $3=="9p"{print $2}' /proc/mounts); do umount "$m"; done
   mkdir -p "$V/$i/lower" "$V/$i/upper" "$V/$i/work" "$root"
   mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 "$tag" "$V/$i/lower"
   dirs="lowerdir=$V/$i/lower,upperdir=$V/$i/upper,workdir=$V/$i/work"

@@ -7,20 +7,33 @@ import { HarnessError } from '../errors.js'
 import { log } from '../log.js'
 import { Sandbox } from '../sandbox/sandbox.js'
 import { defaultRuntimeDir, ensureRuntimeDir } from '../vmm/vm-dir.js'
+import { poolContextOf, type PoolCaptureContext, viewSources } from '../capture/reopen.js'
 import { remoteCommand } from './kept.js'
+import { remountView, rerunFile, testUserCommand } from './rerun.js'
 
 export interface DebugArgs {
   capture: string | undefined
   exec: string | undefined
   keep: boolean
   extract: string | undefined
+  /** Run the failing file again under Vitest in the VM (a pool capture). */
+  rerun?: boolean
+  /** With rerun: the inspector waits for a debugger (`--inspect-brk`). */
+  inspectBrk?: boolean
+  /** With rerun: the host port the guest's inspector is forwarded to (default 9229). */
+  inspectPort?: number
+  /** The local checkout laid where the view was (default: the working directory). */
+  checkout?: string
 }
 
 /**
  * `debug <capture>`: restore a captured VM in a fresh VM dir of this host (the mixtape found by
- * digest in the local store), start a new agent and SSH key in it, then a shell as admin, or
- * `--exec CMD` (exit status: CMD's); `--keep` leaves it running for `stereos-harness ssh`.
- * `--extract DIR` writes the manifest, logs and disk (and the saved state) to DIR instead.
+ * digest in the local store), start a new agent and SSH key in it, then a shell, or `--exec CMD`
+ * (exit status: CMD's); `--keep` leaves it running for `stereos-harness ssh`. A capture the Vitest
+ * pool took gets the local checkout (`--checkout`, default the working directory) where the
+ * project view was, under the VM's own writes, and the shell runs as the test user in Vitest's
+ * root; `--rerun` runs the failing file there again under Vitest (rerun.ts). Other captures
+ * get a shell as admin. `--extract DIR` writes the manifest, logs and disk to DIR instead.
  */
 export async function debugCommand(args: DebugArgs): Promise<number> {
   if (!args.capture)
@@ -40,6 +53,14 @@ export async function debugCommand(args: DebugArgs): Promise<number> {
   }
   const refusal = restoreRefusal(capture)
   if (refusal) throw new HarnessError('CAPTURE', refusal, { fix: `its logs and disk: stereos-harness debug ${args.capture} --extract DIR` })
+  const pool = poolContextOf(manifest.context)
+  if (args.rerun && args.exec !== undefined) throw new HarnessError('INVALID_OPTIONS', 'debug takes --rerun or --exec, not both')
+  if (args.rerun && !pool)
+    throw new HarnessError('INVALID_OPTIONS', `${path} was not taken by the Vitest pool, so it names no test file to rerun`, {
+      fix: 'use --exec CMD or the shell',
+    })
+  const sources = pool ? viewSources(pool, resolve(args.checkout ?? '.')) : []
+  for (const source of sources) if (!source.local) process.stderr.write(`the view's ${source.root} is served empty: ${source.why}\n`)
 
   const runtimeDir = defaultRuntimeDir()
   const captures = join(runtimeDir, 'captures')
@@ -53,7 +74,10 @@ export async function debugCommand(args: DebugArgs): Promise<number> {
     if (!extracted.state || !extracted.disk) throw new HarnessError('CAPTURE', `${path} lacks its state or disk`)
     await rebaseDisk(extracted.disk, mixtape.disk)
     // The view's shares come back as empty directories at the same guest paths (their devices are part of the machine).
+    // A view root of a pool capture is served from the local checkout; the rest come back empty.
     const shared = manifest.shares.map((share) => {
+      const local = sources.find((s) => s.tag === share.tag)?.local
+      if (local) return { host: local, guest: share.guest, readonly: true }
       const host = join(work, share.tag)
       mkdirSync(host, { mode: 0o700 })
       return { host, guest: share.guest, readonly: share.readonly }
@@ -91,15 +115,17 @@ export async function debugCommand(args: DebugArgs): Promise<number> {
     throw new HarnessError('CAPTURE', 'the restored VM has no SSH path', { fix: 'captures of VMs without a network cannot be entered yet' })
   }
   try {
-    const context = Object.keys(manifest.context).length ? ` (${JSON.stringify(manifest.context)})` : ''
-    process.stderr.write(`restored ${path}${context} as ${sandbox.info.id}\n`)
-    const interactive = args.exec === undefined
-    const tty = interactive && process.stdin.isTTY ? ['-t'] : []
-    const child = spawn('ssh', [...tty, ...ssh.args, ...(interactive ? [] : [remoteCommand(['sh', '-c', args.exec ?? ''])])], { stdio: 'inherit' })
-    const code = await new Promise<number>((done, fail) => {
-      child.on('error', (err) => fail(new HarnessError('HOST', `cannot run ssh: ${err.message}`, { fix: 'install an OpenSSH client' })))
-      child.on('exit', (status, signal) => done(status ?? (signal ? 128 : 1)))
-    })
+    if (pool) await remountView(sandbox, pool)
+    const what = pool
+      ? ` (${pool.file}: ${pool.failedTests.join(', ') || 'failed'})`
+      : Object.keys(manifest.context).length
+        ? ` (${JSON.stringify(manifest.context)})`
+        : ''
+    process.stderr.write(`restored ${path}${what} as ${sandbox.info.id}\n`)
+    const code =
+      pool && args.rerun
+        ? await rerunFile(sandbox, pool, { brk: args.inspectBrk ?? false, port: args.inspectPort ?? 9229 })
+        : await shell(ssh.args, args.exec, pool)
     if (args.keep) {
       sandbox.detach(`stereos-harness debug ${path}`)
       process.stderr.write(
@@ -113,4 +139,16 @@ export async function debugCommand(args: DebugArgs): Promise<number> {
     if (!args.keep) await sandbox.shutdown().catch(() => undefined)
     throw err
   }
+}
+
+/** ssh into the VM: a shell, or CMD; as the test user in Vitest's root for a pool capture, else as admin. */
+async function shell(sshArgs: string[], exec: string | undefined, pool: PoolCaptureContext | undefined): Promise<number> {
+  const interactive = exec === undefined
+  const tty = interactive && process.stdin.isTTY ? ['-t'] : []
+  const command = pool ? testUserCommand(pool, exec) : interactive ? undefined : ['sh', '-c', exec ?? '']
+  const child = spawn('ssh', [...tty, ...sshArgs, ...(command ? [remoteCommand(command)] : [])], { stdio: 'inherit' })
+  return new Promise<number>((done, fail) => {
+    child.on('error', (err) => fail(new HarnessError('HOST', `cannot run ssh: ${err.message}`, { fix: 'install an OpenSSH client' })))
+    child.on('exit', (status, signal) => done(status ?? (signal ? 128 : 1)))
+  })
 }

@@ -38,10 +38,13 @@ Commands:
   kept [--json]                                    list VMs kept running after their run (Vitest pool keepVm)
   ssh ID [-- CMD [ARGS...]]                        a shell (or CMD) in a kept VM, as admin
   stop ID [--json]                                 stop a kept VM and remove its directory
-  debug CAPTURE [--exec CMD] [--keep] [--extract DIR]
-                                                   restore a captured VM (Sandbox.capture) here: a shell as admin,
-                                                   or CMD (exit status: CMD's); --keep leaves it running;
-                                                   --extract writes its manifest, logs and disk to DIR
+  debug CAPTURE [--exec CMD | --rerun [--inspect-brk] [--inspect-port N]] [--checkout DIR] [--keep] [--extract DIR]
+                                                   restore a captured VM (Sandbox.capture, Vitest pool capture) here:
+                                                   a shell, or CMD (exit status: CMD's); a pool capture gets the local
+                                                   checkout (--checkout, default .) where the project was, and its
+                                                   shell runs as the test user; --rerun runs the failing file again
+                                                   under Vitest, its inspector on 127.0.0.1:9229; --keep leaves it
+                                                   running; --extract writes its manifest, logs and disk to DIR
 
 REF is 'fixture' (this repo's test guest), a directory with an unpacked mixtape, name[:tag]
 (download.stereos.ai/mixtapes/name:tag), a full registry reference, or one with @sha256:<digest>.
@@ -66,6 +69,10 @@ async function main(argv: string[]): Promise<number> {
       'unused-since': { type: 'string' },
       exec: { type: 'string' },
       extract: { type: 'string' },
+      rerun: { type: 'boolean', default: false },
+      'inspect-brk': { type: 'boolean', default: false },
+      'inspect-port': { type: 'string' },
+      checkout: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -110,7 +117,16 @@ async function main(argv: string[]): Promise<number> {
     case 'ssh':
       return sshCommand({ id: positionals[0], command: positionals.slice(1) })
     case 'debug':
-      return debugCommand({ capture: positionals[0], exec: values.exec, keep: values.keep, extract: values.extract })
+      return debugCommand({
+        capture: positionals[0],
+        exec: values.exec,
+        keep: values.keep,
+        extract: values.extract,
+        rerun: values.rerun,
+        inspectBrk: values['inspect-brk'],
+        inspectPort: values['inspect-port'] === undefined ? undefined : port(values['inspect-port']),
+        checkout: values.checkout,
+      })
     case 'stop':
       return stopCommand({ id: positionals[0], json: values.json })
     default:
@@ -139,4 +155,10 @@ function pruneScope(all: boolean, unusedSince: string | undefined): TemplatePrun
       fix: 'e.g. --unused-since 2026-11-30T06:00:00Z or --unused-since "$(date -u +%s)" taken when the job started',
     })
   return { unusedBeforeMs: ms }
+}
+
+function port(text: string): number {
+  const n = Number(text)
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new HarnessError('INVALID_OPTIONS', `--inspect-port must be a TCP port (0-65535), got ${text}`)
+  return n
 }

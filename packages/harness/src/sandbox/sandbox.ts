@@ -213,13 +213,14 @@ export class Sandbox implements AsyncDisposable {
     if (this.stopping || this.detached || !this.running)
       return Promise.reject(new HarnessError('CAPTURE', `sandbox ${this.info.id} is not running, so it cannot be captured`))
     if (this.captured) return Promise.reject(new HarnessError('CAPTURE', `sandbox ${this.info.id} was captured already`))
-    this.agentClient?.close()
     const { parts } = this
+    // The agent is killed by the scrub, not told to go: a connection it sees close would end what
+    // the tests left running (its workers' cgroups), and the capture would lose it.
     this.captured = captureVm(
       { source: parts.capture, vmDir: this.info.vmDir, logs: this.logs, qmp: parts.qmp, running: () => this.running, log: parts.log },
       path,
       options,
-    )
+    ).finally(() => this.agentClient?.close())
     return this.captured
   }
 
