@@ -65,7 +65,8 @@ test('a failing file in CI leaves one capture; another machine reopens it, sees 
       '--outputFile.json=reports/r.json',
       '--outputFile.junit=reports/junit.xml',
     ],
-    { CI: '1' },
+    // Beside the reports: not where a CI job's setup-stereos sends the captures of its own run.
+    { CI: '1', STEREOS_CAPTURE_DIR: '' },
   )
   expect(run.code, run.output).toBe(1)
   const captures = readdirSync(join(reports, 'stereos-captures'))

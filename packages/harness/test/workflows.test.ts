@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -34,14 +34,17 @@ const workflows = readdirSync(workflowsDir)
   .filter((name) => /\.ya?ml$/.test(name))
   .map((name) => `.github/workflows/${name}`)
 const actionsDir = join(root, '.github', 'actions')
-const actions = readdirSync(actionsDir)
-  .map((name) => `.github/actions/${name}/action.yml`)
-  .filter((path) => existsSync(join(root, path)))
+// Every action.yml under .github/actions, nested ones (setup-stereos/upload-captures) too.
+const actions = (readdirSync(actionsDir, { recursive: true }) as string[])
+  .filter((path) => path === 'action.yml' || path.endsWith('/action.yml'))
+  .map((path) => `.github/actions/${path}`)
+  .sort()
 
 describe('workflows pass actionlint', () => {
   test('there is something to lint', () => {
     expect(workflows).toContain('.github/workflows/ci.yml')
     expect(actions).toContain('.github/actions/setup-stereos/action.yml')
+    expect(actions).toContain('.github/actions/setup-stereos/upload-captures/action.yml')
   })
 
   test.each(workflows)('%s', async (path) => {

@@ -266,10 +266,12 @@ describe('StereosPoolWorker against a scripted guest (no QEMU)', () => {
 
   test('captures go beside the reports: capture.dir, else the first outputFile, else .vitest/stereos-captures; names flatten the file path', () => {
     const on = { when: 'on-failure', limit: 3 } as const
-    expect(captureDir({ ...on, dir: 'out/caps' }, { root: '/p', outputFile: 'r/junit.xml' })).toBe('/p/out/caps')
-    expect(captureDir(on, { root: '/p', outputFile: 'r/junit.xml' })).toBe('/p/r/stereos-captures')
-    expect(captureDir(on, { root: '/p', outputFile: { json: '/abs/r.json', junit: 'x/j.xml' } })).toBe('/abs/stereos-captures')
-    expect(captureDir(on, { root: '/p' })).toBe('/p/.vitest/stereos-captures')
+    const ci = { STEREOS_CAPTURE_DIR: '/runner/tmp/caps' }
+    expect(captureDir({ ...on, dir: 'out/caps' }, { root: '/p', outputFile: 'r/junit.xml' }, ci)).toBe('/p/out/caps')
+    expect(captureDir(on, { root: '/p', outputFile: 'r/junit.xml' }, ci)).toBe('/runner/tmp/caps')
+    expect(captureDir(on, { root: '/p', outputFile: 'r/junit.xml' }, {})).toBe('/p/r/stereos-captures')
+    expect(captureDir(on, { root: '/p', outputFile: { json: '/abs/r.json', junit: 'x/j.xml' } }, {})).toBe('/abs/stereos-captures')
+    expect(captureDir(on, { root: '/p' }, { STEREOS_CAPTURE_DIR: '' })).toBe('/p/.vitest/stereos-captures')
     expect(captureName('/p', '/p/test/e2e/a b.test.ts', 'vm-1')).toBe('test_e2e_a_b.test.ts-vm-1.stcap')
     expect(captureName('/p', '/elsewhere/x.test.ts', 'vm-1')).toBe('elsewhere_x.test.ts-vm-1.stcap')
   })

@@ -3,11 +3,17 @@ import { dirname, relative, resolve } from 'node:path'
 import type { CaptureOption } from '../options.js'
 
 /**
- * Where a run's captures go: `capture.dir`, else beside the reports Vitest writes (the first
- * `outputFile`), else `<root>/.vitest/stereos-captures`; CI uploads them with the reports.
+ * Where a run's captures go: `capture.dir`, else $STEREOS_CAPTURE_DIR, else beside the reports
+ * Vitest writes (the first `outputFile`), else `<root>/.vitest/stereos-captures`; CI uploads them.
  */
-export function captureDir(option: CaptureOption, config: { root: string; outputFile?: string | Partial<Record<string, string>> }): string {
+export function captureDir(
+  option: CaptureOption,
+  config: { root: string; outputFile?: string | Partial<Record<string, string>> },
+  env: NodeJS.ProcessEnv = process.env,
+): string {
   if (option.dir) return resolve(config.root, option.dir)
+  // The CI's choice (the setup-stereos action sets it, and uploads what lands there).
+  if (env.STEREOS_CAPTURE_DIR) return resolve(config.root, env.STEREOS_CAPTURE_DIR)
   const output = typeof config.outputFile === 'string' ? config.outputFile : Object.values(config.outputFile ?? {}).find((f) => typeof f === 'string')
   return output ? resolve(config.root, dirname(output), 'stereos-captures') : resolve(config.root, '.vitest', 'stereos-captures')
 }
