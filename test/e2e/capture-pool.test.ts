@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { homedir, tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { afterAll, expect, test } from 'vitest'
@@ -69,6 +69,7 @@ test('a failing file in CI leaves one capture; another machine reopens it, sees 
     { CI: '1', STEREOS_CAPTURE_DIR: '' },
   )
   expect(run.code, run.output).toBe(1)
+  for (const line of run.output.split('\n')) if (line.includes('captured in')) process.stderr.write(`${line}\n`)
   const captures = readdirSync(join(reports, 'stereos-captures'))
   expect(captures).toHaveLength(1)
   const capture = join(reports, 'stereos-captures', captures[0] as string)
@@ -126,4 +127,13 @@ test('a failing file in CI leaves one capture; another machine reopens it, sees 
   expect(rerun.output).toMatch(/Tests\s+1 failed/)
   expect(rerun.code, rerun.output).toBe(1)
   expect(vmDirs(runtimeB)).toEqual([])
+
+  // A download cut short: one line naming the cause and the fix, no VM, nothing left behind.
+  const cut = join(work, 'cut.stcap')
+  writeFileSync(cut, readFileSync(capture).subarray(0, Math.floor(statSync(capture).size / 2)))
+  const damaged = await runCommand(process.execPath, [cli, 'debug', cut, '--checkout', checkout, '--exec', 'true'], { cwd: checkout, env })
+  expect(damaged.code).not.toBe(0)
+  expect(damaged.output).toMatch(/cut\.stcap is not a readable capture: .*\n.*download it again/)
+  expect(vmDirs(runtimeB)).toEqual([])
+  expect(readdirSync(join(runtimeB, 'captures'))).toEqual([])
 })
