@@ -47,7 +47,8 @@ export function testUserCommand(pool: PoolCaptureContext, exec: string | undefin
  * Its output is this command's; the exit status is Vitest's.
  */
 export async function rerunFile(sandbox: Sandbox, pool: PoolCaptureContext, inspect: { brk: boolean; port: number }): Promise<number> {
-  const node = (await sandbox.agent()).info.execPath
+  // The Node the file's worker ran on (the test user could run it): the new agent's may be a root-only copy.
+  const node = (await sandbox.stat(pool.node)) ? pool.node : (await sandbox.agent()).info.execPath
   const { uid, gid } = pool.testUser
   const options: SpawnOptions = {
     user: uid === 0 ? 'root' : { uid, gid },
