@@ -51,7 +51,19 @@ export const CaptureManifest = z.object({
   files: z.record(z.string(), FileEntry),
   /** What the caller said about the capture (test file, failed tests). */
   context: z.record(z.string(), z.json()),
-  timings: z.object({ scrubMs: z.number(), saveMs: z.number(), totalMs: z.number() }),
+  /**
+   * Where the capture's time went, in ms: the guest's scrub, the save (RAM and devices, the disk
+   * copied), then at once: the disk rebased, then searched and packed; the saved RAM searched.
+   * The three after the save are optional: captures before them lack them.
+   */
+  timings: z.object({
+    scrubMs: z.number(),
+    saveMs: z.number(),
+    rebaseMs: z.number().optional(),
+    diskMs: z.number().optional(),
+    ramScanMs: z.number().optional(),
+    totalMs: z.number(),
+  }),
 })
 export type CaptureManifest = z.infer<typeof CaptureManifest>
 

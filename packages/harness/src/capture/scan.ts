@@ -29,20 +29,34 @@ export interface Needle {
   bytes: Buffer
 }
 
+/**
+ * Searches consecutive chunks for the needles, across chunk boundaries too: `push` each chunk in
+ * order; it returns what the first needle found is, or undefined.
+ */
+export function needleScanner(needles: readonly Needle[]): (chunk: Buffer) => string | undefined {
+  const keep = needles.length ? Math.max(...needles.map((n) => n.bytes.length)) - 1 : 0
+  let tail = Buffer.alloc(0)
+  return (chunk) => {
+    if (needles.length === 0) return undefined
+    const window = tail.length ? Buffer.concat([tail, chunk]) : chunk
+    const found = needles.find((needle) => window.includes(needle.bytes))
+    if (found) return found.what
+    tail = Buffer.from(window.subarray(Math.max(0, window.length - keep)))
+    return undefined
+  }
+}
+
 /** The first needle found in the stream (across chunk boundaries too), by what it is; undefined when none is. */
 export async function streamHolds(stream: Readable, needles: readonly Needle[]): Promise<string | undefined> {
   if (needles.length === 0) {
     stream.destroy()
     return undefined
   }
-  const keep = Math.max(...needles.map((n) => n.bytes.length)) - 1
-  let tail = Buffer.alloc(0)
+  const scan = needleScanner(needles)
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) {
-      const window = tail.length ? Buffer.concat([tail, chunk]) : chunk
-      const found = needles.find((needle) => window.includes(needle.bytes))
-      if (found) return found.what
-      tail = Buffer.from(window.subarray(Math.max(0, window.length - keep)))
+      const found = scan(chunk)
+      if (found) return found
     }
   } finally {
     stream.destroy()
@@ -50,14 +64,20 @@ export async function streamHolds(stream: Readable, needles: readonly Needle[]):
   return undefined
 }
 
+/**
+ * Chunks are searched once per needle: 512 KiB stays in the CPU's cache across the searches
+ * (measured: the saved RAM searched in 130 ms at 512 KiB, 190-350 ms at 4 MiB).
+ */
+export const SCAN_CHUNK_BYTES = 512 * 1024
+
 export function fileHolds(path: string, needles: readonly Needle[]): Promise<string | undefined> {
-  return streamHolds(createReadStream(path, { highWaterMark: 4 * 1024 * 1024 }), needles)
+  return streamHolds(createReadStream(path, { highWaterMark: SCAN_CHUNK_BYTES }), needles)
 }
 
 /** A zstd file, decompressed as it is read. */
 export function zstdFileHolds(path: string, needles: readonly Needle[]): Promise<string | undefined> {
-  const source = createReadStream(path, { highWaterMark: 4 * 1024 * 1024 })
-  const decompressed = source.pipe(zlib.createZstdDecompress({ chunkSize: 4 * 1024 * 1024 }))
+  const source = createReadStream(path, { highWaterMark: 1024 * 1024 })
+  const decompressed = source.pipe(zlib.createZstdDecompress({ chunkSize: SCAN_CHUNK_BYTES }))
   source.on('error', (err) => decompressed.destroy(err))
   return streamHolds(decompressed, needles)
 }
