@@ -119,6 +119,11 @@ describe('secret scan', () => {
     const text = Buffer.from(`xx${token}yy`)
     const chunks = [text.subarray(0, 9), text.subarray(9)]
     expect(await streamHolds(Readable.from(chunks), needles)).toBe('the token')
+    // Chunks shorter than a value: it spans several boundaries.
+    const small = Buffer.from(`${'x'.repeat(40)}${token}`)
+    const bits = Array.from({ length: Math.ceil(small.length / 3) }, (_, i) => small.subarray(i * 3, i * 3 + 3))
+    expect(await streamHolds(Readable.from(bits), needles)).toBe('the token')
+    expect(await streamHolds(Readable.from(bits.slice(0, -1)), needles)).toBeUndefined()
     expect(await streamHolds(Readable.from([Buffer.from(`..${token}..`, 'utf16le')]), needles)).toBe('the token (UTF-16)')
     expect(await streamHolds(Readable.from([Buffer.from('nothing here')]), needles)).toBeUndefined()
     expect(redact(Buffer.from(`a ${token} b`), [{ what: 't', value: token }]).toString()).toBe('a [redacted] b')
