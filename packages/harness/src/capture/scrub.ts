@@ -45,8 +45,7 @@ export function scrubScript(): string {
     // `read` drops a command line's NULs (ash, bash): one pass over /proc without a process each.
     `for p in /proc/[0-9]*; do c=; read -r c <"$p/cmdline" 2>/dev/null; case "$c" in *"${SHARE_GUEST_PATH}/lib/agent/main.js"*) kill -9 "\${p#/proc/}" 2>/dev/null;; esac; done`,
     ...stopDaemons(),
-    // Innermost first: an overlay (the project view) sits on its 9p share.
-    `for m in $(awk '$3=="overlay"||$3=="9p"{l[n++]=$2} END{for(i=n-1;i>=0;i--)print l[i]}' /proc/mounts); do umount "$m" 2>/dev/null || echo "stereos-harness capture: cannot unmount $m (busy)"; done`,
+    ...unmountShares(),
     'sync',
     `free=$(awk '/^MemFree:/{print $2}' /proc/meminfo); fill=$((free - ${FILL_RESERVE_KIB}))`,
     'if [ "$fill" -gt 0 ]; then',
@@ -62,6 +61,27 @@ export function scrubScript(): string {
     `rm -f ${SCRIPT}`,
     `echo "${SCRUBBED_MARKER}"`,
   ].join('\n')
+}
+
+/**
+ * Take the 9p shares down, innermost first (an overlay, the project view, sits on its share).
+ * A process whose working directory, root, program, open file or mapping is under one keeps it
+ * mounted (a server the failed test started in the project, say), and QEMU cannot save a VM with
+ * a 9p share mounted: such a process is stopped, and named on the console (the host logs it).
+ */
+function unmountShares(): string[] {
+  return [
+    'holders() { for p in /proc/[0-9]*; do hit=; for l in "$p/cwd" "$p/root" "$p/exe" "$p"/fd/*; do t=$(readlink "$l" 2>/dev/null) || continue; case "$t" in "$1" | "$1"/*) hit=1; break ;; esac; done; [ -z "$hit" ] && grep -qF " $1/" "$p/maps" 2>/dev/null && hit=1; [ -n "$hit" ] && echo "${p#/proc/}"; done; }',
+    `for m in $(awk '$3=="overlay"||$3=="9p"{l[n++]=$2} END{for(i=n-1;i>=0;i--)print l[i]}' /proc/mounts); do`,
+    '  umount "$m" 2>/dev/null && continue',
+    '  for pid in $(holders "$m"); do',
+    '    [ "$pid" = $$ ] && continue',
+    '    echo "stereos-harness capture: stopped pid $pid ($(cat /proc/$pid/comm 2>/dev/null)): it held $m, which must be unmounted to save the VM"',
+    '    kill -9 "$pid" 2>/dev/null',
+    '  done',
+    '  n=0; until umount "$m" 2>/dev/null; do n=$((n + 1)); [ $n -gt 40 ] && { echo "stereos-harness capture: cannot unmount $m (busy)"; break; }; sleep 0.05; done',
+    'done',
+  ]
 }
 
 /** The control-plane daemons, in start order (agentd needs stereosd). */
@@ -137,7 +157,7 @@ export async function awaitScrubbed(serialLog: string, from: number, timeoutMs: 
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const text = readFrom(serialLog, from)
-    if (text.includes(SCRUBBED_MARKER)) return text.split('\n').filter((line) => line.startsWith('stereos-harness capture: cannot'))
+    if (text.includes(SCRUBBED_MARKER)) return text.split('\n').filter((line) => /^stereos-harness capture: (cannot|stopped) /.test(line))
     if (died()) throw new HarnessError('CAPTURE', 'QEMU exited while the guest was being scrubbed for the capture', { logs: { serial: serialLog } })
     if (Date.now() > deadline)
       throw new HarnessError('CAPTURE', `the guest did not finish removing its secrets within ${timeoutMs} ms; nothing was captured`, {
