@@ -41,6 +41,8 @@ const answers = () => new Promise((resolve) => connect(7788, '127.0.0.1').on('da
 test('the widget renders', async () => {
   writeFileSync('written-before-failure.txt', 'the test wrote this before failing\\n')
   spawn(process.execPath, ['-e', SERVICE], { cwd: '/', detached: true, stdio: 'ignore' }).unref()
+  // A leftover in the project: it keeps the view mounted, so the capture must stop it.
+  spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { detached: true, stdio: 'ignore' }).unref()
   await expect.poll(answers, { timeout: 20_000 }).toBe(true)
   expect('rendered').toBe('the widget')
 })
@@ -75,6 +77,7 @@ test.each(['fixture', 'fixture-nixos'])(
     )
     expect(run.code, run.output).toBe(1)
     for (const line of run.output.split('\n')) if (line.includes('captured in')) process.stderr.write(`${line}\n`)
+    expect(run.output).toMatch(/capture: stopped pid \d+ \(\S+\): it held \//)
     const captures = readdirSync(join(reports, 'stereos-captures'))
     expect(captures).toHaveLength(1)
     const capture = join(reports, 'stereos-captures', captures[0] as string)

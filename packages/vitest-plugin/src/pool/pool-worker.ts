@@ -316,6 +316,8 @@ export class StereosPoolWorker implements PoolWorker {
     } catch (err) {
       message = `VM ${vm.info.id} could not be captured: ${(err as Error).message.split('\n')[0]}`
       project.vitest.logger.error(`stereos: ${relative(root, run.files[0] ?? '')}: ${message}`)
+      // Scrubbed, it has no agent and may not answer a graceful shutdown: end it now, not at stop().
+      await vm.shutdown({ timeoutMs: 1_000 }).catch(() => undefined)
     }
     const annotation = { type: 'internal:annotation', annotation: { type: 'stereos capture', message } }
     for (const id of run.failedIds) await this.firewall.call('onTaskArtifactRecord', [id, annotation])
