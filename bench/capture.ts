@@ -8,6 +8,7 @@ import { mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { openCapture } from '@stereos/harness'
 import { median, seconds, type Summary } from './stats.ts'
 
 const repo = join(fileURLToPath(import.meta.url), '..', '..')
@@ -53,7 +54,14 @@ export async function main(argv: string[]): Promise<Summary> {
     writeFileSync(join(dir, 'fail.test.ts'), `import { expect, test } from 'vitest'\ntest('fails', () => { expect('got').toBe('wanted') })\n`)
     say(`capture benchmark: 4 files (1 failing), maxWorkers 2, ${runs} runs each, alternating (fixture VMs, ${process.arch} host)`)
     await vitest(dir, 'vitest.never.config.ts', ['pass0.test.ts'])
-    const failing = { never: [] as number[], on: [] as number[], poolMs: [] as number[], bytes: [] as number[] }
+    const failing = {
+      never: [] as number[],
+      on: [] as number[],
+      poolMs: [] as number[],
+      bytes: [] as number[],
+      scrubMs: [] as number[],
+      saveMs: [] as number[],
+    }
     const passing = { never: [] as number[], on: [] as number[] }
     for (let i = 0; i < runs; i++) {
       failing.never.push((await vitest(dir, 'vitest.never.config.ts', [])).wallMs)
@@ -65,6 +73,9 @@ export async function main(argv: string[]): Promise<Summary> {
       failing.on.push(on.wallMs)
       failing.poolMs.push(on.captureMs)
       failing.bytes.push(statSync(join(captures, made[0] as string)).size)
+      const { timings } = openCapture(join(captures, made[0] as string)).manifest
+      failing.scrubMs.push(timings.scrubMs)
+      failing.saveMs.push(timings.saveMs)
       const passes = ['pass0.test.ts', 'pass1.test.ts', 'pass2.test.ts']
       passing.never.push((await vitest(dir, 'vitest.never.config.ts', passes)).wallMs)
       passing.on.push((await vitest(dir, 'vitest.on.config.ts', passes)).wallMs)
@@ -74,11 +85,13 @@ export async function main(argv: string[]): Promise<Summary> {
       failOn: median(failing.on),
       pool: median(failing.poolMs),
       bytes: median(failing.bytes),
+      scrub: median(failing.scrubMs),
+      save: median(failing.saveMs),
       passNever: median(passing.never),
       passOn: median(passing.on),
     }
     say(
-      `failing run: capture never ${seconds(m.failNever)}, on-failure ${seconds(m.failOn)} (+${seconds(m.failOn - m.failNever)}); the pool's capture figure ${seconds(m.pool)}, file ${(m.bytes / 1e6).toFixed(1)} MB`,
+      `failing run: capture never ${seconds(m.failNever)}, on-failure ${seconds(m.failOn)} (+${seconds(m.failOn - m.failNever)}); the pool's capture figure ${seconds(m.pool)} (scrub ${seconds(m.scrub)}, save ${seconds(m.save)}), file ${(m.bytes / 1e6).toFixed(1)} MB`,
     )
     say(`passing run: capture never ${seconds(m.passNever)}, on-failure ${seconds(m.passOn)}`)
     say(`ratios: failing on/never ${(m.failOn / m.failNever).toFixed(2)}, passing on/never ${(m.passOn / m.passNever).toFixed(2)}`)
@@ -88,6 +101,8 @@ export async function main(argv: string[]): Promise<Summary> {
       failingOnWallMs: m.failOn,
       captureAddedMs: m.failOn - m.failNever,
       capturePoolMs: m.pool,
+      captureScrubMs: m.scrub,
+      captureSaveMs: m.save,
       captureBytes: m.bytes,
       passingNeverWallMs: m.passNever,
       passingOnWallMs: m.passOn,
