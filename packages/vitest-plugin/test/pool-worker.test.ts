@@ -257,6 +257,8 @@ describe('StereosPoolWorker against a scripted guest (no QEMU)', () => {
     // The annotation is recorded before testfileFinished reaches Vitest.
     expect(seen.indexOf(capture)).toBeLessThan(seen.findIndex((m) => (m as { type?: string }).type === 'testfileFinished'))
     expect(lines.some((l) => l.includes(`captured in`) && l.includes('a.test.ts'))).toBe(true)
+    // isolate: false: the spent worker is not offered the next file.
+    expect(worker.canReuse({ context: { files: [{ filepath: file }] } } as never)).toBe(false)
     send('stop')
     await worker.stop()
     expect(vm.shutdowns).toBe(1)
