@@ -1,11 +1,11 @@
 import { parse } from 'smol-toml'
 import { describe, expect, test } from 'vitest'
-import { parseSandboxOptions } from '../src/config/options.js'
+import { planBoot } from '../src/config/plan.js'
 import { defaultJcard } from '../src/sandbox/jcard.js'
 
 describe('default jcard', () => {
   test('is what mb would write for the sandbox, without secret values', () => {
-    const options = parseSandboxOptions({
+    const options = planBoot({
       resources: { cpus: 2, memory: '1GiB' },
       shared: [{ host: '/src', guest: '/workspace', readonly: true }],
       network: { forwards: [{ host: 8080, guest: 80 }] },

@@ -1,12 +1,10 @@
-import type { Arch } from '../config/options.js'
-import { parseSandboxOptions } from '../config/options.js'
+import type { Arch, SandboxOptionsInput } from '../config/options.js'
+import { planBoot, type BootPlan } from '../config/plan.js'
 import { HarnessError } from '../errors.js'
 import type { LogSink } from '../log.js'
 import { resolveMixtape } from '../mixtape/resolve.js'
 import { kvmNoteSaid } from '../sandbox/accel.js'
-import { PROFILES } from '../vmm/profile.js'
 import { requireQemu } from '../vmm/qemu-process.js'
-import { hostArch } from './arch.js'
 import { type KvmProbe, probeKvm } from './kvm.js'
 import { which } from './which.js'
 
@@ -37,15 +35,13 @@ const realDeps = (log: LogSink): PreflightDeps => ({
  * mixtape that resolves for this architecture. Whether a mixtape's agent starts is known only
  * by booting it: `stereos-harness doctor --mixtape REF` does that.
  */
-export async function hostPreflight(input: unknown, log: LogSink, deps: PreflightDeps = realDeps(log)): Promise<PreflightResult> {
-  const options = parseSandboxOptions(input)
-  const arch = options.arch ?? hostArch()
-  if (!arch) {
-    throw new HarnessError('HOST', `This host's architecture (${process.arch}) has no matching guest architecture`, {
-      fix: "set arch: 'x86_64' or 'aarch64' to emulate one",
-    })
-  }
-  const binary = options.qemuBinary ?? PROFILES[arch].qemuBinary
+export async function hostPreflight(
+  input: SandboxOptionsInput | BootPlan | undefined,
+  log: LogSink,
+  deps: PreflightDeps = realDeps(log),
+): Promise<PreflightResult> {
+  const options = planBoot(input)
+  const { arch, qemuBinary: binary } = options
   // The boot's own check and message (QEMU_NOT_FOUND naming the package), now rather than per file.
   requireQemu(binary)
   if (!deps.which('qemu-img')) {

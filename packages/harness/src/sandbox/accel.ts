@@ -1,4 +1,5 @@
-import type { Arch, ResolvedSandboxOptions } from '../config/options.js'
+import type { Arch } from '../config/options.js'
+import type { BootPlan } from '../config/plan.js'
 import { HarnessError } from '../errors.js'
 import { probeKvm } from '../host/kvm.js'
 import type { LogSink } from '../log.js'
@@ -19,7 +20,8 @@ export function kvmNoteSaid(arch: Arch): void {
 }
 
 /** KVM where a probe shows it can run this guest, else TCG with one log line saying why. */
-export async function chooseAccel(options: ResolvedSandboxOptions, arch: Arch, log: LogSink): Promise<AccelChoice> {
+export async function chooseAccel(options: Pick<BootPlan, 'accel' | 'arch' | 'qemuBinary'>, log: LogSink): Promise<AccelChoice> {
+  const { arch } = options
   if (options.accel === 'tcg') return { accel: 'tcg', note: 'TCG requested' }
   const kvm = await probeKvm(arch, options.qemuBinary)
   if (kvm.usable) return { accel: 'kvm', note: undefined }

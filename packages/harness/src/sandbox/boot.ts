@@ -1,21 +1,19 @@
 import { existsSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { basename, join, resolve } from 'node:path'
+import { basename, join } from 'node:path'
 import { ensureHarnessShare } from '../share/harness-share.js'
 import { ensureShareImage, SHARE_DISK_SERIAL } from '../share/share-image.js'
-import { parseSandboxOptions, type Arch, type ResolvedSandboxOptions } from '../config/options.js'
+import type { BootPlan } from '../config/plan.js'
 import { provision, type ProvisionPlan } from '../control/provision.js'
 import { traced } from '../control/traced-transport.js'
 import { loadVsock, type LoadVsock } from '../control/vsock-module.js'
 import { firstLine, HarnessError } from '../errors.js'
 import { TOKEN_SECRET } from '../wire/messages.js'
-import { hostArch } from '../host/arch.js'
 import { debug, log as stderrLog, type LogSink } from '../log.js'
 import { resolveMixtape } from '../mixtape/resolve.js'
 import { chooseControlPlane } from '../control/plane.js'
 import { planNetwork } from '../vmm/network/plan.js'
 import { chooseForwardScope } from '../vmm/network/private-network.js'
 import { sshAccess } from '../vmm/network/ssh-access.js'
-import { PROFILES } from '../vmm/profile.js'
 import { requireQemu } from '../vmm/qemu-process.js'
 import { createVmDir, markKept, type VmPaths } from '../vmm/vm-dir.js'
 import { chooseAccel } from './accel.js'
@@ -49,18 +47,19 @@ const trace = debug('stereos:boot')
  * it made; a failing phase undoes them all (QEMU killed, CID released, disk removed or the VM
  * dir kept for forensics) and its error is what the caller gets.
  */
-export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promise<SandboxParts> {
+export async function bootSandbox(options: BootPlan, hooks: BootHooks = {}): Promise<SandboxParts> {
   const log = hooks.log ?? stderrLog
   const load = hooks.loadVsock ?? loadVsock
   const timeline = new Timeline(trace)
 
-  // Phase: options and host. Nothing is created for the VM yet, so nothing needs undoing.
-  const { options, arch } = resolveOptions(input)
+  // Phase: host. Nothing is created for the VM yet, so nothing needs undoing.
+  const { arch } = options
+  checkShares(options)
   const runtimeDir = prepareRuntimeDir(options.runtimeDir, log)
   const mixtape = await timeline.phase('mixtape', () => resolveMixtape(options.mixtape, { arch, log }), 'mixtape-resolved')
   const boot = kernelBoot(mixtape)
-  const { accel, note } = await timeline.phase('accel', () => chooseAccel(options, arch, log))
-  const binary = requireQemu(options.qemuBinary ?? PROFILES[arch].qemuBinary)
+  const { accel, note } = await timeline.phase('accel', () => chooseAccel(options, log))
+  const binary = requireQemu(options.qemuBinary)
   // The share is a QEMU argument (built once per harness version, cached).
   const agentShare = options.bootstrap === 'none' ? undefined : await timeline.phase('harness share', () => ensureHarnessShare(arch, { log }))
   // The agent can run in a template only when it is started over SSH: agentd runs it as `agent`.
@@ -83,7 +82,7 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     const net = await planNetwork({
       plane,
       mode: options.network.mode,
-      forwards: options.network.forwards,
+      forwards: [...options.network.forwards],
       hostPorts: options.network.hostPorts,
       agent: agentShare !== undefined,
       load,
@@ -97,7 +96,7 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
     const launch: QemuLaunch = {
       binary,
       spec: {
-        ...qemuSpecFor({ options, arch, accel, boot, vm, network: net.qemu, agentShare }),
+        ...qemuSpecFor({ options, accel, boot, vm, network: net.qemu, agentShare }),
         ...(shareImage ? { imageDisk: { path: shareImage, serial: SHARE_DISK_SERIAL } } : {}),
       },
       vm,
@@ -240,26 +239,14 @@ export async function bootSandbox(input: unknown, hooks: BootHooks = {}): Promis
   })
 }
 
-/** Options parsed, the guest arch known, shares checked: a bad input fails before anything starts. */
-function resolveOptions(input: unknown): { options: ResolvedSandboxOptions; arch: Arch } {
-  const options = parseSandboxOptions(input)
-  const arch = options.arch ?? hostArch()
-  if (!arch) {
-    throw new HarnessError('HOST', `This host's architecture (${process.arch}) has no matching guest architecture`, {
-      fix: "set arch: 'x86_64' or 'aarch64' to emulate one",
-    })
-  }
-  checkShares(options)
-  return { options, arch }
-}
-
-function checkShares(options: ResolvedSandboxOptions): void {
+/** The shared dirs exist (the plan made their paths absolute): a bad one fails before anything starts. */
+function checkShares(options: BootPlan): void {
   options.shared.forEach((share, i) => {
-    const host = resolve(share.host)
-    if (!existsSync(host) || !statSync(host).isDirectory()) {
-      throw new HarnessError('INVALID_OPTIONS', `options.shared.${i}.host: ${host} is not a directory`, { fix: 'create the directory or correct the path' })
+    if (!existsSync(share.host) || !statSync(share.host).isDirectory()) {
+      throw new HarnessError('INVALID_OPTIONS', `options.shared.${i}.host: ${share.host} is not a directory`, {
+        fix: 'create the directory or correct the path',
+      })
     }
-    share.host = host
   })
 }
 
@@ -273,7 +260,7 @@ interface GuestCredentials {
   baseJcard: string
 }
 
-function guestCredentials(vm: VmPaths, options: ResolvedSandboxOptions): GuestCredentials {
+function guestCredentials(vm: VmPaths, options: BootPlan): GuestCredentials {
   const token = newAgentToken()
   const key = writeSshKey(vm.sshKey, `stereos-${vm.id}`)
   const baseJcard = options.jcard ?? defaultJcard(vm.id, options)
@@ -296,7 +283,7 @@ async function shareImageOrNone(shareDir: string, log: LogSink): Promise<string 
 }
 
 /** What provisioning sends; with `agentRunning` (restored with its agent) the token goes first and the 9p share is not mounted. */
-function provisionPlan(options: ResolvedSandboxOptions, guest: GuestCredentials, withAgent: boolean, agentRunning: boolean): ProvisionPlan {
+function provisionPlan(options: BootPlan, guest: GuestCredentials, withAgent: boolean, agentRunning: boolean): ProvisionPlan {
   const mounts = options.shared.map((share, i) => ({
     tag: `share${i}`,
     guest_path: share.guest,

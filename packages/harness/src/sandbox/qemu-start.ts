@@ -1,5 +1,4 @@
-import type { Arch, ResolvedSandboxOptions } from '../config/options.js'
-import { toMiB } from '../config/size.js'
+import type { BootPlan } from '../config/plan.js'
 import { HarnessError } from '../errors.js'
 import { readCmdline } from '../mixtape/local.js'
 import type { Mixtape } from '../mixtape/mixtape.js'
@@ -29,8 +28,7 @@ export function kernelBoot(mixtape: Mixtape): KernelBoot {
 
 /** Everything QEMU's argv is made of, by name. */
 export interface QemuInputs {
-  options: ResolvedSandboxOptions
-  arch: Arch
+  options: BootPlan
   accel: Accel
   boot: KernelBoot
   vm: VmPaths
@@ -42,10 +40,10 @@ export interface QemuInputs {
 export function qemuSpecFor(inputs: QemuInputs): QemuSpec {
   const { options, vm } = inputs
   return {
-    profile: PROFILES[inputs.arch],
+    profile: PROFILES[options.arch],
     accel: inputs.accel,
     cpus: options.resources.cpus,
-    memoryMiB: toMiB(options.resources.memory),
+    memoryMiB: options.memoryMiB,
     boot: inputs.boot,
     disk: { path: vm.disk, format: 'qcow2' },
     qmpSocket: vm.qmpSocket,

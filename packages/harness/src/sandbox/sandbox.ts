@@ -1,4 +1,5 @@
 import type { SandboxOptionsInput } from '../config/options.js'
+import { planBoot, type BootPlan } from '../config/plan.js'
 import { bootSandbox, type BootHooks } from './boot.js'
 import type { QemuExit } from '../vmm/qemu-process.js'
 import { capLogsDetached } from '../vmm/log-cap.js'
@@ -237,11 +238,12 @@ export class Sandbox implements AsyncDisposable {
   }
 
   /**
-   * Boot a VM from options (see SandboxOptions), wait for stereosd, provision it, start its
-   * agent. Resolves once everything the Sandbox reports is usable.
+   * Boot a VM from options (see SandboxOptions; parsed here) or a plan made of them (planBoot;
+   * taken as it is), wait for stereosd, provision it, start its agent. Resolves once everything
+   * the Sandbox reports is usable.
    */
-  static async boot(options: SandboxOptionsInput = {}, hooks?: BootHooks): Promise<Sandbox> {
-    return new Sandbox(await bootSandbox(options, hooks))
+  static async boot(options: SandboxOptionsInput | BootPlan = {}, hooks?: BootHooks): Promise<Sandbox> {
+    return new Sandbox(await bootSandbox(planBoot(options), hooks))
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
