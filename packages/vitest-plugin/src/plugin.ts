@@ -1,12 +1,12 @@
 import { realpathSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { hostPreflight, log, Sandbox, type SandboxOptionsInput } from '@stereos/harness'
+import { hostPreflight, log, Sandbox, withShares, type BootPlan } from '@stereos/harness'
 import type { Plugin } from 'vite'
 import type { PoolOptions, PoolRunnerInitializer, TestProject, VitestPluginContext } from 'vitest/node'
-import { parseStereosOptions, type StereosOptionsInput } from './options.js'
+import { parseStereosOptions, type ResolvedStereosOptions, type StereosOptionsInput } from './options.js'
 import { CaptureBudget, captureDir } from './pool/capture.js'
-import { PoolContext } from './pool/context.js'
+import { PoolContext, vmPlan } from './pool/context.js'
 import { VmLeasePool, type BootVm } from './pool/lease-pool.js'
 import { StereosPoolWorker } from './pool/pool-worker.js'
 import { poolVm } from './pool/vm.js'
@@ -20,11 +20,10 @@ const PLUGIN_DIR = dirname(fileURLToPath(import.meta.url))
 
 /** A pool VM: booted with the project view's shares, then the view laid out inside it for its test user. */
 function bootWithView(view: ViewPlan, testUser: TestUserChoice): BootVm {
-  return async (options: SandboxOptionsInput) => {
-    const own = options.shared ?? []
-    const sandbox = await Sandbox.boot({ ...options, shared: [...own, ...viewShares(view)] }, { log })
+  return async (plan: BootPlan) => {
+    const sandbox = await Sandbox.boot(withShares(plan, viewShares(view)), { log })
     try {
-      return poolVm(sandbox, await mountView(sandbox, view, own.length, testUser))
+      return poolVm(sandbox, await mountView(sandbox, view, plan.shared.length, testUser))
     } catch (err) {
       await sandbox.shutdown({ timeoutMs: 3_000 }).catch(() => undefined)
       throw err
@@ -32,17 +31,15 @@ function bootWithView(view: ViewPlan, testUser: TestUserChoice): BootVm {
   }
 }
 
-/** The VM options of a project's stereos() options (the pool's own keys and host ports left out). */
-function bootOptions(options: StereosOptionsInput): SandboxOptionsInput {
-  const { isolation, env, attachmentMaxBytes, keepVm, testUser, capture, ...sandbox } = parseStereosOptions(options, 'stereos')
-  const { hostPorts, ...network } = sandbox.network
-  return { ...sandbox, network, shared: [...sandbox.shared] }
-}
-
 /** The pool runner for one project: VMs sized to its maxWorkers, closed when Vitest closes. */
 export function stereosPool(project: TestProject, options: StereosOptionsInput = {}): PoolRunnerInitializer {
   // Validate now: a bad option fails before any VM boots, naming its path.
-  const { testUser, capture } = parseStereosOptions(options, 'stereos')
+  return poolRunner(project, parseStereosOptions(options, 'stereos'))
+}
+
+/** stereosPool with the options parsed already: stereos() parses them once for all its projects. */
+function poolRunner(project: TestProject, options: ResolvedStereosOptions): PoolRunnerInitializer {
+  const { testUser, capture } = options
   const captures = new CaptureBudget(capture, () => captureDir(capture, project.vitest.config), log)
   // Vitest 4 may leave a project's maxWorkers unset (resolved at scheduling); 5 always sets it.
   const maxWorkers = Math.max(1, Number(project.config.maxWorkers) || Number(project.vitest.config.maxWorkers) || 1)
@@ -66,13 +63,7 @@ export function stereosPool(project: TestProject, options: StereosOptionsInput =
         const view: ViewPlan = { roots: viewRoots(root, poolOptions.distPath, PLUGIN_DIR), project: realpathSync(root) }
         pool = new VmLeasePool(maxWorkers, bootWithView(view, testUser), log)
         const project = poolOptions.project
-        context = new PoolContext(
-          pool,
-          options as Record<string, unknown>,
-          view,
-          realpathSync(root),
-          () => project.getProvidedContext() as Record<string, unknown>,
-        )
+        context = new PoolContext(pool, options, view, realpathSync(root), () => project.getProvidedContext() as Record<string, unknown>)
       }
       return new StereosPoolWorker(poolOptions, context, captures)
     },
@@ -84,8 +75,9 @@ export function stereosPool(project: TestProject, options: StereosOptionsInput =
  * whose pool is 'stereos'. The CLI's `--pool=stereos` is a plain string that drops any pool
  * object from the config, so this hook is what makes both it and `test.pool: 'stereos'` work.
  */
-export function stereos(options: StereosOptionsInput = {}): Plugin {
-  parseStereosOptions(options, 'stereos')
+export function stereos(input: StereosOptionsInput = {}): Plugin {
+  // Parsed once, here: a bad option fails when the config loads, naming its path.
+  const options = parseStereosOptions(input, 'stereos')
   const installed = new WeakSet<object>()
   const checked = new WeakSet<object>()
   return {
@@ -103,13 +95,13 @@ export function stereos(options: StereosOptionsInput = {}): Plugin {
       // the guests), the mixtape. A failure is one error naming its fix, not one per test file.
       if (!checked.has(vitest) && projects.some((p) => p.config.pool === POOL_NAME)) {
         checked.add(vitest)
-        const { warnings } = await hostPreflight(bootOptions(options), log)
+        const { warnings } = await hostPreflight(vmPlan(options), log)
         for (const warning of warnings) log(warning)
       }
       for (const p of projects) {
         if (p.config.pool !== POOL_NAME || installed.has(p.config)) continue
         installed.add(p.config)
-        p.config.poolRunner = stereosPool(p, options)
+        p.config.poolRunner = poolRunner(p, options)
         // The pool answers `fetch` inline; a host tmp path would not exist in the guest.
         ;(p.config as { fsModuleCache?: boolean }).fsModuleCache = false
         // Snapshot files written in the guest also go to the host, through the pool's checks.

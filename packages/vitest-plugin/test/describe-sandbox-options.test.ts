@@ -1,9 +1,10 @@
 import { mkdtempSync, realpathSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { HarnessError } from '@stereos/harness'
+import { HarnessError, isBootPlan } from '@stereos/harness'
 import { describe, expect, test } from 'vitest'
 import { PoolContext } from '../src/pool/context.js'
+import { parseStereosOptions } from '../src/options.js'
 import { sandboxOptionsInFile } from '../src/pool/file-options.js'
 import { VmLeasePool } from '../src/pool/lease-pool.js'
 import { suiteSandboxOptions } from '../src/pool/suite-options.js'
@@ -35,7 +36,7 @@ function context(projectOptions: Record<string, unknown>): PoolContext {
   const pool = new VmLeasePool(1, async () => {
     throw new Error('plan() must not boot')
   })
-  return new PoolContext(pool, projectOptions, { roots: [dir], project: dir }, dir)
+  return new PoolContext(pool, parseStereosOptions(projectOptions, 'stereos'), { roots: [dir], project: dir }, dir)
 }
 
 describe('describe.sandbox refuses options that reach the host', () => {
@@ -143,6 +144,9 @@ describe('an allowed file plans its VM from the project options and its own', ()
       agentTimeoutMs: 6000,
       secrets: { API_KEY: 'k1', OTHER: 'k2' },
     })
+    // A plan Sandbox.boot takes as it is (no parse), sized in MiB for QEMU; the project's cpus kept.
+    expect(isBootPlan(sized.boot)).toBe(true)
+    expect(sized.boot.memoryMiB).toBe(1024)
     expect(sized.options.isolation).toBe('vm')
     expect(sized.options.env).toEqual({ FROM_CONFIG: 'c', MODE: 'x' })
     expect(sized.key).not.toBe(plain.key)
@@ -166,7 +170,7 @@ describe('an allowed file plans its VM from the project options and its own', ()
     const ctx = context({ ...project, shared: [{ host: dir, guest: '/data', readonly: true }], network: { forwards: [{ host: 8080, guest: 80 }] } })
     const plan = ctx.plan([file(`{ network: { mode: 'none' } }`)])
     expect(plan.boot.shared).toEqual([{ host: dir, guest: '/data', readonly: true }])
-    expect(plan.boot.network).toEqual({ mode: 'none', forwards: [{ host: 8080, guest: 80, proto: 'tcp' }] })
+    expect(plan.boot.network).toEqual({ mode: 'none', forwards: [{ host: 8080, guest: 80, proto: 'tcp' }], hostPorts: [] })
   })
 
   test('a refused option fails plan(), so the pool fails that file (and boots nothing for it)', () => {

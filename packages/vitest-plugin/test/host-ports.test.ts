@@ -1,9 +1,10 @@
 import { mkdtempSync, realpathSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { HarnessError, type SandboxOptionsInput } from '@stereos/harness'
+import { HarnessError, type BootPlan } from '@stereos/harness'
 import { describe, expect, test } from 'vitest'
 import { PoolContext } from '../src/pool/context.js'
+import { parseStereosOptions } from '../src/options.js'
 import { sandboxOptionsInFile } from '../src/pool/file-options.js'
 import { VmLeasePool } from '../src/pool/lease-pool.js'
 import { suiteSandboxOptions } from '../src/pool/suite-options.js'
@@ -24,12 +25,12 @@ function testFile(options: string | undefined): string {
 
 /** A context whose pool records the options each VM is booted with. */
 function context(projectOptions: Record<string, unknown>, provided: Record<string, unknown> = {}) {
-  const boots: SandboxOptionsInput[] = []
+  const boots: BootPlan[] = []
   const pool = new VmLeasePool<PoolVm>(4, async (options) => {
     boots.push(options)
     return new FakeVm()
   })
-  const ctx = new PoolContext(pool, projectOptions, { roots: [dir], project: dir }, dir, () => provided)
+  const ctx = new PoolContext(pool, parseStereosOptions(projectOptions, 'stereos'), { roots: [dir], project: dir }, dir, () => provided)
   return { ctx, pool, boots }
 }
 
@@ -99,9 +100,10 @@ describe('network.hostPorts in the plugin', () => {
     expect(boots).toEqual([])
   })
 
-  test("the project's mode 'none' with hostPorts: refused as a contradiction", () => {
-    const { ctx } = context({ network: { mode: 'none', hostPorts: () => [5432] } })
-    expect(() => ctx.plan([testFile(undefined)])).toThrow(/stereos\.network\.hostPorts: network\.mode 'none' reaches no host port/)
+  test("the project's mode 'none' with hostPorts: refused as a contradiction, when the options are parsed (once, before any file)", () => {
+    expect(() => context({ network: { mode: 'none', hostPorts: () => [5432] } })).toThrow(
+      /stereos\.network\.hostPorts: network\.mode 'none' reaches no host port/,
+    )
   })
 
   test("a file asking for mode 'none' gets no host ports (none means none)", async () => {

@@ -6,7 +6,7 @@ import { Duplex, PassThrough } from 'node:stream'
 import { encodeV8, V8Decoder } from '@stereos/harness/wire'
 import type { PoolOptions } from 'vitest/node'
 import { describe, expect, test } from 'vitest'
-import type { CaptureOption } from '../src/options.js'
+import { parseStereosOptions, type CaptureOption } from '../src/options.js'
 import { CaptureBudget, captureDir, captureName } from '../src/pool/capture.js'
 import { PoolContext } from '../src/pool/context.js'
 import { VmLeasePool } from '../src/pool/lease-pool.js'
@@ -105,7 +105,7 @@ function setup(script: Script, capture: CaptureOption = { when: 'never', limit: 
     vms.push(vm)
     return vm
   })
-  const ctx = new PoolContext(pool, { mixtape: 'fixture' }, { roots: [root], project: root }, root)
+  const ctx = new PoolContext(pool, parseStereosOptions({ mixtape: 'fixture' }, 'stereos'), { roots: [root], project: root }, root)
   const lines: string[] = []
   const logger = { outputStream: new PassThrough(), errorStream: new PassThrough(), log: (l: string) => lines.push(l), error: (l: string) => lines.push(l) }
   const options = {

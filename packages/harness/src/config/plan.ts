@@ -31,8 +31,8 @@ export function isBootPlan(value: unknown): value is BootPlan {
   return typeof value === 'object' && value !== null && made.has(value)
 }
 
-/** Parse the options (errors name every offending path) and resolve them into a plan. */
-export function planBoot(input: SandboxOptionsInput | BootPlan | undefined, root = 'options'): BootPlan {
+/** Parse the options (errors name every offending path) and resolve them into a plan; a plan is returned as it is. */
+export function planBoot(input: SandboxOptionsInput | BootPlan | unknown, root = 'options'): BootPlan {
   return isBootPlan(input) ? input : planFromOptions(parseSandboxOptions(input, root))
 }
 

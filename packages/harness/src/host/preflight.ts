@@ -36,7 +36,7 @@ const realDeps = (log: LogSink): PreflightDeps => ({
  * by booting it: `stereos-harness doctor --mixtape REF` does that.
  */
 export async function hostPreflight(
-  input: SandboxOptionsInput | BootPlan | undefined,
+  input: SandboxOptionsInput | BootPlan | unknown,
   log: LogSink,
   deps: PreflightDeps = realDeps(log),
 ): Promise<PreflightResult> {

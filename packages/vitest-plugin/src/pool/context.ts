@@ -2,20 +2,31 @@ import { createHash } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { KeptVm, SandboxOptionsInput } from '@stereos/harness'
+import { planFromOptions, SandboxOptions, withHostPorts, type BootPlan, type KeptVm } from '@stereos/harness'
 import type { ProvidedContext } from 'vitest'
-import { parseHostPorts, parseStereosOptions, type HostPortsFunction, type ResolvedStereosOptions } from '../options.js'
+import { parseHostPorts, type HostPortsFunction, type ResolvedStereosOptions } from '../options.js'
 import { sandboxOptionsInFile } from './file-options.js'
 import type { Lease, VmLeasePool } from './lease-pool.js'
 import { overlay, suiteSandboxOptions } from './suite-options.js'
 import type { ViewPlan } from './view.js'
 import { SpareWorkers } from './warm-workers.js'
 
+const FileResources = SandboxOptions.shape.resources.unwrap()
+
+/**
+ * The VM plan of parsed stereos() options (not parsed again): the pool's own keys left out, and
+ * no host ports yet (the pool declares them when it leases a VM: withHostPorts).
+ */
+export function vmPlan(options: ResolvedStereosOptions): BootPlan {
+  return planFromOptions({ ...options, network: { ...options.network, hostPorts: [] } })
+}
+
 /** How a file's VM is booted and what its guest processes get. */
 export interface FilePlan {
   key: string
-  /** Sandbox.boot's options, less network.hostPorts (resolved when the VM is leased). */
-  boot: SandboxOptionsInput
+  /** What Sandbox.boot takes, with no network.hostPorts yet (declared when the VM is leased). */
+  boot: BootPlan
+  /** The project's options with the file's on top, resolved. */
   options: ResolvedStereosOptions
   hostPorts: readonly number[] | HostPortsFunction
 }
@@ -31,7 +42,8 @@ export class PoolContext {
 
   constructor(
     readonly pool: VmLeasePool,
-    private readonly projectOptions: Record<string, unknown>,
+    /** The project's stereos() options, parsed once (stereosPool). */
+    private readonly projectOptions: ResolvedStereosOptions,
     /** The host dirs the guest sees at the same paths (project, Vitest, this plugin). */
     readonly view: ViewPlan,
     /** The project's root, a real path: file snapshots are written back only under it. */
@@ -48,19 +60,18 @@ export class PoolContext {
   plan(files: string[]): FilePlan {
     const [file] = files
     const inFile = file ? sandboxOptionsInFile(file) : []
-    const project = parseStereosOptions(this.projectOptions, 'stereos')
+    const project = this.projectOptions
     const { secrets: named, ...shape } = file ? suiteSandboxOptions(file, inFile, Object.keys(project.secrets)) : {}
-    const merged = overlay(this.projectOptions, shape)
-    if (named) merged.secrets = Object.fromEntries(named.map((name) => [name, project.secrets[name]]))
+    // The file's options were checked above; only its sizes need resolving, against the project's.
+    const options = overlay(project, { ...shape, ...(shape.resources ? { resources: FileResources.parse({ ...project.resources, ...shape.resources }) } : {}) })
+    if (named) options.secrets = Object.fromEntries(named.map((name) => [name, project.secrets[name] as string]))
     // A file that asks for no network gets none: the project's host ports do not apply to it.
-    if (shape.network?.mode === 'none') merged.network = { ...(merged.network as object), hostPorts: [] }
-    const options = parseStereosOptions(merged, file && inFile.length ? `describe.sandbox options in ${file}:${inFile[0]?.line}` : 'stereos')
-    const { isolation, env, attachmentMaxBytes, keepVm, testUser, capture, ...sandbox } = options
-    const { hostPorts, ...network } = sandbox.network
-    const boot: SandboxOptionsInput = { ...sandbox, network, shared: [...sandbox.shared], detachable: keepVm !== 'never' }
+    if (shape.network?.mode === 'none') options.network = { ...options.network, hostPorts: [] }
+    const { isolation, keepVm } = options
+    const boot = vmPlan({ ...options, detachable: keepVm !== 'never' })
     // The key covers everything the VM was booted with; secrets are hashed in, never shown.
     const key = createHash('sha256').update(JSON.stringify({ isolation, boot })).digest('hex')
-    return { key, boot, options, hostPorts }
+    return { key, boot, options, hostPorts: options.network.hostPorts }
   }
 
   /**
@@ -73,8 +84,7 @@ export class PoolContext {
       typeof plan.hostPorts === 'function'
         ? parseHostPorts(await plan.hostPorts({ provided: this.provided() as ProvidedContext }), 'stereos.network.hostPorts()')
         : [...plan.hostPorts]
-    const boot: SandboxOptionsInput = { ...plan.boot, network: { ...plan.boot.network, hostPorts: ports } }
-    return this.pool.lease(ports.length ? `${plan.key}:${ports.join(',')}` : plan.key, boot)
+    return this.pool.lease(ports.length ? `${plan.key}:${ports.join(',')}` : plan.key, withHostPorts(plan.boot, ports))
   }
 
   /** VMs kept after a failure (keepVm), with why: printed when Vitest closes. */

@@ -1,4 +1,4 @@
-import { isHarnessError, type SandboxOptionsInput } from '@stereos/harness'
+import { isHarnessError, type BootPlan } from '@stereos/harness'
 import type { PoolVm } from './vm.js'
 
 /** A VM lent to one PoolWorker at a time. */
@@ -11,7 +11,7 @@ export interface Lease<V extends PoolVm = PoolVm> {
 }
 
 /** Boots a ready VM (the pool's: Sandbox.boot plus the project view); injected so tests need no QEMU. */
-export type BootVm<V extends PoolVm = PoolVm> = (options: SandboxOptionsInput) => Promise<V>
+export type BootVm<V extends PoolVm = PoolVm> = (plan: BootPlan) => Promise<V>
 
 interface Slot<V extends PoolVm> {
   lease: Lease<V>
@@ -48,7 +48,7 @@ export class VmLeasePool<V extends PoolVm = PoolVm> {
     private readonly log: (line: string) => void = () => undefined,
   ) {}
 
-  async lease(key: string, options: SandboxOptionsInput): Promise<Lease<V>> {
+  async lease(key: string, options: BootPlan): Promise<Lease<V>> {
     for (;;) {
       if (this.closed) throw new Error('the stereos VM pool is closed')
       // A VM that died while idle is dropped, never lent.
@@ -108,7 +108,7 @@ export class VmLeasePool<V extends PoolVm = PoolVm> {
   }
 
   /** Boot, and once more when the guest died or stalled on the way (one log line); bad input fails at once. */
-  private async bootOnce(options: SandboxOptionsInput): Promise<V> {
+  private async bootOnce(options: BootPlan): Promise<V> {
     this.boots++
     try {
       return await this.bootVm(options)
@@ -120,7 +120,7 @@ export class VmLeasePool<V extends PoolVm = PoolVm> {
     }
   }
 
-  private async boot(key: string, options: SandboxOptionsInput): Promise<Lease<V>> {
+  private async boot(key: string, options: BootPlan): Promise<Lease<V>> {
     const booting = this.bootOnce(options)
     this.booting.add(booting)
     try {
