@@ -24,11 +24,10 @@ import { startGuest, type CapturedGuest } from './guest-start.js'
 import { nameHostInGuest } from './host-name.js'
 import { startAgentInTemplate } from './template-agent.js'
 import { kernelBoot, qemuSpecFor, type QemuLaunch } from './qemu-start.js'
-import { Rollback } from './rollback.js'
+import { BootPhases } from './phases.js'
 import { prepareRuntimeDir } from './runtime-dir.js'
 import { sshRefreshRestored, waitForSsh } from './ssh-bootstrap.js'
 import { writeSshKey, type SshKeyPair } from './ssh-key.js'
-import { Timeline } from './timeline.js'
 
 export interface BootHooks {
   /** Where harness log lines go (default: stderr with a `stereos-harness:` prefix). */
@@ -47,47 +46,53 @@ const trace = debug('stereos:boot')
  * it made; a failing phase undoes them all (QEMU killed, CID released, disk removed or the VM
  * dir kept for forensics) and its error is what the caller gets.
  */
-export async function bootSandbox(options: BootPlan, hooks: BootHooks = {}): Promise<SandboxParts> {
+export function bootSandbox(options: BootPlan, hooks: BootHooks = {}): Promise<SandboxParts> {
   const log = hooks.log ?? stderrLog
   const load = hooks.loadVsock ?? loadVsock
-  const timeline = new Timeline(trace)
+  return BootPhases.run(trace, async (phases) => {
+    // Host: nothing is created for the VM until 'vm-dir', so nothing before it needs undoing.
+    const { arch } = options
+    checkShares(options)
+    const runtimeDir = prepareRuntimeDir(options.runtimeDir, log)
+    const mixtape = await phases.phase('mixtape', () => resolveMixtape(options.mixtape, { arch, log }), 'mixtape-resolved')
+    const boot = kernelBoot(mixtape)
+    const { accel, note } = await phases.phase('accel', () => chooseAccel(options, log))
+    const binary = requireQemu(options.qemuBinary)
+    // The share is a QEMU argument (built once per harness version, cached).
+    const agentShare = options.bootstrap === 'none' ? undefined : await phases.phase('harness-share', () => ensureHarnessShare(arch, { log }))
+    // The agent can run in a template only when it is started over SSH: agentd runs it as `agent`.
+    const shareImage =
+      agentShare && options.bootstrap === 'ssh' && options.template === 'auto'
+        ? await phases.phase('share-image', () => shareImageOrNone(agentShare, log))
+        : undefined
 
-  // Phase: host. Nothing is created for the VM yet, so nothing needs undoing.
-  const { arch } = options
-  checkShares(options)
-  const runtimeDir = prepareRuntimeDir(options.runtimeDir, log)
-  const mixtape = await timeline.phase('mixtape', () => resolveMixtape(options.mixtape, { arch, log }), 'mixtape-resolved')
-  const boot = kernelBoot(mixtape)
-  const { accel, note } = await timeline.phase('accel', () => chooseAccel(options, log))
-  const binary = requireQemu(options.qemuBinary)
-  // The share is a QEMU argument (built once per harness version, cached).
-  const agentShare = options.bootstrap === 'none' ? undefined : await timeline.phase('harness share', () => ensureHarnessShare(arch, { log }))
-  // The agent can run in a template only when it is started over SSH: agentd runs it as `agent`.
-  const shareImage =
-    agentShare && options.bootstrap === 'ssh' && options.template === 'auto'
-      ? await timeline.phase('share image', () => shareImageOrNone(agentShare, log))
-      : undefined
+    const plane = await phases.phase('control-plane', async (undo) => {
+      const plane = await chooseControlPlane(options.controlPlane, { log, load })
+      // Without a QEMU nobody else holds the CID; with one, QEMU is killed first (undo is LIFO).
+      if (plane.kind === 'vsock') undo(() => plane.release())
+      return plane
+    })
 
-  return Rollback.run(async (rollback) => {
-    const plane = await timeline.phase('control plane', () => chooseControlPlane(options.controlPlane, { log, load }))
-    // Without a QEMU nobody else holds the CID; with one, QEMU is killed first (undo is LIFO).
-    if (plane.kind === 'vsock') rollback.defer('vsock CID', () => plane.release())
+    const vm = await phases.phase('vm-dir', (undo) => {
+      const vm = createVmDir(runtimeDir)
+      undo((failure) => (options.keepOnFailure ? markKept(vm.dir, `boot failed: ${firstLine(failure)}`) : rmSync(vm.disk, { force: true })))
+      return vm
+    })
 
-    const vm = createVmDir(runtimeDir)
-    rollback.defer('VM dir', (failure) => (options.keepOnFailure ? markKept(vm.dir, `boot failed: ${firstLine(failure)}`) : rmSync(vm.disk, { force: true })))
-
-    // QEMU in a private network namespace where possible: its forwards then reach only this user.
-    const nic = !(plane.kind === 'vsock' && options.network.mode === 'none')
-    const scope = await chooseForwardScope({ nic, udpForwards: options.network.forwards.some((f) => f.proto === 'udp') }, { log })
-    const net = await planNetwork({
-      plane,
-      mode: options.network.mode,
-      forwards: [...options.network.forwards],
-      hostPorts: options.network.hostPorts,
-      agent: agentShare !== undefined,
-      load,
-      scope,
-      vmDir: vm.dir,
+    const net = await phases.phase('network', async () => {
+      // QEMU in a private network namespace where possible: its forwards then reach only this user.
+      const nic = !(plane.kind === 'vsock' && options.network.mode === 'none')
+      const scope = await chooseForwardScope({ nic, udpForwards: options.network.forwards.some((f) => f.proto === 'udp') }, { log })
+      return planNetwork({
+        plane,
+        mode: options.network.mode,
+        forwards: [...options.network.forwards],
+        hostPorts: options.network.hostPorts,
+        agent: agentShare !== undefined,
+        load,
+        scope,
+        vmDir: vm.dir,
+      })
     })
     const guest = guestCredentials(vm, options)
 
@@ -113,8 +118,7 @@ export async function bootSandbox(options: BootPlan, hooks: BootHooks = {}): Pro
       bootTimeoutMs: options.bootTimeoutMs,
       template: options.template,
       log,
-      timeline,
-      rollback,
+      phases,
       ...(hooks.restore ? { restore: hooks.restore } : {}),
       ...(shareImage && agentEndpoint
         ? {
@@ -138,14 +142,13 @@ export async function bootSandbox(options: BootPlan, hooks: BootHooks = {}): Pro
     const agentRunning = booted.template?.agent === true
     // Our copy of the vhost fd lives as long as QEMU does (see VsockPlane.release).
     if (plane.kind === 'vsock') void qemu.process.exited.then(() => plane.release())
-    rollback.defer('stereosd connection', () => ready.close())
 
     // An agent that is already running needs only its token: that goes first, and the agent is
     // reached while the rest of provisioning goes on.
     let tokenInjected: () => void = () => undefined
     const tokenIn = new Promise<void>((resolve) => (tokenInjected = resolve))
     const plan = provisionPlan(options, guest, agentShare !== undefined, agentRunning)
-    const provisioned = timeline.phase('provision', () => provision(ready, plan, (_, name) => name === TOKEN_SECRET && tokenInjected()), 'provisioned')
+    const provisioned = phases.phase('provision', () => provision(ready, plan, (_, name) => name === TOKEN_SECRET && tokenInjected()), 'provisioned')
     provisioned.catch(() => undefined)
     await (agentRunning ? Promise.race([tokenIn, provisioned]) : provisioned)
 
@@ -157,7 +160,7 @@ export async function bootSandbox(options: BootPlan, hooks: BootHooks = {}): Pro
     const admin = { transport: net.ssh, user: 'admin', keyPath: guest.key.privateKeyPath }
     const refreshed =
       booted.template && ssh && options.bootstrap !== 'ssh'
-        ? timeline.phase('refresh', () => sshRefreshRestored(admin, Date.now() + options.agentTimeoutMs, qemu.died, log), 'ssh-ready')
+        ? phases.phase('refresh', () => sshRefreshRestored(admin, Date.now() + options.agentTimeoutMs, qemu.died, log), 'ssh-ready')
         : undefined
     refreshed?.catch(() => undefined)
 
@@ -167,13 +170,22 @@ export async function bootSandbox(options: BootPlan, hooks: BootHooks = {}): Pro
         options.bootstrap === 'ssh'
           ? { kind: 'ssh', ssh: admin, ...(booted.template ? { restored: { log, agentRunning } } : {}) }
           : { kind: 'agentd', jcard: guest.baseJcard }
-      agent = await timeline.phase(
+      agent = await phases.phase(
         'agent',
-        () => startAgent({ bootstrap, transport: agentEndpoint, token: guest.token, timeoutMs: options.agentTimeoutMs, signal: qemu.died, logs: logsOf(vm) }),
+        async (undo) => {
+          const started = await startAgent({
+            bootstrap,
+            transport: agentEndpoint,
+            token: guest.token,
+            timeoutMs: options.agentTimeoutMs,
+            signal: qemu.died,
+            logs: logsOf(vm),
+          })
+          undo(() => started.client.close())
+          return started
+        },
         'agent-ready',
       )
-      const started = agent
-      rollback.defer('agent connection', () => started.client.close())
     }
 
     await provisioned
@@ -184,11 +196,11 @@ export async function bootSandbox(options: BootPlan, hooks: BootHooks = {}): Pro
     // refresh of a restored guest proved it.
     if (ssh && options.bootstrap !== 'ssh' && !refreshed) {
       const target = { transport: net.ssh, user: ssh.user, keyPath: ssh.keyPath }
-      await timeline.phase('ssh', () => waitForSsh(target, Date.now() + options.agentTimeoutMs, logsOf(vm), qemu.died), 'ssh-ready')
+      await phases.phase('ssh', () => waitForSsh(target, Date.now() + options.agentTimeoutMs, logsOf(vm), qemu.died), 'ssh-ready')
     }
     if (net.hostPorts.length) {
       const route = { agent: agent?.client, ssh: ssh ? admin : undefined, timeoutMs: options.agentTimeoutMs }
-      await timeline.phase('host name', () => nameHostInGuest(route))
+      await phases.phase('host-name', () => nameHostInGuest(route))
     }
 
     return {
@@ -203,7 +215,7 @@ export async function bootSandbox(options: BootPlan, hooks: BootHooks = {}): Pro
         sockets: net.sockets,
         vmDir: vm.dir,
         pid: qemu.process.pid,
-        timeline: timeline.entries,
+        timeline: phases.timeline.entries,
         template: booted.template,
       },
       logs: logsOf(vm),

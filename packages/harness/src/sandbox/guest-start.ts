@@ -15,8 +15,7 @@ import { createLeaseDisk, createOverlay, templateDiskDefect } from '../vmm/disk.
 import { listenHostPorts } from '../vmm/network/host-ports.js'
 import { attachNetns } from '../vmm/network/netns-attach.js'
 import { accompany, bootTimeoutError, killQemu, startQemu, type QemuLaunch, type RunningQemu } from './qemu-start.js'
-import type { Rollback } from './rollback.js'
-import type { Timeline } from './timeline.js'
+import type { BootPhases } from './phases.js'
 
 /**
  * QEMU running and stereosd ready: from a template when there is one for this kind of VM (a
@@ -32,8 +31,8 @@ export interface GuestStart {
   bootTimeoutMs: number
   template: 'auto' | 'off'
   log: LogSink
-  timeline: Timeline
-  rollback: Rollback
+  /** The boot's phases: 'template-save', 'disk', 'qemu', 'resume' and 'stereosd' run here. */
+  phases: BootPhases
   /**
    * Run in a template build once stereosd is ready, before the save: starts the guest agent in
    * the guest to be saved. A failure is logged, and the template holds no agent.
@@ -80,7 +79,7 @@ export async function startGuest(start: GuestStart): Promise<StartedGuest> {
   let stored = readTemplate(root, key.id)
   let built = false
   if (!stored) {
-    const outcome = await start.timeline.phase('template', () => buildTemplate(start, key, root))
+    const outcome = await start.phases.phase('template-save', () => buildTemplate(start, key, root))
     // The save failed: the lease boots cold.
     if (!outcome) return { ...(await coldBoot(start)), template: undefined }
     stored = outcome.stored
@@ -141,6 +140,39 @@ async function launch(start: GuestStart, disk: string, extraArgs: string[] = [])
   return qemu
 }
 
+/** The 'stereosd' phase: the guest's control plane ready, its connection closed if the boot fails later. */
+function stereosdPhase(start: GuestStart, qemu: RunningQemu): Promise<StereosdClient> {
+  return start.phases.phase(
+    'stereosd',
+    async (undo) => {
+      const client = await awaitStereosd(start, qemu)
+      undo(() => client.close())
+      return client
+    },
+    'stereosd-ready',
+  )
+}
+
+/** The 'qemu' phase: QEMU started on `disk` (loading a saved state with `incoming`), killed if the boot fails later. */
+function qemuPhase(start: GuestStart, disk: string, incoming?: string): Promise<RunningQemu> {
+  return start.phases.phase(
+    'qemu',
+    async (undo) => {
+      const qemu = await launch(start, disk, incoming ? incomingArgs(incoming) : [])
+      undo(() => killQemu(qemu))
+      return qemu
+    },
+    'qemu-started',
+  )
+}
+
+/** The 'resume' phase of a restore: the saved state loaded and the guest running. */
+function resumePhase(start: GuestStart, qemu: RunningQemu): Promise<void> {
+  // Loading is local work with its own bound: bootTimeoutMs is for the guest, and a tiny one
+  // must not make a good template look broken.
+  return start.phases.phase('resume', async () => resumeRestored(await qemu.qmp, qemu.died, LOAD_TIMEOUT_MS), 'restored')
+}
+
 /** The first answered get_health that says ready; aborted the moment QEMU exits. */
 async function awaitStereosd(start: GuestStart, qemu: RunningQemu): Promise<StereosdClient> {
   const { bootTimeoutMs: timeoutMs, launch: l } = start
@@ -153,12 +185,10 @@ async function awaitStereosd(start: GuestStart, qemu: RunningQemu): Promise<Ster
 }
 
 async function coldBoot(start: GuestStart): Promise<Omit<StartedGuest, 'template'>> {
-  const { timeline, rollback } = start
   const disk = start.launch.spec.disk.path
-  await timeline.phase('disk', () => createOverlay(start.mixtape.disk, disk, start.diskBytes), 'disk-ready')
-  const qemu = await timeline.phase('qemu', () => launch(start, disk), 'qemu-started')
-  rollback.defer('QEMU', () => killQemu(qemu))
-  const client = await timeline.phase('stereosd', () => awaitStereosd(start, qemu), 'stereosd-ready')
+  await start.phases.phase('disk', () => createOverlay(start.mixtape.disk, disk, start.diskBytes), 'disk-ready')
+  const qemu = await qemuPhase(start, disk)
+  const client = await stereosdPhase(start, qemu)
   return { qemu, client }
 }
 
@@ -250,7 +280,7 @@ class RestoreError extends Error {
 }
 
 async function restore(start: GuestStart, stored: StoredTemplate, root: string): Promise<Omit<StartedGuest, 'template'>> {
-  const { timeline, rollback, launch: l } = start
+  const { phases, launch: l } = start
   const disk = l.spec.disk.path
   // Shared: a prune waits until QEMU has the template's files open.
   const release = await lockTemplate(root, stored.paths.id, 'shared')
@@ -260,12 +290,11 @@ async function restore(start: GuestStart, stored: StoredTemplate, root: string):
     // A templates dir may be shared or restored from a cache: checked as a mixtape is.
     const defect = await templateDefect(root, stored, start.mixtape.disk)
     if (defect) throw new Error(`it is refused: ${defect}`)
-    await timeline.phase('disk', () => createLeaseDisk(stored.paths.disk, disk), 'disk-ready')
-    const loading = await timeline.phase('restore', () => launch(start, disk, incomingArgs(stored.paths.state)), 'qemu-started')
-    qemu = loading
-    // Loading is local work with its own bound: bootTimeoutMs is for the guest, and a tiny one
-    // must not make a good template look broken.
-    await timeline.phase('resume', async () => resumeRestored(await loading.qmp, loading.died, LOAD_TIMEOUT_MS), 'restored')
+    await phases.phase('disk', () => createLeaseDisk(stored.paths.disk, disk), 'disk-ready')
+    // A failed restore undoes itself here (and the VM boots cold): QEMU goes on the boot's stack
+    // only once the restore has worked.
+    qemu = await phases.phase('qemu', () => launch(start, disk, incomingArgs(stored.paths.state)), 'qemu-started')
+    await resumePhase(start, qemu)
     markUsed(stored)
   } catch (err) {
     if (qemu) await killQemu(qemu)
@@ -275,9 +304,8 @@ async function restore(start: GuestStart, stored: StoredTemplate, root: string):
     await release()
   }
   const running = qemu
-  rollback.defer('QEMU', () => killQemu(running))
-  const client = await timeline.phase('stereosd', () => awaitStereosd(start, running), 'stereosd-ready')
-  return { qemu: running, client }
+  phases.undo('qemu', () => killQemu(running))
+  return { qemu: running, client: await stereosdPhase(start, running) }
 }
 
 /**
@@ -286,15 +314,19 @@ async function restore(start: GuestStart, stored: StoredTemplate, root: string):
  * result counts as a restore (`agent: false`), so the clock is refreshed and an agent started.
  */
 async function restoreCaptured(start: GuestStart, captured: CapturedGuest): Promise<StartedGuest> {
-  const { timeline, rollback } = start
-  const defect = await templateDiskDefect(captured.disk, start.mixtape.disk)
-  if (defect)
-    throw new HarnessError('CAPTURE', `the capture's disk is refused: ${defect}`, { fix: 'the capture is damaged or was altered: use the original file' })
   const disk = start.launch.spec.disk.path
-  renameSync(captured.disk, disk)
-  const qemu = await timeline.phase('restore', () => launch(start, disk, incomingArgs(captured.state)), 'qemu-started')
-  rollback.defer('QEMU', () => killQemu(qemu))
-  await timeline.phase('resume', async () => resumeRestored(await qemu.qmp, qemu.died, LOAD_TIMEOUT_MS), 'restored')
-  const client = await timeline.phase('stereosd', () => awaitStereosd(start, qemu), 'stereosd-ready')
+  await start.phases.phase(
+    'disk',
+    async () => {
+      const defect = await templateDiskDefect(captured.disk, start.mixtape.disk)
+      if (defect)
+        throw new HarnessError('CAPTURE', `the capture's disk is refused: ${defect}`, { fix: 'the capture is damaged or was altered: use the original file' })
+      renameSync(captured.disk, disk)
+    },
+    'disk-ready',
+  )
+  const qemu = await qemuPhase(start, disk, captured.state)
+  await resumePhase(start, qemu)
+  const client = await stereosdPhase(start, qemu)
   return { qemu, client, template: { id: captured.label, built: false, agent: false } }
 }
