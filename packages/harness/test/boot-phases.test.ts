@@ -7,7 +7,7 @@ describe('BootPhases: named phases, one undo stack', () => {
     const traced: string[] = []
     const failure = new Error('stereosd never answered')
     const err = await BootPhases.run(
-      (line) => traced.push(line),
+      Object.assign((line: string) => void traced.push(line), { namespace: 'stereos:boot', enabled: true }),
       async (phases) => {
         await phases.phase('vm-dir', (undo) => undo((why) => void undone.push(`vm-dir: ${(why as Error).message}`)))
         await phases.phase('qemu', (undo) => undo(() => void undone.push('qemu')), 'qemu-started')
