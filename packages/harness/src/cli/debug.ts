@@ -1,7 +1,9 @@
 import { spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { join, resolve } from 'node:path'
+import type { CaptureManifest } from '../capture/manifest.js'
 import { extractCapture, openCapture, rebaseDisk, restoreRefusal } from '../capture/open.js'
+import { type BootPlan, planBoot } from '../config/plan.js'
 import { findMixtapeByDigest } from '../capture/mixtape-digest.js'
 import { HarnessError } from '../errors.js'
 import { log } from '../log.js'
@@ -73,8 +75,8 @@ export async function debugCommand(args: DebugArgs): Promise<number> {
     const extracted = await extractCapture(capture, work, (name) => name !== 'serial.log' && name !== 'qemu.log')
     if (!extracted.state || !extracted.disk) throw new HarnessError('CAPTURE', `${path} lacks its state or disk`)
     await rebaseDisk(extracted.disk, mixtape.disk)
-    // The view's shares come back as empty directories at the same guest paths (their devices are part of the machine).
-    // A view root of a pool capture is served from the local checkout; the rest come back empty.
+    // A view root of a pool capture is served from the local checkout; other shares come back empty
+    // (their devices are part of the saved machine).
     const shared = manifest.shares.map((share) => {
       const local = sources.find((s) => s.tag === share.tag)?.local
       if (local) return { host: local, guest: share.guest, readonly: true }
@@ -82,24 +84,9 @@ export async function debugCommand(args: DebugArgs): Promise<number> {
       mkdirSync(host, { mode: 0o700 })
       return { host, guest: share.guest, readonly: share.readonly }
     })
-    sandbox = await Sandbox.boot(
-      {
-        mixtape: mixtape.dir,
-        arch: manifest.arch,
-        accel: manifest.accel,
-        resources: { cpus: manifest.machine.cpus, memory: manifest.machine.memoryMiB * 1024 * 1024, disk: manifest.machine.diskBytes },
-        network: { mode: manifest.vm.network },
-        controlPlane: manifest.vm.controlPlane === 'vsock' ? 'vsock' : 'tcp',
-        // The captured agent was killed; a new one is started over SSH (as template clones get one).
-        bootstrap: 'ssh',
-        // The share image disk is attached exactly when the captured VM had it.
-        template: manifest.vm.shareImage ? 'auto' : 'off',
-        shared,
-        runtimeDir,
-        detachable: args.keep,
-      },
-      { restore: { state: extracted.state, disk: extracted.disk, label: `capture:${manifest.created}` } },
-    ).catch((err: unknown) => {
+    sandbox = await Sandbox.boot(restorePlan(manifest, { mixtape: mixtape.dir, shared, runtimeDir, keep: args.keep }), {
+      restore: { state: extracted.state, disk: extracted.disk, label: `capture:${manifest.created}` },
+    }).catch((err: unknown) => {
       throw new HarnessError('CAPTURE', `${path} could not be restored (taken with ${manifest.machine.qemu}): ${(err as Error).message.split('\n')[0]}`, {
         fix: 'a capture restores with the QEMU it was taken with; take its logs and disk with --extract DIR',
         cause: err,
@@ -151,4 +138,32 @@ async function shell(sshArgs: string[], exec: string | undefined, pool: PoolCapt
     child.on('error', (err) => fail(new HarnessError('HOST', `cannot run ssh: ${err.message}`, { fix: 'install an OpenSSH client' })))
     child.on('exit', (status, signal) => done(status ?? (signal ? 128 : 1)))
   })
+}
+
+/**
+ * The captured machine as a boot plan: the same arch, accelerator, resources, devices and
+ * network, the mixtape found here, and a new agent started over SSH (the captured one was killed,
+ * as template clones get theirs).
+ */
+function restorePlan(
+  manifest: CaptureManifest,
+  here: { mixtape: string; shared: { host: string; guest: string; readonly: boolean }[]; runtimeDir: string; keep: boolean },
+): BootPlan {
+  return planBoot(
+    {
+      mixtape: here.mixtape,
+      arch: manifest.arch,
+      accel: manifest.accel,
+      resources: { cpus: manifest.machine.cpus, memory: manifest.machine.memoryMiB * 1024 * 1024, disk: manifest.machine.diskBytes },
+      network: { mode: manifest.vm.network },
+      controlPlane: manifest.vm.controlPlane === 'vsock' ? 'vsock' : 'tcp',
+      bootstrap: 'ssh',
+      // The share image disk is attached exactly when the captured VM had it.
+      template: manifest.vm.shareImage ? 'auto' : 'off',
+      shared: here.shared,
+      runtimeDir: here.runtimeDir,
+      detachable: here.keep,
+    },
+    "the capture's machine",
+  )
 }
