@@ -21,6 +21,7 @@ import type { TestProjectInlineConfiguration } from 'vitest/config'
 
 /** Unit-style files (packages/<name>/test) that need a host tool from setup. */
 const HOST_TESTS = [
+  'packages/harness/test/capture-pull.test.ts', // docker-registry
   'packages/harness/test/cli.test.ts', // doctor exits 0 only where QEMU is installed
   'packages/harness/test/doctor-netns.test.ts', // doctor, as a second user
   'packages/harness/test/hostile-image.test.ts', // qemu-img

@@ -32,6 +32,11 @@ export const CaptureManifest = z.object({
     ref: z.string(),
     name: z.string().optional(),
     version: z.string().optional(),
+    /** Where it was pulled from, by digest (`registry/repository@sha256:…`): debug pulls that when the disk is missing here. */
+    pull: z
+      .string()
+      .regex(/^[^\s@]+@sha256:[0-9a-f]{64}$/)
+      .optional(),
     /** The disk image the captured disk is a delta over, by content. */
     disk: z.object({ file: z.string(), format: z.enum(['raw', 'qcow2']), sha256: z.string().regex(/^[0-9a-f]{64}$/), bytes: z.number() }),
   }),

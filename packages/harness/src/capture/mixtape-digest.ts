@@ -8,6 +8,8 @@ import { cacheLayout, listCached } from '../mixtape/cache.js'
 import { fixtureMixtapeDir, isFixtureMixtape } from '../mixtape/fixture.js'
 import { readMixtapeDir } from '../mixtape/local.js'
 import type { Mixtape } from '../mixtape/mixtape.js'
+import { plainProgress } from '../mixtape/oci/progress.js'
+import { pullMixtape } from '../mixtape/pull.js'
 
 export interface DiskDigest {
   file: string
@@ -58,6 +60,8 @@ async function hashFile(path: string): Promise<string> {
 export interface WantedMixtape {
   ref: string
   disk: DiskDigest
+  /** The registry reference by digest it was pulled from: pulled when no local mixtape matches. */
+  pull?: string
 }
 
 /**
@@ -84,6 +88,16 @@ export async function findMixtapeByDigest(wanted: WantedMixtape, arch: Arch, log
     const declared = declaredSha256(mixtape.dir, wanted.disk.file)
     const sha256 = declared ?? (mixtape.ref === wanted.ref ? (await diskDigest(mixtape)).sha256 : undefined)
     if (sha256 === wanted.disk.sha256) return mixtape
+  }
+  if (wanted.pull) {
+    log(`the capture's mixtape ${wanted.ref} is not here: pulling ${wanted.pull}`)
+    const pulled = await pullMixtape(wanted.pull, { arch, progress: plainProgress(log) })
+    const mixtape = await readMixtapeDir(wanted.pull, pulled.dir)
+    const sha256 = declaredSha256(mixtape.dir, wanted.disk.file) ?? (await diskDigest(mixtape)).sha256
+    if (basename(mixtape.disk.path) === wanted.disk.file && sha256 === wanted.disk.sha256) return mixtape
+    throw new HarnessError('MIXTAPE_NOT_FOUND', `${wanted.pull} has no disk ${wanted.disk.file} with sha256:${wanted.disk.sha256.slice(0, 12)}…`, {
+      fix: 'the capture names a mixtape its registry no longer serves: take its logs and disk with --extract DIR',
+    })
   }
   const pull = isFixtureMixtape(wanted.ref) ? `rebuild the fixture (${wanted.ref}) from the same checkout` : `stereos-harness pull --arch ${arch} ${wanted.ref}`
   throw new HarnessError(

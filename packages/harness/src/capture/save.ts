@@ -7,6 +7,7 @@ import zlib from 'node:zlib'
 import { execa } from 'execa'
 import { firstLine, HarnessError } from '../errors.js'
 import { readLogTail } from '../host/log-tail.js'
+import { readRecord } from '../mixtape/cache.js'
 import type { LogSink } from '../log.js'
 import { sshRunAsRoot } from '../sandbox/ssh-bootstrap.js'
 import { templateKey } from '../template/key.js'
@@ -168,6 +169,7 @@ export async function captureVm(target: CaptureTarget, path: string, options: Ca
       mixtape: {
         ref: source.mixtape.ref,
         ...(source.mixtape.version ? { version: source.mixtape.version } : {}),
+        ...pulledFrom(source.mixtape.dir),
         disk: { file: digest.file, format: digest.format, sha256: digest.sha256, bytes: digest.bytes },
       },
       vm: { controlPlane: source.controlPlane, network: source.network, bootstrap: source.bootstrap, shareImage: source.spec.imageDisk !== undefined },
@@ -240,4 +242,10 @@ async function qemuImg(args: string[]): Promise<void> {
     throw new HarnessError('CAPTURE', `qemu-img ${args[0]} failed: ${result.stderr.trim() || result.exitCode}`, {
       fix: 'check the free space of the runtime dir',
     })
+}
+
+/** The registry reference, by digest, the mixtape was pulled from (its pull record), if it was pulled. */
+function pulledFrom(dir: string): { pull?: string } {
+  const record = readRecord(dir)
+  return record && /^sha256:[0-9a-f]{64}$/.test(record.digest) ? { pull: `${record.registry}/${record.repository}@${record.digest}` } : {}
 }

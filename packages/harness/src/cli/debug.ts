@@ -71,7 +71,7 @@ export async function debugCommand(args: DebugArgs): Promise<number> {
   const work = mkdtempSync(join(captures, 'debug-'))
   let sandbox: Sandbox
   try {
-    const mixtape = await findMixtapeByDigest({ ref: manifest.mixtape.ref, disk: manifest.mixtape.disk }, manifest.arch, log)
+    const mixtape = await findMixtapeByDigest({ ref: manifest.mixtape.ref, disk: manifest.mixtape.disk, pull: manifest.mixtape.pull }, manifest.arch, log)
     const extracted = await extractCapture(capture, work, (name) => name !== 'serial.log' && name !== 'qemu.log')
     if (!extracted.state || !extracted.disk) throw new HarnessError('CAPTURE', `${path} lacks its state or disk`)
     await rebaseDisk(extracted.disk, mixtape.disk)
