@@ -57,6 +57,16 @@ async function hashFile(path: string): Promise<string> {
   return hash.digest('hex')
 }
 
+/**
+ * Whether `mixtape` has the wanted disk for `arch`: by the digest its mixtape.toml declares, else
+ * (where `hash`) by hashing the image.
+ */
+async function holdsDisk(mixtape: Mixtape, wanted: WantedMixtape, arch: Arch, hash: boolean): Promise<boolean> {
+  if (basename(mixtape.disk.path) !== wanted.disk.file || (mixtape.arch && mixtape.arch !== arch)) return false
+  const sha256 = declaredSha256(mixtape.dir, wanted.disk.file) ?? (hash ? (await diskDigest(mixtape)).sha256 : undefined)
+  return sha256 === wanted.disk.sha256
+}
+
 export interface WantedMixtape {
   ref: string
   disk: DiskDigest
@@ -84,17 +94,13 @@ export async function findMixtapeByDigest(wanted: WantedMixtape, arch: Arch, log
     } catch {
       continue
     }
-    if (!mixtape || basename(mixtape.disk.path) !== wanted.disk.file || (mixtape.arch && mixtape.arch !== arch)) continue
-    const declared = declaredSha256(mixtape.dir, wanted.disk.file)
-    const sha256 = declared ?? (mixtape.ref === wanted.ref ? (await diskDigest(mixtape)).sha256 : undefined)
-    if (sha256 === wanted.disk.sha256) return mixtape
+    if (mixtape && (await holdsDisk(mixtape, wanted, arch, mixtape.ref === wanted.ref))) return mixtape
   }
   if (wanted.pull) {
     log(`the capture's mixtape ${wanted.ref} is not here: pulling ${wanted.pull}`)
     const pulled = await pullMixtape(wanted.pull, { arch, progress: plainProgress(log) })
     const mixtape = await readMixtapeDir(wanted.pull, pulled.dir)
-    const sha256 = declaredSha256(mixtape.dir, wanted.disk.file) ?? (await diskDigest(mixtape)).sha256
-    if (basename(mixtape.disk.path) === wanted.disk.file && sha256 === wanted.disk.sha256) return mixtape
+    if (await holdsDisk(mixtape, wanted, arch, true)) return mixtape
     throw new HarnessError('MIXTAPE_NOT_FOUND', `${wanted.pull} has no disk ${wanted.disk.file} with sha256:${wanted.disk.sha256.slice(0, 12)}…`, {
       fix: 'the capture names a mixtape its registry no longer serves: take its logs and disk with --extract DIR',
     })

@@ -1,9 +1,7 @@
 import { existsSync, realpathSync, statSync } from 'node:fs'
 import { isAbsolute, join, relative, resolve, sep } from 'node:path'
 import { z } from 'zod'
-
-/** Where the pool keeps each view root's overlay (lower, upper, work) on the VM's disk; the pool's view.ts lays it out. */
-export const VIEW_STATE_DIR = '/var/lib/stereos-harness/view'
+import { VIEW_9P_OPTIONS, VIEW_STATE_DIR } from '../view.js'
 
 const GuestPath = z.string().regex(/^\/[^\0\n]*$/, 'an absolute guest path')
 
@@ -84,7 +82,7 @@ while [ $# -ge 3 ]; do
   # stereosd mounts every share it is given (at the capture's staging path): a tag mounts once.
   for m in $(awk -v t="$tag" '$1==t && $3=="9p"{print $2}' /proc/mounts); do umount "$m"; done
   mkdir -p "$V/$i/lower" "$V/$i/upper" "$V/$i/work" "$root"
-  mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 "$tag" "$V/$i/lower"
+  mount -t 9p -o ${VIEW_9P_OPTIONS} "$tag" "$V/$i/lower"
   dirs="lowerdir=$V/$i/lower,upperdir=$V/$i/upper,workdir=$V/$i/work"
   mount -t overlay stereos-view -o "$dirs,metacopy=on" "$root" 2>/dev/null || mount -t overlay stereos-view -o "$dirs" "$root"
 done

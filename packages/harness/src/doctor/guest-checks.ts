@@ -4,6 +4,7 @@ import { SHARE_GUEST_PATH } from '../share/harness-share.js'
 import { SHARE_DISK_SERIAL } from '../share/share-image.js'
 import type { TemplateUse } from '../sandbox/guest-start.js'
 import type { Check } from './doctor.js'
+import { VIEW_9P_OPTIONS } from '../view.js'
 
 /**
  * What the checks of `doctor --mixtape` need from one booted VM (mixtape.ts gives them a
@@ -158,7 +159,7 @@ export async function ninePCheck(probe: GuestProbe, tag: string, expected: strin
     `grep -q " ${PROBE_MOUNT} 9p " /proc/mounts || { echo "stereosd did not mount the share at ${PROBE_MOUNT}" >&2; exit 3; }`,
     `cat ${PROBE_MOUNT}/${PROBE_FILE} || exit 4`,
     `umount ${PROBE_MOUNT} && mkdir -p ${lower} &&`,
-    `  mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 ${tag} ${lower} || exit 5`,
+    `  mount -t 9p -o ${VIEW_9P_OPTIONS} ${tag} ${lower} || exit 5`,
     `cat ${lower}/${PROBE_FILE} || exit 6`,
   ].join('\n')
   const result = await probe.asRoot(script)

@@ -327,7 +327,7 @@ export class StereosPoolWorker implements PoolWorker {
   private async captureContext(run: Run, root: string): Promise<PoolCaptureContext> {
     const { vm } = run.lease
     const { view } = this.ctx
-    const firstShare = run.plan.boot.shared?.length ?? 0
+    const firstShare = run.plan.boot.shared.length
     const checkout = view.roots.find((r) => view.project === r || view.project.startsWith(`${r}/`)) ?? view.project
     const state = this.options.project.vitest.state as { getReportedEntityById?: (id: string) => { fullName?: string } | undefined }
     return {

@@ -1,7 +1,7 @@
 import { realpathSync, statSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { dirname, parse, sep } from 'node:path'
-import { HarnessError, type Sandbox, VIEW_STATE_DIR } from '@stereos/harness'
+import { HarnessError, type Sandbox, VIEW_9P_OPTIONS, VIEW_STATE_DIR } from '@stereos/harness'
 import { chooseTestUser, type Identity, type ImageIds, imageIds, type TestUserChoice } from './test-user.js'
 import type { PoolVm } from './vm.js'
 
@@ -125,7 +125,7 @@ while [ $# -ge 4 ]; do
   shift 4
   umount "$staging" 2>/dev/null || true
   mkdir -p "$V/$i/lower" "$V/$i/upper" "$V/$i/work" "$target"
-  mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 "$tag" "$V/$i/lower"
+  mount -t 9p -o ${VIEW_9P_OPTIONS} "$tag" "$V/$i/lower"
   dirs="lowerdir=$V/$i/lower,upperdir=$V/$i/upper,workdir=$V/$i/work"
   suid=$huid sgid=$hgid
   [ "$(stat -c %u "$V/$i/lower")" = "$owner" ] || { suid=0; sgid=0; }
